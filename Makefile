@@ -1,0 +1,54 @@
+# make run   - set up everything (venv, packages, data) and rebuild the pipeline with `dvc repro`
+# make test  - set up everything and run the test suite
+# Both are idempotent: a second call only does what is missing.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.skillpack-installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export OMP_WAIT_POLICY ?= PASSIVE
+export DVC_NO_ANALYTICS ?= 1
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export DO_NOT_TRACK ?= 1
+export PREFECT_HOME ?= $(abspath .prefect)
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export PREFECT_SERVER_UI_ENABLED ?= false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export PYTHONUNBUFFERED ?= 1
+
+# On Linux x86-64 with Python 3.11 these releases install from the local wheel store;
+# elsewhere pip picks the torch build that fits (pyproject.toml gives ranges only).
+TORCH_PIN := $(shell python3 -c 'import platform,sys; print("torch==2.14.1 torchvision==0.29.1" if platform.system()=="Linux" and platform.machine()=="x86_64" and sys.version_info[:2]==(3,11) else "")' 2>/dev/null)
+
+.PHONY: run test install data bench ablate lint clean-run
+run: install data
+	dvc repro
+	dvc metrics show
+
+test: install data
+	$(PY) -m pytest -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	if [ -n "$(TORCH_PIN)" ]; then $(PY) -m pip install -q --disable-pip-version-check $(TORCH_PIN); fi
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# Fashion-MNIST from Debian's package when we may install it; otherwise the prepare stage
+# falls back to torchvision's downloader.
+data:
+	@if [ ! -d $(FMNIST_DIR) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	fi
+	@if [ -d $(FMNIST_DIR) ]; then echo "data: Fashion-MNIST at $(FMNIST_DIR)"; else echo "data: $(FMNIST_DIR) missing; prepare will try torchvision's download"; fi
+
+bench: install data
+	$(PY) -m pytest -q -m benchmark
+
+lint: install
+	$(VENV)/bin/hadolint docker/Dockerfile

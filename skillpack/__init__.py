@@ -1,0 +1,11 @@
+"""skillpack: the image-classification skill pack as one reproducible pipeline."""
+import os
+
+# Must happen before torch is imported anywhere: with the default (active) OpenMP wait
+# policy, two busy processes on a 2-core machine made torch ~30x slower (PITFALLS.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+__version__ = "0.1.0"

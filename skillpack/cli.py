@@ -1,0 +1,68 @@
+"""`skillpack` command line.
+
+    skillpack models [--size 28 --chans 1 --classes 10]   list model names with params and MACs
+    skillpack stage <name> [key=value ...]                run one pipeline stage with overrides
+    skillpack pipeline [--force]                          the Prefect pipeline flow
+"""
+from __future__ import annotations
+
+import argparse
+import runpy
+import sys
+
+import skillpack  # noqa: F401
+
+DEFAULT_MODEL_LIST = [
+    "sp_cnn_s", "sp_cnn_m", "sp_cnn_l", "resnet18", "resnet34", "resnet50",
+    "efficientnet_b0", "mobilenetv3_small_100", "mobilenetv3_large_100",
+]
+
+
+def cmd_models(args) -> int:
+    from skillpack.models import build_model, count_macs, count_params
+
+    names = args.names or DEFAULT_MODEL_LIST
+    print(f"{'model':32s} {'params':>12s} {'MMACs':>10s}   (input {args.chans}x{args.size}x{args.size}, {args.classes} classes)")
+    for name in names:
+        model = build_model(name, num_classes=args.classes, in_chans=args.chans, img_size=args.size)
+        macs = count_macs(model, (args.chans, args.size, args.size))
+        print(f"{name:32s} {count_params(model):12,d} {macs / 1e6:10.1f}")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    sys.argv = [f"stages.{args.name}", *args.overrides]
+    runpy.run_module(f"stages.{args.name}", run_name="__main__")
+    return 0
+
+
+def cmd_pipeline(args) -> int:
+    from flows.pipeline import main as flow_main
+
+    flow_main(["--force"] if args.force else [])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="skillpack", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("models", help="list models with parameter counts and MACs")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--chans", type=int, default=1)
+    p.add_argument("--classes", type=int, default=10)
+    p.set_defaults(fn=cmd_models)
+    p = sub.add_parser("stage", help="run one stage (prepare, validate, train, evaluate)")
+    p.add_argument("name", choices=["prepare", "validate", "train", "evaluate"])
+    p.add_argument("overrides", nargs="*", help="dotted params overrides, e.g. train.epochs=3")
+    p.set_defaults(fn=cmd_stage)
+    p = sub.add_parser("pipeline", help="run the Prefect pipeline flow")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=cmd_pipeline)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

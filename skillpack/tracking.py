@@ -1,0 +1,103 @@
+"""The only module that talks to MLflow.
+
+Every stage execution is one run in the experiment from params (default `skillpack`),
+tagged with the git commit, the data hash and the stage. When MLFLOW_PARENT_RUN_ID is set
+(the Prefect pipeline flow sets it), the run nests under that parent.
+Default tracking URI: an absolute sqlite:///<repo>/mlflow.db; MLFLOW_TRACKING_URI overrides.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
+import skillpack  # noqa: F401  (environment defaults before mlflow/torch import)
+
+PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
+
+
+def repo_root() -> Path:
+    return Path(os.environ.get("SKILLPACK_ROOT", Path.cwd())).resolve()
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def git_commit(root: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or repo_root(), capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def setup(experiment: str = "skillpack") -> str:
+    """Point MLflow at the tracking URI and make sure the experiment exists with its artifacts
+    in an absolute folder beside the database (not ./mlruns of whatever the cwd is)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    existing = mlflow.get_experiment_by_name(experiment)
+    if existing is None:
+        location = (repo_root() / "mlartifacts").as_uri()
+        try:
+            mlflow.create_experiment(experiment, artifact_location=location)
+        except Exception:  # created concurrently by another process
+            pass
+    return mlflow.set_experiment(experiment).experiment_id
+
+
+@contextmanager
+def stage_run(stage: str, experiment: str, params: dict | None = None, data_hash: str = "",
+              extra_tags: dict | None = None):
+    import mlflow
+
+    setup(experiment)
+    tags = {"stage": stage, "git_commit": git_commit(), "data_hash": data_hash, **(extra_tags or {})}
+    parent = os.environ.get(PARENT_ENV) or None
+    with mlflow.start_run(run_name=stage, parent_run_id=parent, tags=tags) as run:
+        if params:
+            mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})
+        yield run
+
+
+def log_metrics(metrics: dict, step: int | None = None) -> None:
+    import mlflow
+
+    finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+    mlflow.log_metrics(finite, step=step)
+
+
+def log_artifact(path: str | Path, folder: str | None = None) -> None:
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def log_and_register_model(model, example, registered_name: str, alias: str) -> str:
+    """Log the torch model (torch.export format, no pickle), register it and set the alias.
+    Returns the new model version."""
+    import mlflow
+    import mlflow.pytorch
+    import torch
+    from mlflow import MlflowClient
+
+    info = mlflow.pytorch.log_model(
+        model, name="model", input_example=example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        registered_model_name=registered_name,
+    )
+    version = str(info.registered_model_version)
+    MlflowClient().set_registered_model_alias(registered_name, alias, version)
+    return version
+
+
+def runs_frame(experiment: str = "skillpack"):
+    """All runs of the experiment as a DataFrame (mlflow.search_runs)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.search_runs(experiment_names=[experiment])

@@ -1,0 +1,32 @@
+"""What every stage shares: params, paths, and a clear one-line error instead of a traceback."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import skillpack  # noqa: F401  (environment defaults first)
+from skillpack.config import Params, load_params
+
+PREPARED = Path("data/prepared")
+REPORTS = Path("reports")
+MODELS = Path("models")
+MODEL_FILE = MODELS / "model.pt"
+CHECKPOINT = MODELS / "checkpoints" / "last.pt"
+
+
+def params_from_argv(argv: list[str] | None = None) -> Params:
+    """params.yaml plus optional dotted overrides on the command line (key=value ...)."""
+    return load_params("params.yaml", overrides=list(argv if argv is not None else sys.argv[1:]))
+
+
+def run_stage(main) -> None:
+    """Run a stage's main(); known user errors exit 1 with one clear line."""
+    from skillpack.config import ParamsError
+    from skillpack.data.sources import SourceError
+
+    try:
+        code = main()
+    except (ParamsError, SourceError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code or 0)

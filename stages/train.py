@@ -1,0 +1,77 @@
+"""train: the model from params on the prepared store; checkpoints every epoch, resumes."""
+from __future__ import annotations
+
+import csv
+import io
+
+from stages.common import CHECKPOINT, MODEL_FILE, PREPARED, REPORTS, params_from_argv, run_stage
+
+TRAIN_LOG = REPORTS / "train_log.csv"
+
+
+def write_train_log(history) -> None:
+    from skillpack.io import write_text
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0].as_dict()))
+    writer.writeheader()
+    for record in history:
+        writer.writerow(record.as_dict())
+    write_text(TRAIN_LOG, buf.getvalue())
+
+
+def main() -> int:
+    import torch
+
+    from skillpack import tracking
+    from skillpack.checkpoint import save_classifier
+    from skillpack.data import PreparedStore
+    from skillpack.engine import ImageClassifier, Trainer, channel_stats, seed_everything
+    from skillpack.io import write_json
+    from skillpack.models import build_model, count_macs, count_params
+
+    params = params_from_argv()
+    cfg = params.train
+    store = PreparedStore(PREPARED)
+    (train_x, train_y), (val_x, val_y) = store.arrays("train"), store.arrays("val")
+    h, w, c = store.image_shape
+    seed_everything(params.seed)
+    backbone = build_model(cfg.model, num_classes=len(store.classes), in_chans=c, img_size=h)
+    model = ImageClassifier(backbone, *channel_stats(train_x))
+    macs, n_params = count_macs(model, (c, h, w)), count_params(model)
+    data_hash = store.data_hash()
+    flat = {k: v for k, v in params.flat().items() if k.startswith("train.") or k == "seed"}
+
+    with tracking.stage_run("train", params.mlflow.experiment, params=flat, data_hash=data_hash,
+                            extra_tags={"model": cfg.model}):
+        tracking.log_metrics({"params": n_params, "macs": macs})
+
+        def on_epoch_end(record, history):
+            tracking.log_metrics({k: v for k, v in record.as_dict().items() if k != "epoch"}, step=record.epoch)
+            write_train_log(history)
+
+        trainer = Trainer(model, cfg, params.seed, checkpoint=CHECKPOINT, data_hash=data_hash,
+                          on_epoch_end=on_epoch_end)
+        result = trainer.fit(train_x, train_y, val_x, val_y)
+        write_train_log(result.history)
+        model = trainer.model.to("cpu", memory_format=torch.contiguous_format).eval()
+        save_classifier(MODEL_FILE, model, model_name=cfg.model, classes=store.classes, image_shape=(h, w, c),
+                        extra={"data_hash": data_hash, "seed": params.seed})
+        images_per_s = len(train_y) * (cfg.epochs - result.resumed_from_epoch) / max(result.train_seconds, 1e-9)
+        summary = {"model": cfg.model, "params": n_params, "macs": macs, "epochs": cfg.epochs,
+                   "resumed_from_epoch": result.resumed_from_epoch, "train_seconds": round(result.train_seconds, 2),
+                   "images_per_second": round(images_per_s, 1), "final_val_acc": result.history[-1].val_acc,
+                   "device": str(trainer.device)}
+        write_json(REPORTS / "train.json", summary)
+        tracking.log_metrics({"train_seconds": result.train_seconds, "images_per_second": images_per_s})
+        tracking.log_artifact(TRAIN_LOG)
+        example = torch.as_tensor(val_x[:2] if len(val_x) else train_x[:2]).permute(0, 3, 1, 2).float().numpy()
+        version = tracking.log_and_register_model(model, example, params.mlflow.registered_model, params.mlflow.alias)
+        print(f"[train] {cfg.model}: val acc {result.history[-1].val_acc:.4f} in {result.train_seconds:.0f}s "
+              f"({images_per_s:.0f} img/s); registered {params.mlflow.registered_model} v{version} "
+              f"@{params.mlflow.alias}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

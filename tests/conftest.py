@@ -1,0 +1,115 @@
+"""Shared fixtures: real Fashion-MNIST subsets and a throw-away git + DVC copy of the project."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", "skillpack", "stages", "flows"]
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# The small real subset the end-to-end tests train on.
+TINY_OVERRIDES = {
+    "data.max_train": 2000, "data.max_test": 1000, "train.epochs": 2, "train.batch_size": 128,
+    "train.warmup_epochs": 0,
+}
+
+
+def pytest_configure(config):
+    if not FMNIST.is_dir():
+        raise pytest.UsageError(f"{FMNIST} missing: `apt-get install dataset-fashion-mnist` (make test does it)")
+
+
+@pytest.fixture(scope="session")
+def fmnist():
+    from skillpack.data import load_source
+
+    return load_source("fashion_mnist")
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("SKILLPACK_ROOT", str(tmp_path))
+    return uri
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for key, value in overrides.items():
+        node = params
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def make_project_repo(dest: Path, overrides: dict | None = None) -> Path:
+    """A fresh git repo holding a copy of the project, `dvc init`-ed, committed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    (dest / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n__pycache__/\n")
+    set_params(dest, {**TINY_OVERRIDES, **(overrides or {})})
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "config", "user.email", "test@skillpack"], dest)
+    run(["git", "config", "user.name", "skillpack tests"], dest)
+    run([sys.executable, "-m", "dvc", "init", "-q"], dest)
+    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "project"], dest)
+    return dest
+
+
+def project_env(repo: Path) -> dict:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
+    env["SKILLPACK_ROOT"] = str(repo)
+    env["PYTHONPATH"] = str(repo)
+    return env
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """The project in a temp git repo, pipeline reproduced once on the tiny real subset."""
+    repo = make_project_repo(tmp_path_factory.mktemp("project"))
+    run([sys.executable, "-m", "dvc", "repro"], repo, env=project_env(repo))
+    return repo
+
+
+def small_split(source, n: int, seed: int = 0):
+    """First-n-per-class-balanced numpy arrays from a loaded source's train split."""
+    rng = np.random.default_rng(seed)
+    split = source.splits["train"]
+    index = np.sort(rng.choice(len(split.labels), size=n, replace=False))
+    return split.images[index], split.labels[index]

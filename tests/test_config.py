@@ -1,0 +1,30 @@
+import pytest
+
+from skillpack.config import ParamsError, load_params
+
+
+def test_repo_params_load_and_overrides_apply(tmp_path):
+    params = load_params("params.yaml", ["train.epochs=3", "data.max_train=2000", "train.augment.hflip=false"])
+    assert params.train.epochs == 3
+    assert params.data.max_train == 2000
+    assert params.train.augment.hflip is False
+    assert params.flat()["train.epochs"] == 3
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ParamsError, match=r"train\.epoch"):
+        load_params(path)
+
+
+def test_bad_value_is_named(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  optimizer: rmsprop_typo\n")
+    with pytest.raises(ParamsError, match=r"train\.optimizer"):
+        load_params(path)
+
+
+def test_override_syntax_error():
+    with pytest.raises(ParamsError, match="key=value"):
+        load_params("params.yaml", ["train.epochs"])

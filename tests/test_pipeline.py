@@ -1,0 +1,90 @@
+"""End to end: `dvc repro` in a temporary git repo on a small real subset, then MLflow's DB."""
+import json
+import sys
+import time
+
+import mlflow
+from mlflow import MlflowClient
+
+from conftest import TINY_OVERRIDES, make_project_repo, project_env, run
+
+STAGES = {"prepare", "validate", "train", "evaluate"}
+
+
+def test_repro_produces_metrics_plots_and_a_registered_model(tiny_repo):
+    metrics = json.loads((tiny_repo / "reports" / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["test_accuracy"] > 0.5  # two epochs on 1,800 images, chance is 0.1
+    assert metrics["n_test"] == TINY_OVERRIDES["data.max_test"]
+    assert set(metrics["per_class"]) and all({"precision", "recall", "f1"} <= set(m) for m in metrics["per_class"].values())
+    for png in ("confusion.png", "curves.png"):
+        assert (tiny_repo / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], tiny_repo, env=project_env(tiny_repo))
+    assert "test_accuracy" in shown.stdout
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("skillpack")
+    runs = client.search_runs([experiment.experiment_id])
+    by_stage = {r.data.tags["stage"]: r for r in runs}
+    assert STAGES <= set(by_stage)
+    commit = run(["git", "rev-parse", "HEAD"], tiny_repo).stdout.strip()
+    for stage in STAGES:
+        tags = by_stage[stage].data.tags
+        assert tags["git_commit"] == commit
+        assert len(tags["data_hash"]) == 16
+    train = by_stage["train"]
+    assert train.data.params["train.epochs"] == "2"
+    assert "val_acc" in train.data.metrics
+    assert by_stage["evaluate"].data.metrics["test_accuracy"] == metrics["test_accuracy"]
+    version = client.get_model_version_by_alias("skillpack-classifier", "candidate")
+    assert version.run_id == train.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id)}
+    assert {"confusion.png", "curves.png", "metrics.json"} <= artifacts
+
+
+def test_registered_model_loads_and_predicts(tiny_repo):
+    import numpy as np
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model("models:/skillpack-classifier@candidate")
+    images = np.load(tiny_repo / "data" / "prepared" / "test_images.npy")[:8]
+    import torch
+
+    logits = model(torch.as_tensor(images).permute(0, 3, 1, 2).float())
+    assert tuple(logits.shape) == (8, 10)
+
+
+def test_second_repro_does_nothing_quickly(tiny_repo):
+    t0 = time.perf_counter()
+    proc = run([sys.executable, "-m", "dvc", "repro"], tiny_repo, env=project_env(tiny_repo))
+    seconds = time.perf_counter() - t0
+    out = proc.stdout + proc.stderr
+    assert "up to date" in out and "Running stage" not in out, out
+    assert seconds <= 5.0, f"no-op repro took {seconds:.1f}s"
+
+
+def test_leaky_imagefolder_stops_dvc_repro_at_validate(tmp_path):
+    """A test image copied into train: `dvc repro` must fail at validate, name the row, and
+    never train; the corrupt file is quarantined with its reason and the counts add up."""
+    from test_sources import make_image_folder
+
+    root = tmp_path / "folder"
+    for seed, split in enumerate(("train", "test")):
+        make_image_folder(root / split, corrupt=(split == "train"), seed=seed)
+    # the same bytes decode to the same pixels, so the prepared images share a sha256
+    (root / "train" / "dog" / "leaked.jpg").write_bytes((root / "test" / "dog" / "0a.jpg").read_bytes())
+    repo = make_project_repo(tmp_path / "repo", {"data.source": "imagefolder", "data.root": str(root),
+                                                 "data.image_size": 16, "data.max_train": None,
+                                                 "data.max_test": None, "data.val_fraction": 0.2})
+    proc = run([sys.executable, "-m", "dvc", "repro"], repo, env=project_env(repo), check=False)
+    assert proc.returncode != 0
+    assert "leaks_into_test" in proc.stderr and "train/dog/leaked.jpg" in proc.stderr
+    assert not (repo / "models" / "model.pt").exists()
+    report = json.loads((repo / "reports" / "validation.json").read_text())
+    assert report["success"] is False
+    quarantined = {q["path"]: q["reason"] for q in report["quarantine"]}
+    assert "unreadable image" in quarantined["train/cat/broken.jpg"]
+    counts = report["counts"]
+    assert counts["found"] == counts["prepared"] + counts["quarantined"] + counts["subset_excluded"]
+    assert counts["quarantined"] == 2
