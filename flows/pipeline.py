@@ -37,10 +37,14 @@ def repro_stage(stage: str, repo: str, env: dict, force: bool = False) -> str:
     return tail
 
 
-def metrics_table(metrics: dict) -> list[dict]:
+def metrics_table(metrics: dict, per_class: dict) -> list[dict]:
     rows = [{"metric": k, "value": v} for k, v in metrics.items() if not isinstance(v, dict)]
-    rows += [{"metric": f"f1/{name}", "value": round(m["f1"], 4)} for name, m in metrics.get("per_class", {}).items()]
+    rows += [{"metric": f"f1/{name}", "value": round(m["f1"], 4)} for name, m in per_class.items()]
     return rows
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 @flow(name="skillpack-pipeline", log_prints=True)
@@ -57,11 +61,10 @@ def pipeline(repo: str = ".", stages: list[str] = list(STAGES), force: bool = Fa
         env[tracking.PARENT_ENV] = parent.info.run_id
         for stage in stages:
             repro_stage(stage, str(repo_path), env, force)
-        metrics_file = repo_path / "reports" / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+        metrics = read_json(repo_path / "reports" / "metrics.json")
         if metrics:
             tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, (dict, bool))})
-            create_table_artifact(key=ARTIFACT_KEY, table=metrics_table(metrics),
+            create_table_artifact(key=ARTIFACT_KEY, table=metrics_table(metrics, read_json(repo_path / "reports" / "per_class.json")),
                                   description=f"skillpack pipeline metrics (MLflow parent run {parent.info.run_id})")
     return {"parent_run_id": parent.info.run_id, "metrics": metrics}
 

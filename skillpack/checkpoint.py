@@ -6,19 +6,19 @@ from pathlib import Path
 
 import torch
 
-from skillpack.engine import ImageClassifier
+from skillpack.config import HeadParams
+from skillpack.engine import ImageClassifier, build_classifier
 from skillpack.io import atomic_path
-from skillpack.models import build_model
 
 
 def save_classifier(path: str | Path, model: ImageClassifier, *, model_name: str, classes: list[str],
-                    image_shape: tuple[int, int, int], extra: dict | None = None) -> None:
-    h, w, c = image_shape
+                    image_shape: tuple[int, int, int], head: HeadParams, extra: dict | None = None) -> None:
     state = {
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         "model_name": model_name,
         "classes": list(classes),
-        "image_shape": [int(h), int(w), int(c)],
+        "image_shape": [int(v) for v in image_shape],
+        "head": head.model_dump(),
         "extra": extra or {},
     }
     with atomic_path(path) as tmp:
@@ -30,9 +30,20 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model (run `dvc repro train`)")
     state = torch.load(path, map_location=map_location, weights_only=True)
-    h, w, c = state["image_shape"]
-    backbone = build_model(state["model_name"], num_classes=len(state["classes"]), in_chans=c, img_size=h)
-    model = ImageClassifier(backbone, [0.0] * c, [1.0] * c)
+    model = build_classifier(state["model_name"], len(state["classes"]), tuple(state["image_shape"]),
+                             HeadParams(**state["head"]))
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model, state
+
+
+def load_teacher(reference: str) -> torch.nn.Module:
+    """A teacher for distillation: a model.pt path, or an MLflow model URI (models:/name@alias)."""
+    if reference.startswith(("models:/", "runs:/")):
+        import mlflow.pytorch
+
+        from skillpack import tracking
+
+        tracking.setup()
+        return mlflow.pytorch.load_model(reference)
+    return load_classifier(reference)[0]

@@ -2,6 +2,7 @@
 
     skillpack models [--size 28 --chans 1 --classes 10]   list model names with params and MACs
     skillpack stage <name> [key=value ...]                run one pipeline stage with overrides
+    skillpack recipe <name>                               a recipe as `dvc exp run` -S flags
     skillpack pipeline [--force]                          the Prefect pipeline flow
 """
 from __future__ import annotations
@@ -12,16 +13,17 @@ import sys
 
 import skillpack  # noqa: F401
 
-DEFAULT_MODEL_LIST = [
-    "sp_cnn_s", "sp_cnn_m", "sp_cnn_l", "resnet18", "resnet34", "resnet50",
-    "efficientnet_b0", "mobilenetv3_small_100", "mobilenetv3_large_100",
-]
+def default_model_list() -> list[str]:
+    from skillpack.models import OUR_MODELS
+
+    return OUR_MODELS + ["resnet18", "resnet34", "resnet50"] + [f"efficientnet_b{i}" for i in range(5)] + [
+        "efficientnet_cc_b0_4e", "mobilenetv3_small_100", "mobilenetv3_large_100"]
 
 
 def cmd_models(args) -> int:
     from skillpack.models import build_model, count_macs, count_params
 
-    names = args.names or DEFAULT_MODEL_LIST
+    names = args.names or default_model_list()
     print(f"{'model':32s} {'params':>12s} {'MMACs':>10s}   (input {args.chans}x{args.size}x{args.size}, {args.classes} classes)")
     for name in names:
         model = build_model(name, num_classes=args.classes, in_chans=args.chans, img_size=args.size)
@@ -33,6 +35,13 @@ def cmd_models(args) -> int:
 def cmd_stage(args) -> int:
     sys.argv = [f"stages.{args.name}", *args.overrides]
     runpy.run_module(f"stages.{args.name}", run_name="__main__")
+    return 0
+
+
+def cmd_recipe(args) -> int:
+    from skillpack.recipes import recipe_overrides
+
+    print(" ".join(f"-S {item}" for item in recipe_overrides(args.name)))
     return 0
 
 
@@ -57,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", choices=["prepare", "validate", "train", "evaluate"])
     p.add_argument("overrides", nargs="*", help="dotted params overrides, e.g. train.epochs=3")
     p.set_defaults(fn=cmd_stage)
+    p = sub.add_parser("recipe", help="print a recipe of recipes.yaml as `dvc exp run` -S flags")
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_recipe)
     p = sub.add_parser("pipeline", help="run the Prefect pipeline flow")
     p.add_argument("--force", action="store_true")
     p.set_defaults(fn=cmd_pipeline)

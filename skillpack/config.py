@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -32,28 +32,112 @@ class ValidateParams(_Strict):
     max_rows_reported: int = 20
 
 
+class ColorJitterParams(_Strict):
+    brightness: float = Field(0.0, ge=0)
+    contrast: float = Field(0.0, ge=0)
+    saturation: float = Field(0.0, ge=0)
+    hue: float = Field(0.0, ge=0, le=0.5)
+
+
 class AugmentParams(_Strict):
     hflip: bool = True
     crop_padding: int = Field(2, ge=0)
+    rotation: float = Field(0.0, ge=0, le=180)               # degrees, uniform in +-rotation
+    resized_crop_scale: tuple[float, float] | None = None    # area fraction range, e.g. [0.8, 1.0]
+    color_jitter: ColorJitterParams = ColorJitterParams()
+    policy: Literal["autoaugment", "randaugment", "trivialaugment"] | None = None
+    policy_options: dict = Field(default_factory=dict)       # autoaugment: {policy}; randaugment: {num_ops, magnitude}
+    random_erasing: float = Field(0.0, ge=0, le=1)           # probability per sample
+    mixup_alpha: float = Field(0.0, ge=0)
+    cutmix_alpha: float = Field(0.0, ge=0)
+
+
+class LookaheadParams(_Strict):
+    enabled: bool = False
+    k: int = Field(6, ge=1)
+    alpha: float = Field(0.5, gt=0, le=1)
+
+
+class OptimizerParams(_Strict):
+    name: Literal["sgd", "adam", "adamw", "lars"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = False       # default: no weight decay on norms and biases
+    lars_trust_coeff: float = 0.001
+    lookahead: LookaheadParams = LookaheadParams()
+
+
+class ScheduleParams(_Strict):
+    name: Literal["none", "step", "multistep", "cosine", "onecycle"] = "cosine"
+    warmup_epochs: float = Field(1, ge=0)   # linear warm-up, composable with any schedule
+    step_epochs: float = Field(5, gt=0)     # step: decay every step_epochs
+    milestones: list[float] = Field(default_factory=lambda: [5.0, 8.0])  # multistep, in epochs
+    gamma: float = 0.1
+    min_lr: float = 0.0                     # cosine floor
+    onecycle_pct_start: float = Field(0.3, gt=0, lt=1)
+    onecycle_div_factor: float = 25.0       # start lr = lr / div_factor
+    onecycle_final_div_factor: float = 1e4  # final lr = start lr / final_div_factor
+
+
+class DistillParams(_Strict):
+    teacher: str | None = None              # a model.pt path or an MLflow URI models:/name@alias
+    temperature: float = Field(4.0, gt=0)
+    weight: float = Field(0.7, ge=0, le=1)  # weight of the KD term; 1 - weight for the label loss
+
+
+class LossParams(_Strict):
+    name: Literal["ce", "focal"] = "ce"
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    focal_alpha: list[float] | None = None  # per-class weights
+    center_weight: float = Field(0.0, ge=0)
+    center_lr: float = Field(0.5, gt=0)
+    triplet_weight: float = Field(0.0, ge=0)
+    triplet_mining: Literal["all", "hard", "semihard"] = "semihard"
+    triplet_margin: float = Field(0.2, gt=0)
+    distill: DistillParams = DistillParams()
+
+
+class HeadParams(_Strict):
+    name: Literal["linear", "arcface"] = "linear"
+    dropout: float = Field(0.1, ge=0, lt=1)
+    arcface_scale: float = Field(30.0, gt=0)
+    arcface_margin: float = Field(0.5, ge=0)   # radians
+
+
+class EmaParams(_Strict):
+    enabled: bool = False
+    decay: float = Field(0.999, gt=0, lt=1)
 
 
 class TrainParams(_Strict):
     model: str = "sp_cnn_m"
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(256, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    scheduler: Literal["cosine", "none"] = "cosine"
-    warmup_epochs: float = Field(1, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    optimizer: OptimizerParams = OptimizerParams()
+    schedule: ScheduleParams = ScheduleParams()
+    loss: LossParams = LossParams()
+    head: HeadParams = HeadParams()
     augment: AugmentParams = AugmentParams()
+    ema: EmaParams = EmaParams()
+    grad_clip: float | None = Field(None, gt=0)   # max global grad norm
     threads: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True
+    amp: Literal["off", "fp16", "bf16"] = "fp16"  # CUDA only; on CPU it is off, with a message
     channels_last: bool = True
+
+    @model_validator(mode="after")
+    def _soft_targets_need_soft_losses(self):
+        mixing = self.augment.mixup_alpha > 0 or self.augment.cutmix_alpha > 0
+        hard_only = [name for name, on in (("loss.center_weight", self.loss.center_weight > 0),
+                                           ("loss.triplet_weight", self.loss.triplet_weight > 0),
+                                           ("head.name=arcface", self.head.name == "arcface")) if on]
+        if mixing and hard_only:
+            raise ValueError(f"train.augment Mixup/CutMix make soft targets, but {', '.join(hard_only)} "
+                             f"needs hard labels; turn one of them off")
+        return self
 
 
 class EvaluateParams(_Strict):

@@ -1,10 +1,14 @@
-"""The train / evaluate loop: seeded, resumable, device-agnostic (CUDA + AMP when present)."""
+"""The train / evaluate loop: seeded, resumable, device-agnostic (CUDA + AMP when present).
+
+Every skill of the train params is wired here: augmentation (skillpack.data.augment), the
+objective (skillpack.losses), optimizer / schedule / EMA (skillpack.optim), the head
+(linear or ArcFace), gradient clipping, channels_last and mixed precision.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -17,31 +21,61 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from skillpack.config import TrainParams
-from skillpack.data.loader import BatchAugment, TensorBatches, to_tensor_nchw
+from skillpack.data.augment import BatchAugment
+from skillpack.data.loader import TensorBatches, to_tensor_nchw
 from skillpack.io import atomic_path
+from skillpack.losses import ArcMarginHead, Objective
+from skillpack.models import build_model
+from skillpack.optim import build_ema, build_optimizer, build_scheduler
 
 
 class ImageClassifier(nn.Module):
-    """Backbone + the input convention: takes images as stored (0..255, N x C x H x W, any
-    dtype) and normalises with the training set's per-channel mean/std, so a saved model
-    needs nothing else to predict."""
+    """Backbone (timm, built with num_classes=0 so it returns pooled embeddings) + head, and
+    the input convention: images as stored (0..255, N x C x H x W, any dtype), normalised
+    with the training set's per-channel mean/std, so a saved model needs nothing else."""
 
-    def __init__(self, backbone: nn.Module, mean: list[float], std: list[float]):
+    def __init__(self, backbone: nn.Module, head: nn.Module, mean: list[float], std: list[float],
+                 dropout: float = 0.0):
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.head = backbone, head
+        self.dropout = nn.Dropout(dropout)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x.float() - self.mean) / self.std
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer embeddings (what t-SNE, center and triplet losses see)."""
         return self.backbone(self.normalize(x))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer features (timm's forward_head(pre_logits=True))."""
-        feats = self.backbone.forward_features(self.normalize(x))
-        return self.backbone.forward_head(feats, pre_logits=True)
+    def classify(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        embeddings = self.dropout(embeddings)
+        return self.head(embeddings, labels) if isinstance(self.head, ArcMarginHead) else self.head(embeddings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.embed(x))
+
+
+def embedding_dim(backbone: nn.Module, in_chans: int, size: int) -> int:
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        dim = backbone(torch.zeros(1, in_chans, size, size)).shape[1]
+    backbone.train(was_training)
+    return int(dim)
+
+
+def build_classifier(model_name: str, num_classes: int, image_shape: tuple[int, int, int], head_cfg,
+                     mean: list[float] | None = None, std: list[float] | None = None) -> ImageClassifier:
+    h, w, c = image_shape
+    backbone = build_model(model_name, num_classes=0, in_chans=c, img_size=h)
+    dim = embedding_dim(backbone, c, h)
+    if head_cfg.name == "arcface":
+        head = ArcMarginHead(dim, num_classes, head_cfg.arcface_scale, head_cfg.arcface_margin)
+    else:
+        head = nn.Linear(dim, num_classes)
+    return ImageClassifier(backbone, head, mean or [0.0] * c, std or [1.0] * c, head_cfg.dropout)
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -62,6 +96,16 @@ def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)
+
+
+def resolve_amp(requested: str, device: torch.device) -> torch.dtype | None:
+    if requested == "off":
+        return None
+    if device.type != "cuda":
+        print(f"[train] train.amp={requested} is a CUDA feature; training in fp32 on {device.type} "
+              f"(bf16 autocast on a CPU without bf16 units is several times slower)")
+        return None
+    return torch.float16 if requested == "fp16" else torch.bfloat16
 
 
 def config_hash(*parts) -> str:
@@ -90,42 +134,18 @@ class FitResult:
     train_seconds: float = 0.0
 
 
-def build_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:
-    """timm's optimizer factory; weight decay skips norms and biases (filter_bias_and_bn)."""
-    from timm.optim import create_optimizer_v2
-
-    if cfg.optimizer == "sgd":
-        opt = "sgd" if cfg.nesterov else "momentum"
-        return create_optimizer_v2(model, opt=opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                   momentum=cfg.momentum, filter_bias_and_bn=True)
-    return create_optimizer_v2(model, opt=cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                               filter_bias_and_bn=True)
-
-
-def build_scheduler(optimizer, cfg: TrainParams, steps_per_epoch: int):
-    """Stepped every iteration: linear warm-up for `warmup_epochs`, then cosine to 0."""
-    from torch.optim import lr_scheduler as sched
-
-    total = cfg.epochs * steps_per_epoch
-    warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
-    main = (sched.CosineAnnealingLR(optimizer, T_max=max(total - warmup, 1)) if cfg.scheduler == "cosine"
-            else sched.ConstantLR(optimizer, factor=1.0, total_iters=0))
-    if warmup <= 0:
-        return main
-    ramp = sched.LinearLR(optimizer, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup)
-    return sched.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
-
-
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
             device: torch.device | None = None, embeddings: bool = False) -> torch.Tensor:
     """Logits (or penultimate embeddings) for uint8 N x C x H x W images, in order."""
     device = device or next(model.parameters()).device
+    was_training = model.training
     model.eval()
     outs = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device)
         outs.append((model.embed(batch) if embeddings else model(batch)).float().cpu())
+    model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
@@ -145,47 +165,53 @@ class Trainer:
 
     def __init__(self, model: ImageClassifier, cfg: TrainParams, seed: int,
                  checkpoint: str | Path | None = None, data_hash: str = "",
-                 on_epoch_end: Callable[[EpochResult, list[EpochResult]], None] | None = None, progress: bool = True):
+                 on_epoch_end: Callable[[EpochResult, list[EpochResult]], None] | None = None,
+                 progress: bool = True, teacher: nn.Module | None = None):
         self.cfg, self.seed, self.data_hash = cfg, seed, data_hash
         self.checkpoint = Path(checkpoint) if checkpoint else None
-        self.on_epoch_end = on_epoch_end
-        self.progress = progress
+        self.on_epoch_end, self.progress = on_epoch_end, progress
         self.device = resolve_device(cfg.device)
-        self.amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self.ema = None
 
     def _fingerprint(self) -> str:
         return config_hash(self.cfg.model_dump(), self.seed, self.data_hash)
 
-    def _save(self, epoch: int, optimizer, scheduler, scaler, history) -> None:
+    def _stateful(self, optimizer, scheduler, scaler, objective) -> dict:
+        parts = {"model": self.model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
+                 "objective": objective}
+        if self.ema is not None:
+            parts["ema"] = self.ema
+        return parts
+
+    def _save(self, epoch: int, parts: dict, history) -> None:
         if self.checkpoint is None:
             return
-        state = {
-            "epoch": epoch,
-            "fingerprint": self._fingerprint(),
-            "model": self.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "history": [h.as_dict() for h in history],
-        }
+        state = {"epoch": epoch, "fingerprint": self._fingerprint(), "history": [h.as_dict() for h in history]}
+        state.update({name: obj.state_dict() for name, obj in parts.items()})
         with atomic_path(self.checkpoint) as tmp:
             torch.save(state, tmp)
 
-    def _resume(self, optimizer, scheduler, scaler) -> tuple[int, list[EpochResult]]:
+    def _resume(self, parts: dict) -> tuple[int, list[EpochResult]]:
         if self.checkpoint is None or not self.checkpoint.is_file():
             return 0, []
         state = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
         if state.get("fingerprint") != self._fingerprint():
             print(f"[train] {self.checkpoint}: made with other params or data; starting fresh")
             return 0, []
-        self.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        for name, obj in parts.items():
+            obj.load_state_dict(state[name])
         print(f"[train] resuming from {self.checkpoint} after epoch {state['epoch']}")
         return state["epoch"], [EpochResult(**h) for h in state["history"]]
+
+    def _teacher_cache(self, x_train: torch.Tensor, augment: BatchAugment) -> torch.Tensor | None:
+        """Teacher logits computed once when the inputs never change (no augmentation)."""
+        if self.teacher is None or not augment.is_identity:
+            return None
+        return predict(self.teacher, x_train, 1024, self.device).to(self.device)
 
     def fit(self, train_images: np.ndarray, train_labels: np.ndarray,
             val_images: np.ndarray, val_labels: np.ndarray) -> FitResult:
@@ -194,14 +220,20 @@ class Trainer:
         torch.use_deterministic_algorithms(self.device.type == "cpu", warn_only=True)
         x_train, y_train = to_tensor_nchw(train_images), torch.as_tensor(train_labels, dtype=torch.long)
         x_val, y_val = to_tensor_nchw(val_images), torch.as_tensor(val_labels, dtype=torch.long)
-        augment = BatchAugment(hflip=cfg.augment.hflip, crop_padding=cfg.augment.crop_padding)
-        batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True, augment=augment,
+        num_classes = self.model.head.weight.shape[0]
+        augment = BatchAugment(cfg.augment, num_classes, x_train.shape[1])
+        batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True,
                                 drop_last=len(y_train) > cfg.batch_size)
-        optimizer = build_optimizer(self.model, cfg)
-        scheduler = build_scheduler(optimizer, cfg, len(batches))
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        start_epoch, history = self._resume(optimizer, scheduler, scaler)
+        objective = Objective(cfg.loss, num_classes, self.model.head.weight.shape[1]).to(self.device)
+        extra = [{"params": list(objective.parameters()), "lr": cfg.loss.center_lr, "weight_decay": 0.0}] \
+            if any(True for _ in objective.parameters()) else []
+        optimizer = build_optimizer(self.model, cfg.optimizer, extra)
+        scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optimizer.lr, cfg.epochs, len(batches))
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.ema = build_ema(self.model, cfg.ema)
+        teacher_cache = self._teacher_cache(x_train, augment)
+        parts = self._stateful(optimizer, scheduler, scaler, objective)
+        start_epoch, history = self._resume(parts)
         result = FitResult(history=history, resumed_from_epoch=start_epoch)
         t_start = time.perf_counter()
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -210,40 +242,64 @@ class Trainer:
             # which is what makes a resumed run bit-identical to an uninterrupted one.
             generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
             torch.manual_seed(self.seed * 100_019 + epoch)
-            train_loss, train_acc = self._train_epoch(batches, generator, optimizer, scheduler, scaler,
-                                                      criterion, epoch)
-            val_loss, val_acc = evaluate_loss_acc(self.model, x_val, y_val, 1024, self.device)
+            train_loss, train_acc = self._train_epoch(batches, augment, generator, optimizer, scheduler, scaler,
+                                                      objective, teacher_cache, epoch)
+            evaluated = self.ema.module if self.ema is not None else self.model
+            val_loss, val_acc = evaluate_loss_acc(evaluated, x_val, y_val, 1024, self.device)
             record = EpochResult(epoch, train_loss, train_acc, val_loss, val_acc,
                                  optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
             history.append(record)
-            self._save(epoch, optimizer, scheduler, scaler, history)
+            self._save(epoch, parts, history)
             if self.on_epoch_end:
                 self.on_epoch_end(record, history)
         result.train_seconds = time.perf_counter() - t_start
+        if self.ema is not None:  # the EMA weights are the result
+            self.model.load_state_dict(self.ema.module.state_dict())
         return result
 
-    def _train_epoch(self, batches, generator, optimizer, scheduler, scaler, criterion, epoch):
+    def _step(self, images, targets, index, optimizer, scaler, objective, teacher_cache):
+        hard = None if targets.dtype.is_floating_point else targets
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            embeddings = self.model.embed(images)
+            logits = self.model.classify(embeddings, hard)
+            teacher_logits = None
+            if self.teacher is not None:
+                if teacher_cache is not None:
+                    teacher_logits = teacher_cache[index.to(self.device)]
+                else:
+                    with torch.no_grad():
+                        teacher_logits = self.teacher(images)
+            terms = objective(logits, targets, embeddings, teacher_logits)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms["total"]).backward()
+        if self.cfg.grad_clip:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        return terms["total"].detach(), logits.detach()
+
+    def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, objective, teacher_cache, epoch):
         self.model.train()
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         bar = tqdm(batches.epoch(generator), total=len(batches), desc=f"epoch {epoch}/{self.cfg.epochs}",
                    disable=not self.progress, mininterval=1.0, leave=False)
-        for images, labels in bar:
+        for index, images, labels in bar:
+            images, targets = augment(images, labels, generator)
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-            labels = labels.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-                logits = self.model(images)
-                loss = criterion(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            targets = targets.to(self.device, non_blocking=True)
+            loss, logits = self._step(images, targets, index, optimizer, scaler, objective, teacher_cache)
             scheduler.step()
-            total_loss += loss.detach().double() * len(labels)
-            correct += (logits.detach().argmax(1) == labels).sum()
+            hard = targets.argmax(1) if targets.dtype.is_floating_point else targets
+            total_loss += loss.double() * len(labels)
+            correct += (logits.argmax(1) == hard).sum()
             seen += len(labels)
         bar.close()
         if not math.isfinite(total_loss.item()):
-            raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.lr")
+            raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
         return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
+

@@ -1,8 +1,14 @@
 """Models through one registry: timm's.
 
-Our compact CNNs for 28-32 px images are registered into timm with `register_model`, so
+Our small-image models are registered into timm with `register_model`, so
 `timm.create_model("sp_cnn_m", num_classes=10, in_chans=1)` and every timm name go through
-the same `build_model` call. No weights are downloaded: `pretrained` is always False here.
+the same `build_model` call. No weights are downloaded: `pretrained` is always False.
+
+- sp_cnn_s|m|l      VGG-style CNNs sized for 28-32 px inputs
+- sp_dwcnn_s|m|l    the same with depthwise-separable convolutions (MobileNet's block)
+- sp_vit_tiny_p4, sp_vit_small_p4   ViT with 4 px patches (7x7 tokens at 28 px, 8x8 at 32 px)
+- any timm name: resnet18/34/50, efficientnet_b0..b4, efficientnet_cc_b0_4e (CondConv),
+  mobilenetv3_small_100 / mobilenetv3_large_100, vit_*, ...
 """
 from __future__ import annotations
 
@@ -12,36 +18,41 @@ from torch import nn
 from timm.models import register_model
 
 
-def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def separable_conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    """Depthwise 3x3 + pointwise 1x1: ~1/9 + 1/cout of a full 3x3 conv's MACs."""
+    return nn.Sequential(nn.Conv2d(cin, cin, 3, stride=stride, padding=1, groups=cin, bias=False),
+                         nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+                         nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class CompactCNN(nn.Module):
     """A VGG-style CNN sized for 28-32 px inputs: the MACs, not the parameter count, decide
-    wall time on a CPU, so full resolution gets one thin conv and the depth sits at 14 and 7 px."""
+    wall time on a CPU, so full resolution gets one thin conv and the depth sits at 1/2 and
+    1/4 resolution. `block` is conv_bn or separable_conv_bn (the first conv is always full)."""
 
     def __init__(self, widths=(32, 64, 128), num_classes: int = 10, in_chans: int = 1,
-                 drop_rate: float = 0.1, **_):
+                 block=conv_bn, drop_rate: float = 0.0, **_):
         super().__init__()
         w1, w2, w3 = widths
         self.num_classes = num_classes
-        self.num_features = w3
+        self.num_features = self.head_hidden_size = w3
         self.features = nn.Sequential(
-            _conv_bn(in_chans, w1),
-            nn.MaxPool2d(2),             # 28 -> 14
-            _conv_bn(w1, w2),
-            _conv_bn(w2, w2),
-            nn.MaxPool2d(2),             # 14 -> 7
-            _conv_bn(w2, w3),
-            _conv_bn(w3, w3),
+            conv_bn(in_chans, w1),
+            nn.MaxPool2d(2),
+            block(w1, w2),
+            block(w2, w2),
+            nn.MaxPool2d(2),
+            block(w2, w3),
+            block(w3, w3),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.drop = nn.Dropout(drop_rate)
-        self.fc = nn.Linear(w3, num_classes)
+        self.fc = nn.Linear(w3, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -57,27 +68,43 @@ class CompactCNN(nn.Module):
         return self.fc
 
 
-def _compact(widths):
-    def create(pretrained: bool = False, **kwargs) -> CompactCNN:
-        if pretrained:
-            raise ValueError("skillpack's compact CNNs have no pretrained weights")
-        kwargs.pop("pretrained_cfg", None)
-        kwargs.pop("pretrained_cfg_overlay", None)
-        return CompactCNN(widths=widths, **kwargs)
-    return create
+def _no_pretrained(kwargs: dict) -> dict:
+    if kwargs.pop("pretrained", False):
+        raise ValueError("skillpack's own models have no pretrained weights")
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    return kwargs
 
 
-COMPACT_WIDTHS = {"sp_cnn_s": (16, 32, 64), "sp_cnn_m": (32, 64, 128), "sp_cnn_l": (64, 128, 256)}
-for _name, _widths in COMPACT_WIDTHS.items():
-    _fn = _compact(_widths)
-    _fn.__name__ = _name
-    _fn.__module__ = __name__
-    register_model(_fn)
+def _register(name: str, factory) -> None:
+    def create(pretrained: bool = False, **kwargs):
+        return factory(**_no_pretrained({"pretrained": pretrained, **kwargs}))
+    create.__name__ = name
+    create.__module__ = __name__
+    register_model(create)
+
+
+COMPACT_WIDTHS = {"s": (16, 32, 64), "m": (32, 64, 128), "l": (64, 128, 256)}
+for _size, _widths in COMPACT_WIDTHS.items():
+    _register(f"sp_cnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, **kw))
+    _register(f"sp_dwcnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, block=separable_conv_bn, **kw))
+
+VIT_SIZES = {"tiny": dict(embed_dim=192, depth=12, num_heads=3), "small": dict(embed_dim=384, depth=12, num_heads=6)}
+for _size, _dims in VIT_SIZES.items():
+    def _vit(d=_dims, img_size: int = 32, **kw):
+        from timm.models.vision_transformer import VisionTransformer
+
+        return VisionTransformer(img_size=img_size, patch_size=4, **d, **kw)
+    _register(f"sp_vit_{_size}_p4", _vit)
+
+OUR_MODELS = [f"sp_cnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_dwcnn_{s}" for s in COMPACT_WIDTHS] + \
+             [f"sp_vit_{s}_p4" for s in VIT_SIZES]
 
 
 def build_model(name: str, num_classes: int, in_chans: int, img_size: int | None = None, **kwargs) -> nn.Module:
-    """Any timm name (or ours), built for the data's channels and classes, never pretrained."""
-    if name not in timm.list_models() and name not in COMPACT_WIDTHS:
+    """Any timm name (or ours), built for the data's channels and classes, never pretrained.
+    num_classes=0 gives the backbone without classifier (pooled embeddings)."""
+    if name not in timm.list_models():
         raise ValueError(f"train.model: unknown model {name!r}; `skillpack models` lists the choices")
     if img_size is not None and _accepts_img_size(name):
         kwargs.setdefault("img_size", img_size)
@@ -85,7 +112,7 @@ def build_model(name: str, num_classes: int, in_chans: int, img_size: int | None
 
 
 def _accepts_img_size(name: str) -> bool:
-    return any(name.startswith(p) for p in ("vit_", "deit_", "swin", "beit", "eva", "cait", "xcit"))
+    return any(name.startswith(p) for p in ("vit_", "sp_vit_", "deit_", "swin", "beit", "eva", "cait", "xcit"))
 
 
 def count_params(model: nn.Module) -> int:

@@ -51,7 +51,8 @@ def main() -> int:
     overfit = overfitting_check(history, params.evaluate.overfit_gap)
     metrics.update(overfit)
     metrics["n_test"] = int(len(test_y))
-    write_json(METRICS, metrics)
+    write_json(REPORTS / "per_class.json", metrics["per_class"])
+    write_json(METRICS, {k: v for k, v in metrics.items() if k != "per_class"})
     matrix = confusion(y_true, y_pred, len(store.classes))
     plot_confusion(matrix, store.classes, REPORTS / "confusion.png",
                    title=f"{meta['model_name']}: test accuracy {metrics['test_accuracy']:.4f}")
@@ -64,7 +65,7 @@ def main() -> int:
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         flat.update({f"f1.{name}": m["f1"] for name, m in metrics["per_class"].items()})
         tracking.log_metrics({**flat, "overfitting": float(overfit["overfitting"]), "evaluate_seconds": seconds})
-        for name in ("metrics.json", "confusion.png", "curves.png"):
+        for name in ("metrics.json", "per_class.json", "confusion.png", "curves.png"):
             tracking.log_artifact(REPORTS / name)
     print(f"[evaluate] test accuracy {metrics['test_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
           f"overfitting={overfit['overfitting']} (gap {overfit['loss_gap']:+.3f}) in {seconds:.1f}s")

@@ -26,9 +26,10 @@ def main() -> int:
     from skillpack import tracking
     from skillpack.checkpoint import save_classifier
     from skillpack.data import PreparedStore
-    from skillpack.engine import ImageClassifier, Trainer, channel_stats, seed_everything
+    from skillpack.checkpoint import load_teacher
+    from skillpack.engine import Trainer, build_classifier, channel_stats, seed_everything
     from skillpack.io import write_json
-    from skillpack.models import build_model, count_macs, count_params
+    from skillpack.models import count_macs, count_params
 
     params = params_from_argv()
     cfg = params.train
@@ -36,8 +37,8 @@ def main() -> int:
     (train_x, train_y), (val_x, val_y) = store.arrays("train"), store.arrays("val")
     h, w, c = store.image_shape
     seed_everything(params.seed)
-    backbone = build_model(cfg.model, num_classes=len(store.classes), in_chans=c, img_size=h)
-    model = ImageClassifier(backbone, *channel_stats(train_x))
+    model = build_classifier(cfg.model, len(store.classes), (h, w, c), cfg.head, *channel_stats(train_x))
+    teacher = load_teacher(cfg.loss.distill.teacher) if cfg.loss.distill.teacher else None
     macs, n_params = count_macs(model, (c, h, w)), count_params(model)
     data_hash = store.data_hash()
     flat = {k: v for k, v in params.flat().items() if k.startswith("train.") or k == "seed"}
@@ -51,12 +52,12 @@ def main() -> int:
             write_train_log(history)
 
         trainer = Trainer(model, cfg, params.seed, checkpoint=CHECKPOINT, data_hash=data_hash,
-                          on_epoch_end=on_epoch_end)
+                          on_epoch_end=on_epoch_end, teacher=teacher)
         result = trainer.fit(train_x, train_y, val_x, val_y)
         write_train_log(result.history)
         model = trainer.model.to("cpu", memory_format=torch.contiguous_format).eval()
         save_classifier(MODEL_FILE, model, model_name=cfg.model, classes=store.classes, image_shape=(h, w, c),
-                        extra={"data_hash": data_hash, "seed": params.seed})
+                        head=cfg.head, extra={"data_hash": data_hash, "seed": params.seed})
         images_per_s = len(train_y) * (cfg.epochs - result.resumed_from_epoch) / max(result.train_seconds, 1e-9)
         summary = {"model": cfg.model, "params": n_params, "macs": macs, "epochs": cfg.epochs,
                    "resumed_from_epoch": result.resumed_from_epoch, "train_seconds": round(result.train_seconds, 2),

@@ -26,7 +26,7 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 # The small real subset the end-to-end tests train on.
 TINY_OVERRIDES = {
     "data.max_train": 2000, "data.max_test": 1000, "train.epochs": 2, "train.batch_size": 128,
-    "train.warmup_epochs": 0,
+    "train.schedule.warmup_epochs": 0,
 }
 
 

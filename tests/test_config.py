@@ -20,11 +20,16 @@ def test_unknown_key_is_named(tmp_path):
 
 def test_bad_value_is_named(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("train:\n  optimizer: rmsprop_typo\n")
-    with pytest.raises(ParamsError, match=r"train\.optimizer"):
+    path.write_text("train:\n  optimizer:\n    name: rmsprop_typo\n")
+    with pytest.raises(ParamsError, match=r"train\.optimizer\.name"):
         load_params(path)
 
 
 def test_override_syntax_error():
     with pytest.raises(ParamsError, match="key=value"):
         load_params("params.yaml", ["train.epochs"])
+
+
+def test_mixup_with_a_hard_label_loss_is_rejected_by_name(tmp_path):
+    with pytest.raises(ParamsError, match="center_weight"):
+        load_params("params.yaml", ["train.augment.mixup_alpha=0.4", "train.loss.center_weight=0.1"])

@@ -9,19 +9,20 @@ import pytest
 import torch
 
 from skillpack.config import TrainParams
-from skillpack.engine import ImageClassifier, Trainer, build_optimizer, build_scheduler, channel_stats, seed_everything
-from skillpack.models import build_model
+from skillpack.engine import Trainer, build_classifier, channel_stats, seed_everything
 
 from conftest import make_project_repo, project_env, run, small_split
 
 
 def _train(fmnist, seed=0, epochs=2, n=1500, **overrides):
     x, y = small_split(fmnist, n)
-    cfg = TrainParams(model="sp_cnn_s", epochs=epochs, batch_size=64, lr=0.05, **overrides)
+    cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": epochs, "batch_size": 64,
+                                      "optimizer": {"lr": 0.05}, **overrides})
     seed_everything(seed)
-    model = ImageClassifier(build_model(cfg.model, 10, 1), *channel_stats(x))
+    model = build_classifier(cfg.model, 10, (28, 28, 1), cfg.head, *channel_stats(x))
     trainer = Trainer(model, cfg, seed, progress=False)
-    result = trainer.fit(x[:1200], y[:1200], x[1200:], y[1200:])
+    cut = int(0.8 * n)
+    result = trainer.fit(x[:cut], y[:cut], x[cut:], y[cut:])
     return trainer.model, result
 
 
@@ -37,14 +38,16 @@ def test_training_learns_and_is_deterministic(fmnist):
 def test_another_seed_gives_other_weights(fmnist):
     model_a, _ = _train(fmnist, seed=0, epochs=1)
     model_b, _ = _train(fmnist, seed=1, epochs=1)
-    assert not torch.equal(model_a.backbone.fc.weight, model_b.backbone.fc.weight)
+    assert not torch.equal(model_a.head.weight, model_b.head.weight)
 
 
 def test_cosine_schedule_with_linear_warmup():
+    from skillpack.config import OptimizerParams, ScheduleParams
+    from skillpack.optim import build_optimizer, build_scheduler
+
     model = torch.nn.Linear(2, 2)
-    cfg = TrainParams(epochs=4, lr=0.4, warmup_epochs=1, scheduler="cosine")
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, steps_per_epoch=10)
+    opt = build_optimizer(model, OptimizerParams(lr=0.4))
+    sched = build_scheduler(opt, ScheduleParams(name="cosine", warmup_epochs=1), 0.4, epochs=4, steps_per_epoch=10)
     lrs = []
     for _ in range(40):
         lrs.append(opt.param_groups[0]["lr"])
@@ -57,12 +60,17 @@ def test_cosine_schedule_with_linear_warmup():
     assert lrs[-1] < 0.01
 
 
-def test_no_weight_decay_on_norms_and_biases():
-    model = build_model("sp_cnn_s", 10, 1)
-    opt = build_optimizer(model, TrainParams(weight_decay=5e-4))
-    decay = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
-    for name, p in model.named_parameters():
-        assert (id(p) in decay) == (p.ndim > 1), name
+@pytest.mark.parametrize("overrides", [
+    {"augment": {"cutmix_alpha": 1.0, "mixup_alpha": 0.4}, "loss": {"name": "focal"}},
+    {"head": {"name": "arcface"}, "loss": {"center_weight": 0.01, "triplet_weight": 0.1}},
+    {"ema": {"enabled": True, "decay": 0.9}, "grad_clip": 1.0, "optimizer": {"name": "adamw", "lr": 0.003,
+                                                                             "lookahead": {"enabled": True}}},
+])
+def test_skill_combinations_train_and_resume_deterministically(fmnist, overrides):
+    model_a, result_a = _train(fmnist, epochs=1, n=600, **overrides)
+    model_b, result_b = _train(fmnist, epochs=1, n=600, **overrides)
+    assert result_a.history[-1].val_loss == result_b.history[-1].val_loss
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
 
 
 def _final_weights(repo):
@@ -71,7 +79,8 @@ def _final_weights(repo):
 
 
 def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
-    overrides = {"data.max_train": 4000, "train.epochs": 3, "train.batch_size": 64}
+    overrides = {"data.max_train": 4000, "train.epochs": 3, "train.batch_size": 64, "train.ema.enabled": True,
+                 "train.loss.center_weight": 0.01}  # optimizer, scheduler, EMA and centres all resume
     train_cmd = [sys.executable, "-m", "stages.train"]
     straight = make_project_repo(tmp_path / "straight", overrides)
     killed = make_project_repo(tmp_path / "killed", overrides)

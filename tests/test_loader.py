@@ -31,5 +31,5 @@ def test_batches_cover_every_sample_once_per_epoch():
     images = torch.arange(10, dtype=torch.uint8).reshape(10, 1, 1, 1)
     labels = torch.arange(10)
     batches = TensorBatches(images, labels, batch_size=3, shuffle=True)
-    seen = torch.cat([y for _, y in batches.epoch(torch.Generator().manual_seed(1))])
+    seen = torch.cat([y for _, _, y in batches.epoch(torch.Generator().manual_seed(1))])
     assert sorted(seen.tolist()) == list(range(10))

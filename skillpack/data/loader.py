@@ -1,4 +1,4 @@
-"""Batches from in-memory uint8 tensors, augmented per sample but vectorised over the batch.
+"""Batches from in-memory uint8 tensors; per-sample crop and flip vectorised over the batch.
 
 Why not torchvision's Dataset + DataLoader: per-sample PIL transforms in worker processes
 cost ~1,450 img/s per worker here, and workers compete with the 2 training threads. Indexing
@@ -8,14 +8,12 @@ would draw one crop for the whole batch, which is not per-sample augmentation.)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 
 def to_tensor_nchw(images: np.ndarray) -> torch.Tensor:
-    """uint8 N x H x W x C array -> uint8 N x C x H x W tensor (one copy, kept in memory)."""
+    """uint8 N x H x W x C array -> uint8 N x C x H x W tensor (a copy, kept in memory)."""
     return torch.from_numpy(np.array(np.asarray(images).transpose(0, 3, 1, 2), order="C"))
 
 
@@ -39,25 +37,13 @@ def random_hflip(batch: torch.Tensor, generator: torch.Generator, p: float = 0.5
     return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
 
 
-@dataclass
-class BatchAugment:
-    hflip: bool = True
-    crop_padding: int = 0
-
-    def __call__(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        batch = random_crop(batch, self.crop_padding, generator)
-        if self.hflip:
-            batch = random_hflip(batch, generator)
-        return batch
-
-
 class TensorBatches:
-    """Shuffled (or ordered) mini-batches of (uint8 images, int64 labels)."""
+    """Shuffled (or ordered) mini-batches of (sample indices, uint8 images, int64 labels)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 shuffle: bool = False, augment=None, drop_last: bool = False):
+                 shuffle: bool = False, drop_last: bool = False):
         self.images, self.labels = images, labels
-        self.batch_size, self.shuffle, self.augment, self.drop_last = batch_size, shuffle, augment, drop_last
+        self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -68,7 +54,4 @@ class TensorBatches:
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
-            images = self.images[index]
-            if self.augment is not None:
-                images = self.augment(images, generator)
-            yield images, self.labels[index]
+            yield index, self.images[index], self.labels[index]

@@ -1,0 +1,38 @@
+"""Shared by the benchmarks: machine figures and the results file."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import skillpack  # noqa: F401  (OMP_WAIT_POLICY before torch)
+import torch
+
+from skillpack.io import write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Median fp32 GFLOP/s of an n x n matmul on the configured threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / sorted(times)[len(times) // 2] / 1e9
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def save(name: str, figures: dict) -> Path:
+    path = RESULTS / f"{name}.json"
+    write_json(path, {**figures, "machine": machine(), "generated_by": f"benchmarks/{name}.py"})
+    return path

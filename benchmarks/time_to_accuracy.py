@@ -1,0 +1,93 @@
+"""Wall time for each recipe of recipes.yaml to reach 92 / 93 / 93.5 / 94 % Fashion-MNIST test
+accuracy, over several seeds (medians reported).
+
+    python -m benchmarks.time_to_accuracy [--recipes default long] [--seeds 0 1 2]
+
+Training wall time counts the epochs (train + the per-epoch validation pass); the test
+evaluation done after each epoch to find the crossing is not counted. Writes
+benchmarks/results/time_to_accuracy.json and prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from benchmarks.common import save
+from skillpack.data import load_source
+from skillpack.data.loader import to_tensor_nchw
+from skillpack.data.store import carve_splits
+from skillpack.engine import Trainer, build_classifier, channel_stats, predict, seed_everything
+from skillpack.recipes import load_recipe
+
+THRESHOLDS = (0.92, 0.93, 0.935, 0.94)
+
+
+def prepared_splits(params):
+    source = load_source(params.data.source, root=params.data.root)
+    return carve_splits(source, params.data.val_fraction, params.seed, params.data.max_train, params.data.max_test)
+
+
+def run_one(recipe: str, seed: int) -> dict:
+    params = load_recipe(recipe, [f"seed={seed}"])
+    splits = prepared_splits(params)
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    x_test, y_test = to_tensor_nchw(test.images), torch.as_tensor(test.labels)
+    seed_everything(seed)
+    model = build_classifier(params.train.model, 10, train.images.shape[1:], params.train.head,
+                             *channel_stats(train.images))
+    trace, elapsed = [], [0.0]
+
+    def on_epoch_end(record, history):
+        elapsed[0] += record.seconds
+        evaluated = trainer.ema.module if trainer.ema is not None else trainer.model
+        acc = (predict(evaluated, x_test).argmax(1) == y_test).float().mean().item()
+        trace.append({"epoch": record.epoch, "train_s": round(elapsed[0], 1), "test_acc": acc})
+        print(f"  {recipe} seed {seed} epoch {record.epoch}: test {acc:.4f} at {elapsed[0]:.0f}s", flush=True)
+
+    trainer = Trainer(model, params.train, seed, on_epoch_end=on_epoch_end, progress=False)
+    trainer.fit(train.images, train.labels, val.images, val.labels)
+    reached = {f"{t:.3f}": next((p["train_s"] for p in trace if p["test_acc"] >= t), None) for t in THRESHOLDS}
+    return {"recipe": recipe, "seed": seed, "final_acc": trace[-1]["test_acc"], "train_s": trace[-1]["train_s"],
+            "seconds_to": reached, "trace": trace}
+
+
+def median_or_none(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def summarise(runs: list[dict], recipe: str) -> dict:
+    mine = [r for r in runs if r["recipe"] == recipe]
+    return {
+        "acc": statistics.median(r["final_acc"] for r in mine),
+        "train_s": statistics.median(r["train_s"] for r in mine),
+        "seconds_to": {t: median_or_none([r["seconds_to"][t] for r in mine]) for t in mine[0]["seconds_to"]},
+        "reached_by_seeds": {t: sum(r["seconds_to"][t] is not None for r in mine) for t in mine[0]["seconds_to"]},
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="+", default=["default", "long"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    runs = [run_one(recipe, seed) for recipe in args.recipes for seed in args.seeds]
+    summary = {recipe: summarise(runs, recipe) for recipe in args.recipes}
+    figures = {"seeds": args.seeds, "recipes": summary, "runs": runs}
+    for recipe in args.recipes:
+        figures[f"{recipe}_acc"] = summary[recipe]["acc"]
+        figures[f"{recipe}_train_s"] = summary[recipe]["train_s"]
+    print("| recipe | median test acc | median train s | " + " | ".join(f"s to {float(t):.1%}" for t in summary[args.recipes[0]]["seconds_to"]) + " |")
+    print("|---|---|---|" + "---|" * len(THRESHOLDS))
+    for recipe, s in summary.items():
+        cells = [f"{v:.0f} ({s['reached_by_seeds'][t]}/{len(args.seeds)})" if v is not None else "not reached"
+                 for t, v in s["seconds_to"].items()]
+        print(f"| {recipe} | {s['acc']:.4f} | {s['train_s']:.0f} | " + " | ".join(cells) + " |")
+    print(f"wrote {save('time_to_accuracy', figures)}")
+    return figures
+
+
+if __name__ == "__main__":
+    main()

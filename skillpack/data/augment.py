@@ -1,0 +1,163 @@
+"""Batch augmentation: one registry of named steps, each applied per sample to a whole batch.
+
+Every step takes (images N x C x H x W, targets) and returns the same; images stay uint8 until
+a step needs floats (rotation/resized crop resample, Mixup/CutMix blend). Where torchvision's
+transforms.v2 fits per-sample semantics it is used (AutoAugment, RandAugment,
+TrivialAugmentWide, RandomErasing per sample; MixUp and CutMix per batch, as defined). The
+geometric and colour steps are vectorised here because a v2 transform applied to a batch
+tensor draws ONE set of random parameters for the whole batch.
+
+Randomness: crop/flip draw from the epoch generator; the torchvision steps draw from torch's
+global RNG, which the engine seeds per epoch - both are reproducible and resume exactly.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+from skillpack.data.loader import random_crop, random_hflip
+
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=generator)
+
+
+def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 0.0,
+                  scale: tuple[float, float] | None = None,
+                  ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """Per-sample rotation (uniform in +-degrees) and random-resized crop (area fraction in
+    `scale`, aspect in `ratio`) as one affine resample (bilinear, zero fill) of the batch."""
+    n = images.shape[0]
+    angle = _uniform(n, -degrees, degrees, generator) * math.pi / 180
+    if scale is not None:
+        area = _uniform(n, scale[0], scale[1], generator)
+        log_r = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), generator)
+        aspect = torch.exp(log_r)
+        sx = torch.sqrt(area * aspect).clamp(max=1.0)   # crop width / image width
+        sy = torch.sqrt(area / aspect).clamp(max=1.0)
+        tx = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sx)
+        ty = (torch.rand(n, generator=generator) * 2 - 1) * (1 - sy)
+    else:
+        sx = sy = torch.ones(n)
+        tx = ty = torch.zeros(n)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos * sx, -sin * sy, tx], 1),
+                         torch.stack([sin * sx, cos * sy, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.round_().clamp_(0, 255).to(images.dtype) if images.dtype == torch.uint8 else out
+
+
+def _blend(a: torch.Tensor, b: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (factor.view(-1, 1, 1, 1) * a + (1 - factor.view(-1, 1, 1, 1)) * b).clamp(0, 255)
+
+
+def color_jitter(images: torch.Tensor, generator: torch.Generator, brightness: float = 0.0,
+                 contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0) -> torch.Tensor:
+    """Per-sample colour jitter with torchvision's definitions (factors uniform in
+    [1-x, 1+x]; hue shift in [-hue, hue] turns). Saturation and hue act on colour only:
+    on 1-channel images they are no-ops, which `build_augment` says when asked for."""
+    n, c = images.shape[:2]
+    dtype = images.dtype
+    x = images.float()
+    if brightness > 0:
+        x = (x * _uniform(n, 1 - brightness, 1 + brightness, generator).view(-1, 1, 1, 1)).clamp(0, 255)
+    if contrast > 0:
+        gray_mean = (v2.functional.rgb_to_grayscale(x) if c == 3 else x).mean(dim=(1, 2, 3), keepdim=True)
+        x = _blend(x, gray_mean.expand_as(x), _uniform(n, 1 - contrast, 1 + contrast, generator))
+    if c == 3 and saturation > 0:
+        gray = v2.functional.rgb_to_grayscale(x, num_output_channels=3)
+        x = _blend(x, gray, _uniform(n, 1 - saturation, 1 + saturation, generator))
+    if c == 3 and hue > 0:
+        shifts = _uniform(n, -hue, hue, generator)
+        x = torch.stack([v2.functional.adjust_hue(img / 255, float(s)) * 255 for img, s in zip(x, shifts)])
+    return x.round().clamp(0, 255).to(dtype) if dtype == torch.uint8 else x
+
+
+def per_sample(transform) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Apply a torchvision v2 transform to each image on its own (own random parameters)."""
+    def apply(images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([transform(img) for img in images])
+    return apply
+
+
+def random_erasing(images: torch.Tensor, p: float) -> torch.Tensor:
+    erase = v2.RandomErasing(p=p, value=0)
+    return per_sample(erase)(images)
+
+
+def _policy(name: str, options: dict):
+    if name == "autoaugment":
+        return v2.AutoAugment(policy=v2.AutoAugmentPolicy(options.get("policy", "imagenet")))
+    if name == "randaugment":
+        return v2.RandAugment(num_ops=options.get("num_ops", 2), magnitude=options.get("magnitude", 9))
+    if name == "trivialaugment":
+        return v2.TrivialAugmentWide()
+    raise ValueError(f"train.augment.policy: unknown {name!r}; choose autoaugment, randaugment or trivialaugment")
+
+
+def mix_step(num_classes: int, mixup_alpha: float, cutmix_alpha: float):
+    """torchvision's MixUp / CutMix (one lambda per batch, as in the papers); with both on,
+    each batch picks one at random. Returns soft targets (N x num_classes)."""
+    choices = []
+    if mixup_alpha > 0:
+        choices.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        choices.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if not choices:
+        return None
+    mixer = choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
+
+    def apply(images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return mixer(images.float(), targets)
+    return apply
+
+
+class BatchAugment:
+    """The configured steps in a fixed order: geometry, crop/flip, policy, colour, erasing, mix."""
+
+    def __init__(self, cfg, num_classes: int, channels: int):
+        self.cfg, self.num_classes, self.channels = cfg, num_classes, channels
+        self.policy = per_sample(_policy(cfg.policy, cfg.policy_options)) if cfg.policy else None
+        self.mix = mix_step(num_classes, cfg.mixup_alpha, cfg.cutmix_alpha)
+        cj = cfg.color_jitter
+        if channels == 1 and (cj.saturation > 0 or cj.hue > 0):
+            warnings.warn("train.augment.color_jitter: saturation and hue change colour only; on 1-channel "
+                          "images they do nothing (brightness and contrast still apply)", stacklevel=2)
+
+    @property
+    def makes_soft_targets(self) -> bool:
+        return self.mix is not None
+
+    @property
+    def is_identity(self) -> bool:
+        c = self.cfg
+        cj = c.color_jitter
+        return not (c.hflip or c.crop_padding or c.rotation or c.resized_crop_scale or self.policy
+                    or cj.brightness or cj.contrast or (self.channels == 3 and (cj.saturation or cj.hue))
+                    or c.random_erasing or self.mix)
+
+    def __call__(self, images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator):
+        c = self.cfg
+        if c.rotation or c.resized_crop_scale:
+            images = random_affine(images, generator, c.rotation, c.resized_crop_scale)
+        images = random_crop(images, c.crop_padding, generator)
+        if c.hflip:
+            images = random_hflip(images, generator)
+        if self.policy is not None:
+            images = self.policy(images)
+        cj = c.color_jitter
+        if cj.brightness or cj.contrast or cj.saturation or cj.hue:
+            images = color_jitter(images, generator, cj.brightness, cj.contrast, cj.saturation, cj.hue)
+        if c.random_erasing > 0:
+            images = random_erasing(images, c.random_erasing)
+        if self.mix is not None:
+            images, targets = self.mix(images, targets)
+        return images, targets
