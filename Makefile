@@ -47,8 +47,15 @@ data:
 	fi
 	@if [ -d $(FMNIST_DIR) ]; then echo "data: Fashion-MNIST at $(FMNIST_DIR)"; else echo "data: $(FMNIST_DIR) missing; prepare will try torchvision's download"; fi
 
+# The default CPU ablation (reports/ablation.md, reports/claims.md), its own DVC pipeline.
+ablate: install data
+	dvc repro validate
+	dvc repro ablations/dvc.yaml
+
+# Long measurements (not tests): figures go to benchmarks/results/*.json and docs/benchmarks.md.
 bench: install data
-	$(PY) -m pytest -q -m benchmark
+	$(PY) -m benchmarks.train_speed
+	$(PY) -m benchmarks.time_to_accuracy
 
 lint: install
 	$(VENV)/bin/hadolint docker/Dockerfile

@@ -2,6 +2,7 @@
 
     skillpack models [--size 28 --chans 1 --classes 10]   list model names with params and MACs
     skillpack stage <name> [key=value ...]                run one pipeline stage with overrides
+    skillpack explain <model.pt> [--split test] [key=value ...]  Grad-CAM, t-SNE, calibration, errors
     skillpack recipe <name>                               a recipe as `dvc exp run` -S flags
     skillpack pipeline [--force]                          the Prefect pipeline flow
 """
@@ -38,6 +39,26 @@ def cmd_stage(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from skillpack.checkpoint import load_classifier
+    from skillpack.config import load_params
+    from skillpack.data import PreparedStore
+    from skillpack.data.loader import to_tensor_nchw
+    from skillpack.explain import explain_model
+    from skillpack.io import write_json
+
+    params = load_params(args.params, args.overrides)
+    model, meta = load_classifier(args.checkpoint)
+    store = PreparedStore(args.data)
+    images, labels = store.arrays(args.split)
+    metrics = explain_model(model, to_tensor_nchw(images), labels, meta["classes"], params.evaluate.explain,
+                            args.out, seed=params.seed)
+    write_json(f"{args.out}/explain.json", metrics)
+    print(f"{args.checkpoint}: Grad-CAM on {metrics['cam_layer']}, t-SNE silhouette {metrics['tsne_silhouette']:.3f}, "
+          f"ECE {metrics['ece']:.4f} -> {args.out}/")
+    return 0
+
+
 def cmd_recipe(args) -> int:
     from skillpack.recipes import recipe_overrides
 
@@ -66,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", choices=["prepare", "validate", "train", "evaluate"])
     p.add_argument("overrides", nargs="*", help="dotted params overrides, e.g. train.epochs=3")
     p.set_defaults(fn=cmd_stage)
+    p = sub.add_parser("explain", help="Grad-CAM, t-SNE, calibration and error analysis of any checkpoint")
+    p.add_argument("checkpoint", help="a model.pt written by the train stage")
+    p.add_argument("--data", default="data/prepared")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", default="reports/explain")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. evaluate.explain.method=eigencam")
+    p.set_defaults(fn=cmd_explain)
     p = sub.add_parser("recipe", help="print a recipe of recipes.yaml as `dvc exp run` -S flags")
     p.add_argument("name")
     p.set_defaults(fn=cmd_recipe)

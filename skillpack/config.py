@@ -110,6 +110,7 @@ class HeadParams(_Strict):
 class EmaParams(_Strict):
     enabled: bool = False
     decay: float = Field(0.999, gt=0, lt=1)
+    warmup: bool = True   # timm's decay warm-up: decay(step) = min(decay, 1 - (1 + step) ** -2/3)
 
 
 class TrainParams(_Strict):
@@ -140,9 +141,23 @@ class TrainParams(_Strict):
         return self
 
 
+class ExplainParams(_Strict):
+    enabled: bool = True
+    method: Literal["gradcam", "gradcam++", "eigencam"] = "gradcam"
+    target_layer: str | None = None        # dotted module name; null = chosen per architecture
+    min_spatial: int = Field(4, ge=1)      # CNNs: deepest layer with at least this many rows/cols
+    examples_per_class: int = Field(3, ge=1)  # correctly and wrongly classified, each
+    tsne_samples: int = Field(2000, ge=20)
+    tsne_perplexity: float = Field(30.0, gt=0)
+    calibration_bins: int = Field(15, ge=2)
+    top_confused: int = Field(10, ge=1)
+    high_loss_images: int = Field(32, ge=1)
+
+
 class EvaluateParams(_Strict):
     batch_size: int = 1024
     overfit_gap: float = 0.5
+    explain: ExplainParams = ExplainParams()
 
 
 class MlflowParams(_Strict):

@@ -115,9 +115,14 @@ def config_hash(*parts) -> str:
 
 @dataclass
 class EpochResult:
+    """train_loss/acc: running figures of the epoch (augmented batches, the training
+    objective); train_eval_loss/acc: plain cross-entropy in eval mode on a fixed subset of the
+    training images, comparable with val_loss/acc (what the overfitting check uses)."""
     epoch: int
     train_loss: float
     train_acc: float
+    train_eval_loss: float
+    train_eval_acc: float
     val_loss: float
     val_acc: float
     lr: float
@@ -232,6 +237,9 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = build_ema(self.model, cfg.ema)
         teacher_cache = self._teacher_cache(x_train, augment)
+        # a fixed subset of the training images, as large as the validation set (at least 1,000)
+        probe = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(self.seed))[
+            :max(len(y_val), 1000)]
         parts = self._stateful(optimizer, scheduler, scaler, objective)
         start_epoch, history = self._resume(parts)
         result = FitResult(history=history, resumed_from_epoch=start_epoch)
@@ -246,7 +254,8 @@ class Trainer:
                                                       objective, teacher_cache, epoch)
             evaluated = self.ema.module if self.ema is not None else self.model
             val_loss, val_acc = evaluate_loss_acc(evaluated, x_val, y_val, 1024, self.device)
-            record = EpochResult(epoch, train_loss, train_acc, val_loss, val_acc,
+            tr_loss, tr_acc = evaluate_loss_acc(evaluated, x_train[probe], y_train[probe], 1024, self.device)
+            record = EpochResult(epoch, train_loss, train_acc, tr_loss, tr_acc, val_loss, val_acc,
                                  optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
             history.append(record)
             self._save(epoch, parts, history)
@@ -257,7 +266,7 @@ class Trainer:
             self.model.load_state_dict(self.ema.module.state_dict())
         return result
 
-    def _step(self, images, targets, index, optimizer, scaler, objective, teacher_cache):
+    def _step(self, images, targets, index, optimizer, scaler, objective, teacher_cache, step):
         hard = None if targets.dtype.is_floating_point else targets
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             embeddings = self.model.embed(images)
@@ -278,7 +287,7 @@ class Trainer:
         scaler.step(optimizer)
         scaler.update()
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, step=step)  # the global step drives timm's decay warm-up
         return terms["total"].detach(), logits.detach()
 
     def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, objective, teacher_cache, epoch):
@@ -288,11 +297,12 @@ class Trainer:
         seen = 0
         bar = tqdm(batches.epoch(generator), total=len(batches), desc=f"epoch {epoch}/{self.cfg.epochs}",
                    disable=not self.progress, mininterval=1.0, leave=False)
-        for index, images, labels in bar:
+        for b, (index, images, labels) in enumerate(bar):
             images, targets = augment(images, labels, generator)
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             targets = targets.to(self.device, non_blocking=True)
-            loss, logits = self._step(images, targets, index, optimizer, scaler, objective, teacher_cache)
+            step = (epoch - 1) * len(batches) + b + 1
+            loss, logits = self._step(images, targets, index, optimizer, scaler, objective, teacher_cache, step)
             scheduler.step()
             hard = targets.argmax(1) if targets.dtype.is_floating_point else targets
             total_loss += loss.double() * len(labels)

@@ -24,7 +24,9 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.nd
 
 
 def overfitting_check(history: list[dict], threshold: float) -> dict:
-    """Flag overfitting when the final val-minus-train loss gap exceeds `threshold`."""
+    """Flag overfitting when the final val-minus-train loss gap exceeds `threshold`. Both
+    losses are plain cross-entropy in eval mode (train_eval_loss), so augmentation and label
+    smoothing do not hide the gap."""
     last = history[-1]
-    gap = float(last["val_loss"]) - float(last["train_loss"])
+    gap = float(last["val_loss"]) - float(last.get("train_eval_loss", last["train_loss"]))
     return {"loss_gap": gap, "overfitting": bool(gap > threshold), "overfit_threshold": threshold}

@@ -6,7 +6,8 @@ the same `build_model` call. No weights are downloaded: `pretrained` is always F
 
 - sp_cnn_s|m|l      VGG-style CNNs sized for 28-32 px inputs
 - sp_dwcnn_s|m|l    the same with depthwise-separable convolutions (MobileNet's block)
-- sp_vit_tiny_p4, sp_vit_small_p4   ViT with 4 px patches (7x7 tokens at 28 px, 8x8 at 32 px)
+- sp_vit_micro_p4, sp_vit_tiny_p4, sp_vit_small_p4   ViT with 4 px patches (7x7 tokens at
+  28 px, 8x8 at 32 px); micro (4 blocks of 64) is for tests and quick runs
 - any timm name: resnet18/34/50, efficientnet_b0..b4, efficientnet_cc_b0_4e (CondConv),
   mobilenetv3_small_100 / mobilenetv3_large_100, vit_*, ...
 """
@@ -89,11 +90,16 @@ for _size, _widths in COMPACT_WIDTHS.items():
     _register(f"sp_cnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, **kw))
     _register(f"sp_dwcnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, block=separable_conv_bn, **kw))
 
-VIT_SIZES = {"tiny": dict(embed_dim=192, depth=12, num_heads=3), "small": dict(embed_dim=384, depth=12, num_heads=6)}
+VIT_SIZES = {"micro": dict(embed_dim=64, depth=4, num_heads=4), "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+             "small": dict(embed_dim=384, depth=12, num_heads=6)}
 for _size, _dims in VIT_SIZES.items():
     def _vit(d=_dims, img_size: int = 32, **kw):
         from timm.models.vision_transformer import VisionTransformer
 
+        # Mean-pooled tokens instead of a class token: every patch reaches the logits directly,
+        # which suits small data and gives Grad-CAM a gradient at every position.
+        kw.setdefault("class_token", False)
+        kw.setdefault("global_pool", "avg")
         return VisionTransformer(img_size=img_size, patch_size=4, **d, **kw)
     _register(f"sp_vit_{_size}_p4", _vit)
 

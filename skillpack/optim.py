@@ -97,4 +97,4 @@ def build_ema(model: nn.Module, cfg):
         return None
     from timm.utils import ModelEmaV3
 
-    return ModelEmaV3(model, decay=cfg.decay)
+    return ModelEmaV3(model, decay=cfg.decay, use_warmup=cfg.warmup)

@@ -41,13 +41,15 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: str | Path, tit
 def plot_curves(history: list[dict], path: str | Path, overfit: dict | None = None) -> None:
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", label="train loss")
-    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", label="val loss")
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], ":", color="tab:blue", label="training objective (aug.)")
+    ax_loss.plot(epochs, [h["train_eval_loss"] for h in history], "o-", color="tab:blue", label="train loss (eval)")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], "o-", color="tab:orange", label="val loss")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("loss")
     ax_loss.legend()
-    ax_acc.plot(epochs, [h["train_acc"] for h in history], "o-", label="train acc")
-    ax_acc.plot(epochs, [h["val_acc"] for h in history], "o-", label="val acc")
+    ax_acc.plot(epochs, [h["train_acc"] for h in history], ":", color="tab:blue", label="training batches (aug.)")
+    ax_acc.plot(epochs, [h["train_eval_acc"] for h in history], "o-", color="tab:blue", label="train acc (eval)")
+    ax_acc.plot(epochs, [h["val_acc"] for h in history], "o-", color="tab:orange", label="val acc")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy")
     ax_acc.legend()
@@ -58,4 +60,87 @@ def plot_curves(history: list[dict], path: str | Path, overfit: dict | None = No
         fig.suptitle(f"{verdict}: final val-train loss gap {overfit['loss_gap']:+.3f} "
                      f"(threshold {overfit['overfit_threshold']})",
                      color="red" if overfit["overfitting"] else "black")
+    _save(fig, path)
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """uint8 H x W x C image on an axis (grayscale for one channel)."""
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_cam_grid(rows: list[dict], path: str | Path, title: str, per_row: int) -> None:
+    """rows: [{"class": name, "items": [{"image", "cam", "true", "pred", "correct"}]}]; one row per
+    class, each image drawn with its heatmap over it (jet, alpha 0.45) and true/pred labels."""
+    n_rows = len(rows)
+    fig, axes = plt.subplots(n_rows, per_row, figsize=(1.9 * per_row, 2.1 * n_rows), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(per_row):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c >= len(row["items"]):
+                continue
+            item = row["items"][c]
+            _show(ax, item["image"])
+            ax.imshow(item["cam"], cmap="jet", alpha=0.45, vmin=0, vmax=1,
+                      extent=(-0.5, item["image"].shape[1] - 0.5, item["image"].shape[0] - 0.5, -0.5))
+            ax.axis("on")
+            ax.set_title(f"T: {item['true']}\nP: {item['pred']}", fontsize=7,
+                         color="green" if item["correct"] else "red")
+        axes[r][0].set_ylabel(row["class"], fontsize=8)
+    fig.tight_layout()
+    fig.suptitle(title, fontsize=10, y=1.01)
+    _save(fig, path)
+
+
+def plot_tsne(points: np.ndarray, labels: np.ndarray, wrong: np.ndarray, classes: list[str], path: str | Path,
+              title: str) -> None:
+    fig, ax = plt.subplots(figsize=(8, 7))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for k, name in enumerate(classes):
+        sel = labels == k
+        if sel.any():
+            ax.scatter(points[sel, 0], points[sel, 1], s=6, color=cmap(k % cmap.N), label=name, alpha=0.8)
+    if wrong.any():
+        ax.scatter(points[wrong, 0], points[wrong, 1], s=28, facecolors="none", edgecolors="black",
+                   linewidths=0.8, label="misclassified")
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_reliability(bins: list[dict], ece: float, path: str | Path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 5))
+    centers = [(b["low"] + b["high"]) / 2 for b in bins]
+    widths = [b["high"] - b["low"] for b in bins]
+    ax.bar(centers, [b["accuracy"] for b in bins], width=widths, edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "k--", label="perfect calibration")
+    ax.plot(centers, [b["confidence"] for b in bins], "r.", label="mean confidence")
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left")
+    ax.set_title(f"Reliability diagram - ECE {ece:.4f}")
+    _save(fig, path)
+
+
+def plot_image_grid(items: list[dict], path: str | Path, title: str, per_row: int = 8) -> None:
+    """items: [{"image", "caption", "bad"}] in order."""
+    n_rows = max(1, -(-len(items) // per_row))
+    fig, axes = plt.subplots(n_rows, per_row, figsize=(1.8 * per_row, 2.4 * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, items):
+        _show(ax, item["image"])
+        ax.axis("on")
+        ax.set_title(item["caption"], fontsize=7, color="red" if item.get("bad") else "black")
+    fig.tight_layout()
+    fig.suptitle(title, fontsize=10, y=1.01)
     _save(fig, path)

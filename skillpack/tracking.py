@@ -101,3 +101,23 @@ def runs_frame(experiment: str = "skillpack"):
 
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow.search_runs(experiment_names=[experiment])
+
+
+def log_child_run(parent_run_id: str, experiment: str, name: str, params: dict, metrics: dict, tags: dict) -> str:
+    """A finished child run under `parent_run_id`, through the client API (thread-safe: the
+    fluent API keeps its active-run stack per thread)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    run = client.create_run(experiment_id, run_name=name,
+                            tags={"mlflow.parentRunId": parent_run_id, "git_commit": git_commit(), **tags})
+    now = int(__import__("time").time() * 1000)
+    client.log_batch(run.info.run_id,
+                     metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
+                              if isinstance(v, (int, float)) and v == v],
+                     params=[Param(k, str(v)) for k, v in params.items()],
+                     tags=[RunTag(k, str(v)) for k, v in tags.items()])
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id

@@ -6,6 +6,7 @@ import csv
 from stages.common import MODEL_FILE, PREPARED, REPORTS, params_from_argv, run_stage
 
 METRICS = REPORTS / "metrics.json"
+EXPLAIN = REPORTS / "explain"
 
 
 def read_history(path) -> list[dict]:
@@ -33,6 +34,7 @@ def main() -> int:
     from skillpack.data import PreparedStore
     from skillpack.data.loader import to_tensor_nchw
     from skillpack.engine import predict
+    from skillpack.explain import explain_model
     from skillpack.io import write_json
     from skillpack.metrics import classification_metrics, confusion, overfitting_check
     from skillpack.plots import plot_confusion, plot_curves
@@ -58,6 +60,16 @@ def main() -> int:
                    title=f"{meta['model_name']}: test accuracy {metrics['test_accuracy']:.4f}")
     plot_curves(history, REPORTS / "curves.png", overfit)
     write_predictions(REPORTS / "predictions.csv", y_true, y_pred, store.classes)
+    explained = {}
+    if params.evaluate.explain.enabled:
+        t_explain = time.perf_counter()
+        explained = explain_model(model, to_tensor_nchw(test_x), test_y, store.classes, params.evaluate.explain,
+                                  EXPLAIN, seed=params.seed, logits=logits)
+        explained["explain_seconds"] = round(time.perf_counter() - t_explain, 2)
+        for key in ("tsne_silhouette", "embedding_silhouette", "ece"):
+            metrics[key] = explained[key]
+        write_json(METRICS, {k: v for k, v in metrics.items() if k != "per_class"})
+        write_json(EXPLAIN / "explain.json", explained)
     seconds = time.perf_counter() - t0
     with tracking.stage_run("evaluate", params.mlflow.experiment,
                             params={"evaluate.overfit_gap": params.evaluate.overfit_gap, "model": meta["model_name"]},
@@ -67,8 +79,16 @@ def main() -> int:
         tracking.log_metrics({**flat, "overfitting": float(overfit["overfitting"]), "evaluate_seconds": seconds})
         for name in ("metrics.json", "per_class.json", "confusion.png", "curves.png"):
             tracking.log_artifact(REPORTS / name)
+        if explained:
+            tracking.log_metrics({"explain_seconds": explained["explain_seconds"]})
+            for path in sorted(EXPLAIN.iterdir()):
+                tracking.log_artifact(path, "explain")
     print(f"[evaluate] test accuracy {metrics['test_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
           f"overfitting={overfit['overfitting']} (gap {overfit['loss_gap']:+.3f}) in {seconds:.1f}s")
+    if explained:
+        print(f"[evaluate] explain: Grad-CAM on {explained['cam_layer']}, t-SNE silhouette "
+              f"{explained['tsne_silhouette']:.3f}, ECE {explained['ece']:.4f} in {explained['explain_seconds']:.1f}s "
+              f"-> {EXPLAIN}/")
     return 0
 
 

@@ -54,6 +54,9 @@ def main() -> int:
         trainer = Trainer(model, cfg, params.seed, checkpoint=CHECKPOINT, data_hash=data_hash,
                           on_epoch_end=on_epoch_end, teacher=teacher)
         result = trainer.fit(train_x, train_y, val_x, val_y)
+        for record in result.history[:result.resumed_from_epoch]:  # epochs restored from the checkpoint
+            tracking.log_metrics({k: v for k, v in record.as_dict().items() if k != "epoch"}, step=record.epoch)
+        tracking.log_metrics({"resumed_from_epoch": result.resumed_from_epoch})
         write_train_log(result.history)
         model = trainer.model.to("cpu", memory_format=torch.contiguous_format).eval()
         save_classifier(MODEL_FILE, model, model_name=cfg.model, classes=store.classes, image_shape=(h, w, c),

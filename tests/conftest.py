@@ -20,7 +20,8 @@ os.environ.setdefault("PREFECT_SERVER_UI_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", "skillpack", "stages", "flows"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", "recipes.yaml", "claims.yaml", "skillpack", "stages",
+                 "flows", "ablations"]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # The small real subset the end-to-end tests train on.
@@ -75,7 +76,7 @@ def make_project_repo(dest: Path, overrides: dict | None = None) -> Path:
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "results"))
         else:
             shutil.copy2(src, dest / name)
     (dest / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/.prefect/\n__pycache__/\n")

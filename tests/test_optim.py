@@ -133,11 +133,29 @@ def test_ema_weights_equal_the_closed_form_after_n_steps():
     with torch.no_grad():
         model.weight.fill_(1.0)
     d = 0.9
-    ema = build_ema(model, EmaParams(enabled=True, decay=d))
+    ema = build_ema(model, EmaParams(enabled=True, decay=d, warmup=False))
     sequence = [2.0, 5.0, -1.0, 3.0]
     for w in sequence:
         with torch.no_grad():
             model.weight.fill_(w)
-        ema.update(model)
+        ema.update(model)  # no step: the fixed decay
     expected = d ** len(sequence) * 1.0 + sum((1 - d) * d ** (len(sequence) - 1 - i) * w for i, w in enumerate(sequence))
     assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_ema_warmup_follows_more_closely_early_on():
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = build_ema(model, EmaParams(enabled=True, decay=0.999, warmup=True))
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, step=1)  # timm's warm-up: the first update copies the weights
+    assert ema.module.weight.item() == pytest.approx(1.0)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model, step=2)  # then decay = 1 - (1 + 1)^(-2/3) = 0.37
+    d = 1 - 2 ** (-2 / 3)
+    assert ema.module.weight.item() == pytest.approx(d * 1.0 + (1 - d) * 3.0, rel=1e-5)
+    ema.update(model, step=10**9)  # late: the configured decay
+    assert ema.module.weight.item() == pytest.approx(0.999 * (d + (1 - d) * 3.0) + 0.001 * 3.0, rel=1e-5)
