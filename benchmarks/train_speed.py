@@ -1,6 +1,6 @@
 """Training throughput: the article's own loop vs skillpack's engine, in one run.
 
-    python -m benchmarks.train_speed [--images 12800] [--model sp_cnn_m] [--batch 256]
+    python -m benchmarks.train_speed [--images 12800] [--models sp_cnn_m sp_cnn_s] [--batch 256]
 
 (a) plain: a torch Dataset of PIL images + the article's transforms.Compose (flip, rotation
     30, ColorJitter(0.2, 0.2), ToTensor, Normalize) + DataLoader, best of 0 and 1 workers;
@@ -88,32 +88,40 @@ def engine_loop(images, labels, model_name, batch) -> float:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=12800)
-    parser.add_argument("--model", default="sp_cnn_m")
+    parser.add_argument("--models", nargs="+", default=["sp_cnn_m", "sp_cnn_s"],
+                        help="the first one's figures are the top-level keys")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train = load_source("fashion_mnist").splits["train"]
     images, labels = train.images[:args.images], train.labels[:args.images]
-    mean, std = float(images.mean()), float(images.std())
-    plain = {w: plain_loop(images, labels, args.model, args.batch, w, mean, std) for w in (0, 1)}
-    plain_best = max(plain.values())
-    engine = engine_loop(images, labels, args.model, args.batch)
     gflops = matmul_gflops()
-    model = build_classifier(args.model, 10, (28, 28, 1), TrainParams().head)
-    macs = count_macs(model, (1, 28, 28))
-    train_gflops = 6 * macs * engine / 1e9  # forward 2*MACs FLOPs, backward ~2x forward
-    figures = {
-        "plain_img_s": round(plain_best, 1), "plain_img_s_by_workers": {str(k): round(v, 1) for k, v in plain.items()},
-        "engine_img_s": round(engine, 1), "ratio": round(engine / plain_best, 2),
-        "matmul_gflops": round(gflops, 1), "train_gflops": round(train_gflops, 1),
-        "train_fraction_of_matmul": round(train_gflops / gflops, 3),
-        "model": args.model, "macs": macs, "batch": args.batch, "images": args.images,
-    }
-    print(f"plain DataLoader loop   {plain_best:8.0f} img/s  (workers 0: {plain[0]:.0f}, 1: {plain[1]:.0f})")
-    print(f"skillpack engine        {engine:8.0f} img/s  -> {figures['ratio']:.2f}x")
-    print(f"training {train_gflops:.1f} GFLOP/s = {figures['train_fraction_of_matmul']:.0%} of matmul {gflops:.1f} GFLOP/s")
+    per_model = {name: measure(name, images, labels, args.batch, gflops) for name in args.models}
+    figures = {**per_model[args.models[0]], "matmul_gflops": round(gflops, 1), "models": per_model,
+               "batch": args.batch, "images": args.images}
     print(f"wrote {save('train_speed', figures)}")
+    return figures
+
+
+def measure(name: str, images, labels, batch: int, gflops: float) -> dict:
+    mean, std = float(images.mean()), float(images.std())
+    plain = {w: plain_loop(images, labels, name, batch, w, mean, std) for w in (0, 1)}
+    plain_best = max(plain.values())
+    engine = engine_loop(images, labels, name, batch)
+    macs = count_macs(build_classifier(name, 10, (28, 28, 1), TrainParams().head), (1, 28, 28))
+    # direct-convolution count: forward 2*MACs FLOPs, backward ~2x forward. oneDNN may run 3x3
+    # convolutions as Winograd, which does fewer multiplications than this count.
+    train_gflops = 6 * macs * engine / 1e9
+    figures = {
+        "model": name, "macs": macs, "plain_img_s": round(plain_best, 1),
+        "plain_img_s_by_workers": {str(k): round(v, 1) for k, v in plain.items()},
+        "engine_img_s": round(engine, 1), "ratio": round(engine / plain_best, 2),
+        "train_gflops": round(train_gflops, 1), "train_fraction_of_matmul": round(train_gflops / gflops, 3),
+    }
+    print(f"{name}: plain DataLoader loop {plain_best:.0f} img/s (workers 0: {plain[0]:.0f}, 1: {plain[1]:.0f}); "
+          f"skillpack engine {engine:.0f} img/s -> {figures['ratio']:.2f}x; training {train_gflops:.1f} GFLOP/s = "
+          f"{figures['train_fraction_of_matmul']:.0%} of matmul {gflops:.1f} GFLOP/s", flush=True)
     return figures
 
 
