@@ -10,11 +10,12 @@ benchmarks/results/time_to_accuracy.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 
 import torch
 
-from benchmarks.common import save
+from benchmarks.common import RESULTS, save
 from skillpack.data import load_source
 from skillpack.data.loader import to_tensor_nchw
 from skillpack.data.store import carve_splits
@@ -29,8 +30,8 @@ def prepared_splits(params):
     return carve_splits(source, params.data.val_fraction, params.seed, params.data.max_train, params.data.max_test)
 
 
-def run_one(recipe: str, seed: int) -> dict:
-    params = load_recipe(recipe, [f"seed={seed}"])
+def run_one(recipe: str, seed: int, extra: tuple[str, ...] = ()) -> dict:
+    params = load_recipe(recipe, [f"seed={seed}", *extra])
     splits = prepared_splits(params)
     train, val, test = splits["train"], splits["val"], splits["test"]
     x_test, y_test = to_tensor_nchw(test.images), torch.as_tensor(test.labels)
@@ -53,6 +54,14 @@ def run_one(recipe: str, seed: int) -> dict:
             "seconds_to": reached, "trace": trace}
 
 
+def previous_runs(exclude: list[str]) -> list[dict]:
+    """Runs of other recipes from the last results file, so one recipe can be re-measured alone."""
+    path = RESULTS / "time_to_accuracy.json"
+    if not path.exists():
+        return []
+    return [r for r in json.loads(path.read_text())["runs"] if r["recipe"] not in exclude]
+
+
 def median_or_none(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
@@ -64,6 +73,7 @@ def summarise(runs: list[dict], recipe: str) -> dict:
         "acc": statistics.median(r["final_acc"] for r in mine),
         "train_s": statistics.median(r["train_s"] for r in mine),
         "seconds_to": {t: median_or_none([r["seconds_to"][t] for r in mine]) for t in mine[0]["seconds_to"]},
+        "seeds": [r["seed"] for r in mine],
         "reached_by_seeds": {t: sum(r["seconds_to"][t] is not None for r in mine) for t in mine[0]["seconds_to"]},
     }
 
@@ -74,15 +84,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     args = parser.parse_args(argv)
     runs = [run_one(recipe, seed) for recipe in args.recipes for seed in args.seeds]
-    summary = {recipe: summarise(runs, recipe) for recipe in args.recipes}
+    runs = [*previous_runs(exclude=args.recipes), *runs]
+    recipes = list(dict.fromkeys(r["recipe"] for r in runs))
+    summary = {recipe: summarise(runs, recipe) for recipe in recipes}
     figures = {"seeds": args.seeds, "recipes": summary, "runs": runs}
-    for recipe in args.recipes:
+    for recipe in recipes:
         figures[f"{recipe}_acc"] = summary[recipe]["acc"]
         figures[f"{recipe}_train_s"] = summary[recipe]["train_s"]
-    print("| recipe | median test acc | median train s | " + " | ".join(f"s to {float(t):.1%}" for t in summary[args.recipes[0]]["seconds_to"]) + " |")
+    print("| recipe | median test acc | median train s | " + " | ".join(f"s to {float(t):.1%}" for t in THRESHOLDS) + " |")
     print("|---|---|---|" + "---|" * len(THRESHOLDS))
     for recipe, s in summary.items():
-        cells = [f"{v:.0f} ({s['reached_by_seeds'][t]}/{len(args.seeds)})" if v is not None else "not reached"
+        cells = [f"{v:.0f} ({s['reached_by_seeds'][t]}/{len(s['seeds'])})" if v is not None else "not reached"
                  for t, v in s["seconds_to"].items()]
         print(f"| {recipe} | {s['acc']:.4f} | {s['train_s']:.0f} | " + " | ".join(cells) + " |")
     print(f"wrote {save('time_to_accuracy', figures)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -128,6 +128,12 @@ class TrainParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "fp16", "bf16"] = "fp16"  # CUDA only; on CPU it is off, with a message
     channels_last: bool = True
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off_is_off(cls, value):
+        # YAML 1.1 (and so `-S train.amp=off`) reads a bare off as false
+        return "off" if value is False else value
 
     @model_validator(mode="after")
     def _soft_targets_need_soft_losses(self):

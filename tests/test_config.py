@@ -33,3 +33,9 @@ def test_override_syntax_error():
 def test_mixup_with_a_hard_label_loss_is_rejected_by_name(tmp_path):
     with pytest.raises(ParamsError, match="center_weight"):
         load_params("params.yaml", ["train.augment.mixup_alpha=0.4", "train.loss.center_weight=0.1"])
+
+
+def test_amp_off_survives_yaml_reading_off_as_false():
+    assert load_params("params.yaml", ["train.amp=off"]).train.amp == "off"
+    with pytest.raises(ParamsError, match=r"train\.amp"):
+        load_params("params.yaml", ["train.amp=true"])
