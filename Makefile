@@ -56,6 +56,7 @@ ablate: install data
 bench: install data
 	$(PY) -m benchmarks.train_speed
 	$(PY) -m benchmarks.time_to_accuracy
+	$(PY) -m benchmarks.cleaning
 
 lint: install
 	$(VENV)/bin/hadolint docker/Dockerfile

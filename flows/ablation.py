@@ -52,12 +52,7 @@ def train_teacher(spec_path: str, name: str, quick: bool) -> str:
     arm = ab.Arm(name=name, overrides=body.get("overrides", {}), regime=body.get("regime", "standard"))
     params = ab.run_params(spec, arm, body.get("seed", 0))
     x, y = ab.regime_split(*data["train"], ab.regime_options(spec, arm.regime))
-    from skillpack.engine import Trainer, build_classifier, channel_stats, seed_everything
-
-    seed_everything(params.seed)
-    model = build_classifier(params.train.model, len(store.classes), x.shape[1:], params.train.head, *channel_stats(x))
-    trainer = Trainer(model, params.train, params.seed, progress=False)
-    trainer.fit(x, y, *(a[:VAL_IMAGES] for a in data["val"]))
+    trainer, _ = ab.fit_new_model(params, (x, y), tuple(a[:VAL_IMAGES] for a in data["val"]), len(store.classes))
     save_classifier(path, trainer.model.cpu(), model_name=params.train.model, classes=store.classes,
                     image_shape=x.shape[1:], head=params.train.head)
     return str(path)

@@ -20,7 +20,7 @@ from prefect.artifacts import create_table_artifact
 
 from skillpack import tracking
 
-STAGES = ("prepare", "validate", "train", "evaluate")
+STAGES = ("prepare", "validate", "oof", "clean", "train", "evaluate")
 ARTIFACT_KEY = "pipeline-metrics"
 
 

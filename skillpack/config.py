@@ -146,6 +146,71 @@ class TrainParams(_Strict):
                              f"needs hard labels; turn one of them off")
         return self
 
+DetectorName = Literal["dbscan", "vote", "gradient", "cleanlab"]
+
+
+class OofParams(_Strict):
+    """The K fold models whose predictions every detector reads (trained with TrainParams'
+    defaults plus these fields, so changing train.* does not invalidate the cache)."""
+    folds: int = Field(4, ge=2)
+    model: str = "sp_cnn_s"
+    epochs: int = Field(4, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+
+    def train_params(self, threads: int, device: str) -> "TrainParams":
+        base = TrainParams(model=self.model, epochs=self.epochs, batch_size=self.batch_size,
+                           threads=threads, device=device)
+        return base.model_copy(update={
+            "optimizer": base.optimizer.model_copy(update={"lr": self.lr}),
+            "loss": base.loss.model_copy(update={"label_smoothing": self.label_smoothing})})
+
+
+class DbscanParams(_Strict):
+    min_samples: int = Field(10, ge=2)     # also the k of the k-distance curve
+    eps: float | None = Field(None, gt=0)  # null = the knee of each class's k-distance curve
+
+
+class VoteParams(_Strict):
+    min_disagree: int | None = Field(None, ge=1)  # flag when >= this many fold models disagree; null = all K
+
+
+class GradientParams(_Strict):
+    mad_threshold: float = Field(3.0, gt=0)  # flag above median + this x MAD of the agreeing samples
+    threshold: float | None = Field(None, gt=0)  # a fixed threshold instead (the norm lies in [0, sqrt 2])
+
+
+class CleanlabParams(_Strict):
+    filter_by: Literal["prune_by_noise_rate", "prune_by_class", "both", "confident_learning",
+                       "predicted_neq_given"] = "prune_by_noise_rate"
+
+
+class EnsembleParams(_Strict):
+    members: list[DetectorName] = ["dbscan", "vote", "cleanlab"]
+    min_flags: int = Field(2, ge=1)          # flag when at least this many members flag
+
+
+class CleanParams(_Strict):
+    oof: OofParams = OofParams()
+    dbscan: DbscanParams = DbscanParams()
+    vote: VoteParams = VoteParams()
+    gradient: GradientParams = GradientParams()
+    cleanlab: CleanlabParams = CleanlabParams()
+    ensemble: EnsembleParams = EnsembleParams()
+    use: Literal["dbscan", "vote", "gradient", "cleanlab", "ensemble"] = "ensemble"  # drives the policy
+    policy: Literal["flag", "drop", "relabel"] = "flag"   # flag: train on everything, only report
+    grid_images: int = Field(48, ge=1)
+
+    @model_validator(mode="after")
+    def _ensemble_is_reachable(self):
+        if self.ensemble.min_flags > len(self.ensemble.members):
+            raise ValueError(f"ensemble.min_flags={self.ensemble.min_flags} exceeds its "
+                             f"{len(self.ensemble.members)} members")
+        if self.vote.min_disagree is not None and self.vote.min_disagree > self.oof.folds:
+            raise ValueError(f"vote.min_disagree={self.vote.min_disagree} exceeds oof.folds={self.oof.folds}")
+        return self
+
 
 class ExplainParams(_Strict):
     enabled: bool = True
@@ -176,6 +241,7 @@ class Params(_Strict):
     seed: int = 0
     data: DataParams = DataParams()
     validate_: ValidateParams = Field(ValidateParams(), alias="validate")
+    clean: CleanParams = CleanParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     mlflow: MlflowParams = MlflowParams()
@@ -211,7 +277,10 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ParamsError(f"override {item!r}: {part!r} is not a group")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ParamsError(f"override {item!r}: the value is not valid YAML ({err.problem})") from None
     return raw
 
 

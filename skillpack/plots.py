@@ -144,3 +144,21 @@ def plot_image_grid(items: list[dict], path: str | Path, title: str, per_row: in
     fig.tight_layout()
     fig.suptitle(title, fontsize=10, y=1.01)
     _save(fig, path)
+
+
+def plot_score_histogram(groups: dict[str, np.ndarray], threshold: float | None, path: str | Path,
+                         title: str) -> None:
+    """Overlaid histograms of one score for several groups (e.g. clean vs flipped labels)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    values = np.concatenate([v for v in groups.values() if len(v)]) if any(len(v) for v in groups.values()) else np.zeros(1)
+    bins = np.linspace(float(values.min()), float(values.max()) + 1e-9, 50)
+    for name, v in groups.items():
+        ax.hist(v, bins=bins, alpha=0.6, label=f"{name} (n={len(v)}, median {np.median(v) if len(v) else float('nan'):.3f})")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3f}")
+    ax.set_yscale("log")
+    ax.set_xlabel("score")
+    ax.set_ylabel("samples (log)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -15,13 +15,13 @@ import skillpack  # noqa: F401,E402  (OMP, DVC, MLflow and Prefect environment d
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", "recipes.yaml", "claims.yaml", "skillpack", "stages",
-                 "flows", "ablations"]
+                 "flows", "ablations", "prefect.yaml"]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # The small real subset the end-to-end tests train on.
 TINY_OVERRIDES = {
     "data.max_train": 2000, "data.max_test": 1000, "train.epochs": 2, "train.batch_size": 128,
-    "train.schedule.warmup_epochs": 0,
+    "train.schedule.warmup_epochs": 0, "clean.oof.folds": 2, "clean.oof.epochs": 1,
 }
 
 
@@ -92,6 +92,15 @@ def project_env(repo: Path) -> dict:
     env["SKILLPACK_ROOT"] = str(repo)
     env["PYTHONPATH"] = str(repo)
     return env
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """Prefect's own server (the test harness starts a real one on a free local port)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
 
 
 @pytest.fixture(scope="session")

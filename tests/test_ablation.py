@@ -98,7 +98,7 @@ def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
     repo = make_project_repo(tmp_path / "abl", {"data.max_train": 6000, "data.max_test": 1000})
     env = project_env(repo)
     run([sys.executable, "-m", "dvc", "repro", "validate"], repo, env=env)
-    first = run([sys.executable, "-m", "flows.ablation", SPEC, "--quick"], repo, env=env)
+    run([sys.executable, "-m", "flows.ablation", SPEC, "--quick"], repo, env=env)
     report = json.loads((repo / "reports" / "ablation_quick.json").read_text())
     arms = {a["name"]: a for a in report["arms"]}
     assert {"aug_flip_crop", "cutmix", "label_smoothing", "focal_longtail", "lars_large_batch", "distillation"} <= set(arms)

@@ -1,5 +1,4 @@
 """Augmentations do what they claim, per sample."""
-import math
 
 import pytest
 import torch

@@ -2,18 +2,9 @@
 and the final metrics are a Prefect table artifact."""
 import json
 
-import pytest
 from mlflow import MlflowClient
 
 from conftest import project_env
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def test_pipeline_flow_nests_stage_runs_and_publishes_metrics(tiny_repo, prefect_server, monkeypatch):
@@ -31,7 +22,7 @@ def test_pipeline_flow_nests_stage_runs_and_publishes_metrics(tiny_repo, prefect
     client = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("skillpack")
     children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    assert {r.data.tags["stage"] for r in children} == {"prepare", "validate", "train", "evaluate"}
+    assert {r.data.tags["stage"] for r in children} == {"prepare", "validate", "oof", "clean", "train", "evaluate"}
     assert client.get_run(parent_id).data.metrics["test_accuracy"] == metrics["test_accuracy"]
 
     artifact = Artifact.get(ARTIFACT_KEY)

@@ -3,12 +3,11 @@ import json
 import sys
 import time
 
-import mlflow
 from mlflow import MlflowClient
 
 from conftest import TINY_OVERRIDES, make_project_repo, project_env, run
 
-STAGES = {"prepare", "validate", "train", "evaluate"}
+STAGES = {"prepare", "validate", "oof", "clean", "train", "evaluate"}
 
 
 def test_repro_produces_metrics_plots_and_a_registered_model(tiny_repo):

@@ -1,0 +1,343 @@
+"""Finding mislabeled and anomalous training samples (the article's section 1.2), measured
+against cleanlab's confident learning on the same out-of-fold predictions.
+
+The expensive, shared part is `out_of_fold`: K fold models, each trained on the other folds,
+each predicting every sample. Detectors read it and give every sample a score and a flag:
+
+  dbscan    per class, DBSCAN on the held-out model's embeddings: noise points are flagged
+  vote      how many of the K fold models disagree with the given label
+  gradient  norm of the loss gradient w.r.t. the logits, from the held-out model
+  cleanlab  cleanlab.filter.find_label_issues on the out-of-fold probabilities (the reference)
+  ensemble  at least `min_flags` of the chosen members flag the sample
+
+Nothing here modifies or deletes data: `apply_policy` returns a cleaned view (indices and
+labels) and the flagged list that names every sample it drops or relabels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from skillpack.config import CleanParams, TrainParams
+from skillpack.io import atomic_path
+
+# -- label noise (for benchmarks and tests) -------------------------------------------------
+
+# Fashion-MNIST's most confused pairs (T-shirt/Shirt, Pullover/Coat, Sneaker/Ankle boot) plus
+# two more so that every class has a partner.
+FASHION_MNIST_PAIRS = {0: 6, 6: 0, 2: 4, 4: 2, 7: 9, 9: 7, 1: 3, 3: 1, 5: 8, 8: 5}
+
+
+def inject_label_noise(labels: np.ndarray, rate: float, kind: str, num_classes: int, seed: int,
+                       pairs: dict[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Flip `rate` of the labels (exactly round(rate * N), chosen at random): `symmetric` to a
+    uniformly drawn other class, `pair` to the class's partner. Returns (noisy labels, flipped mask)."""
+    if kind not in ("symmetric", "pair"):
+        raise ValueError(f"noise kind {kind!r}: expected 'symmetric' or 'pair'")
+    rng = np.random.default_rng(seed)
+    flipped = np.zeros(len(labels), dtype=bool)
+    flipped[rng.choice(len(labels), size=int(round(rate * len(labels))), replace=False)] = True
+    noisy = labels.copy()
+    if kind == "symmetric":
+        shift = rng.integers(1, num_classes, size=int(flipped.sum()))
+        noisy[flipped] = (labels[flipped] + shift) % num_classes
+    else:
+        partner = pairs or {c: (c + 1) % num_classes for c in range(num_classes)}
+        noisy[flipped] = [partner[int(c)] for c in labels[flipped]]
+    return noisy, flipped
+
+
+# -- out-of-fold predictions -------------------------------------------------------------
+
+@dataclass
+class OutOfFold:
+    fold: np.ndarray         # N: the fold each sample was held out in
+    probs: np.ndarray        # K x N x C: every fold model's softmax on every sample
+    embeddings: np.ndarray   # N x D: the held-out model's penultimate embeddings
+    grad_norm: np.ndarray    # N: |d loss / d logits| under the held-out model and the given label
+
+    @property
+    def oof_probs(self) -> np.ndarray:
+        return self.probs[self.fold, np.arange(len(self.fold))]
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, fold=self.fold, probs=self.probs, embeddings=self.embeddings, grad_norm=self.grad_norm)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OutOfFold":
+        with np.load(path) as data:
+            return cls(**{name: data[name] for name in ("fold", "probs", "embeddings", "grad_norm")})
+
+
+def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import StratifiedKFold
+
+    fold = np.empty(len(labels), dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        fold[held_out] = k
+    return fold
+
+
+def logit_grad_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-sample norm of the cross-entropy gradient w.r.t. the logits. The summed loss is a sum
+    of per-sample terms, so one backward pass gives every sample's own gradient."""
+    logits = logits.detach().clone().requires_grad_(True)
+    F.cross_entropy(logits, labels, reduction="sum").backward()
+    return logits.grad.norm(dim=1)
+
+
+def out_of_fold(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: TrainParams, folds: int,
+                seed: int, on_fold: Callable[[int, dict], None] | None = None) -> OutOfFold:
+    """Train one model per fold on the other folds; each predicts every sample."""
+    from skillpack.data.loader import to_tensor_nchw
+    from skillpack.engine import Trainer, build_classifier, channel_stats, predict, seed_everything
+
+    fold = stratified_folds(labels, folds, seed)
+    x_all = to_tensor_nchw(images)
+    y_all = torch.as_tensor(labels, dtype=torch.long)
+    probs = np.zeros((folds, len(labels), num_classes), dtype=np.float32)
+    embeddings, grad_norm = None, np.zeros(len(labels), dtype=np.float32)
+    for k in range(folds):
+        train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        seed_everything(seed + k)
+        model = build_classifier(cfg.model, num_classes, images.shape[1:], cfg.head,
+                                 *channel_stats(images[train_idx]))
+        trainer = Trainer(model, cfg, seed + k, progress=False)
+        result = trainer.fit(images[train_idx], labels[train_idx], images[held_idx], labels[held_idx])
+        logits = predict(trainer.model, x_all)
+        probs[k] = logits.softmax(1).numpy()
+        held = torch.as_tensor(held_idx)
+        emb = predict(trainer.model, x_all[held], embeddings=True).numpy()
+        if embeddings is None:
+            embeddings = np.zeros((len(labels), emb.shape[1]), dtype=np.float32)
+        embeddings[held_idx] = emb
+        grad_norm[held_idx] = logit_grad_norm(logits[held], y_all[held]).numpy()
+        if on_fold is not None:
+            on_fold(k, {"held_out_acc": float((probs[k, held_idx].argmax(1) == labels[held_idx]).mean()),
+                        "train_seconds": result.train_seconds})
+    return OutOfFold(fold=fold, probs=probs, embeddings=embeddings, grad_norm=grad_norm)
+
+
+# -- detectors ---------------------------------------------------------------------------
+
+@dataclass
+class Detection:
+    score: np.ndarray                  # N, higher = more suspicious
+    flag: np.ndarray                   # N bool
+    suggested: np.ndarray | None = None  # N: the label the detector would give instead, if any
+    info: dict | None = None           # what the detector chose (thresholds, eps per class, ...)
+
+
+def knee(sorted_values: np.ndarray) -> float:
+    """The value at the knee of an ascending curve: the point farthest from the chord between
+    its ends (the usual way to read eps off a k-distance plot)."""
+    n = len(sorted_values)
+    if n < 3:
+        return float(sorted_values[-1])
+    x = np.linspace(0.0, 1.0, n)
+    span = sorted_values[-1] - sorted_values[0]
+    y = (sorted_values - sorted_values[0]) / (span if span > 0 else 1.0)
+    return float(sorted_values[int(np.argmax(x - y))])
+
+
+def k_distances(points: np.ndarray, k: int) -> np.ndarray:
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(k, len(points) - 1)
+    distances, _ = NearestNeighbors(n_neighbors=k + 1).fit(points).kneighbors(points)
+    return np.sort(distances[:, k])  # column 0 is the point itself
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def detect_dbscan(oof: OutOfFold, labels: np.ndarray, cfg: CleanParams) -> Detection:
+    """Per class: DBSCAN on the unit-normalised embeddings, eps from the knee of the k-distance
+    curve (or cfg.dbscan.eps). Noise points are flagged; the score is the distance to the
+    nearest core point of the own class in units of eps (> 1 = noise). The suggested label
+    is the class whose core points lie nearest in the same units."""
+    from sklearn.cluster import DBSCAN
+    from sklearn.neighbors import NearestNeighbors
+
+    emb = _unit(oof.embeddings)
+    classes = np.unique(labels)
+    k = cfg.dbscan.min_samples
+    eps, cores = {}, {}
+    flag = np.zeros(len(labels), dtype=bool)
+    for c in classes:
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= k:  # too few samples to have a density: nothing can be called an outlier
+            eps[int(c)], cores[int(c)] = np.inf, emb[idx]
+            continue
+        eps[int(c)] = cfg.dbscan.eps or knee(k_distances(emb[idx], k))
+        clustering = DBSCAN(eps=eps[int(c)], min_samples=k).fit(emb[idx])
+        flag[idx] = clustering.labels_ == -1
+        core = clustering.core_sample_indices_
+        cores[int(c)] = emb[idx[core]] if len(core) else emb[idx]
+    # distance to each class's nearest core point, in that class's eps
+    rel = np.full((len(labels), len(classes)), np.inf, dtype=np.float64)
+    for j, c in enumerate(classes):
+        d, _ = NearestNeighbors(n_neighbors=1).fit(cores[int(c)]).kneighbors(emb)
+        rel[:, j] = d[:, 0] / eps[int(c)] if np.isfinite(eps[int(c)]) else np.inf
+    own = rel[np.arange(len(labels)), np.searchsorted(classes, labels)]
+    score = np.where(np.isfinite(own), own, 0.0)
+    suggested = classes[np.argmin(rel, axis=1)]
+    return Detection(score=score, flag=flag, suggested=suggested,
+                     info={"eps": {str(c): float(e) for c, e in eps.items()}, "min_samples": k})
+
+
+def detect_vote(oof: OutOfFold, labels: np.ndarray, cfg: CleanParams) -> Detection:
+    votes = oof.probs.argmax(2)                      # K x N
+    disagree = (votes != labels[None, :]).sum(0)
+    need = cfg.vote.min_disagree or oof.probs.shape[0]
+    return Detection(score=disagree / oof.probs.shape[0], flag=disagree >= need,
+                     suggested=oof.probs.mean(0).argmax(1), info={"min_disagree": need, "models": oof.probs.shape[0]})
+
+
+def robust_threshold(values: np.ndarray, k: float) -> float:
+    median = float(np.median(values))
+    mad = float(np.median(np.abs(values - median))) * 1.4826  # scaled to sigma for normal data
+    return median + k * mad
+
+
+def detect_gradient(oof: OutOfFold, labels: np.ndarray, cfg: CleanParams) -> Detection:
+    """Flag gradient norms above median + k x MAD of the reference population: the samples whose
+    held-out prediction agrees with their label. (The MAD of all samples is no good reference:
+    with 20% noise the flipped samples widen it until nothing is above median + 3 MAD.)"""
+    agree = oof.oof_probs.argmax(1) == labels
+    reference = oof.grad_norm[agree] if agree.any() else oof.grad_norm
+    threshold = cfg.gradient.threshold or robust_threshold(reference, cfg.gradient.mad_threshold)
+    return Detection(score=oof.grad_norm.astype(np.float64), flag=oof.grad_norm > threshold,
+                     suggested=oof.oof_probs.argmax(1), info={"threshold": float(threshold),
+                                                              "reference_samples": int(agree.sum())})
+
+
+def detect_cleanlab(oof: OutOfFold, labels: np.ndarray, cfg: CleanParams) -> Detection:
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    probs = oof.oof_probs
+    flag = find_label_issues(labels, probs, filter_by=cfg.cleanlab.filter_by)
+    return Detection(score=1.0 - get_label_quality_scores(labels, probs), flag=np.asarray(flag, dtype=bool),
+                     suggested=probs.argmax(1), info={"filter_by": cfg.cleanlab.filter_by})
+
+
+DETECTORS: dict[str, Callable[[OutOfFold, np.ndarray, CleanParams], Detection]] = {
+    "dbscan": detect_dbscan,
+    "vote": detect_vote,
+    "gradient": detect_gradient,
+    "cleanlab": detect_cleanlab,
+}
+
+
+def percentile_rank(values: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return (rankdata(values) - 1) / max(len(values) - 1, 1)
+
+
+def ensemble(detections: dict[str, Detection], oof: OutOfFold, cfg: CleanParams) -> Detection:
+    members = cfg.ensemble.members
+    flags = np.stack([detections[m].flag for m in members]).sum(0)
+    score = np.mean([percentile_rank(detections[m].score) for m in members], axis=0)
+    return Detection(score=score, flag=flags >= cfg.ensemble.min_flags, suggested=oof.probs.mean(0).argmax(1),
+                     info={"members": list(members), "min_flags": cfg.ensemble.min_flags})
+
+
+def run_detectors(oof: OutOfFold, labels: np.ndarray, cfg: CleanParams) -> dict[str, Detection]:
+    detections = {name: detect(oof, labels, cfg) for name, detect in DETECTORS.items()}
+    detections["ensemble"] = ensemble(detections, oof, cfg)
+    return detections
+
+
+# -- results -----------------------------------------------------------------------------
+
+def flag_table(ids: np.ndarray, labels: np.ndarray, detections: dict[str, Detection], use: str,
+               classes: list[str]) -> pd.DataFrame:
+    """One row per sample flagged by any detector, most suspicious (by `use`'s score) first."""
+    chosen = detections[use]
+    columns = {"id": ids, "index": np.arange(len(ids)), "given_label": labels,
+               "given_name": [classes[i] for i in labels], "suggested_label": chosen.suggested,
+               "suggested_name": [classes[i] for i in chosen.suggested]}
+    for name, det in detections.items():
+        columns[f"{name}_score"] = np.round(det.score, 5)
+        columns[f"{name}_flag"] = det.flag
+    table = pd.DataFrame(columns)
+    any_flag = np.any([det.flag for det in detections.values()], axis=0)
+    return table[any_flag].sort_values(f"{use}_score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+@dataclass
+class CleanedView:
+    index: np.ndarray        # rows of the train split that are kept
+    labels: np.ndarray       # their labels after the policy
+    actions: pd.DataFrame    # id, given_label, label, action (keep | drop | relabel) for every input row
+
+    @property
+    def counts(self) -> dict[str, int]:
+        by_action = self.actions["action"].value_counts()
+        return {"input": int(len(self.actions)), **{a: int(by_action.get(a, 0)) for a in ("keep", "drop", "relabel")}}
+
+
+def apply_policy(ids: np.ndarray, labels: np.ndarray, detection: Detection, policy: str) -> CleanedView:
+    """flag: everything kept as given; drop: flagged rows left out; relabel: flagged rows get
+    the suggested label (rows whose suggestion equals the given label stay as they are)."""
+    action = np.full(len(labels), "keep", dtype=object)
+    new_labels = labels.copy()
+    if policy == "drop":
+        action[detection.flag] = "drop"
+    elif policy == "relabel":
+        change = detection.flag & (detection.suggested != labels)
+        action[change] = "relabel"
+        new_labels[change] = detection.suggested[change]
+    elif policy != "flag":
+        raise ValueError(f"clean.policy {policy!r}: expected flag, drop or relabel")
+    kept = np.flatnonzero(action != "drop")
+    actions = pd.DataFrame({"id": ids, "given_label": labels, "label": new_labels, "action": action})
+    return CleanedView(index=kept, labels=new_labels[kept], actions=actions)
+
+
+def precision_recall_f1(flag: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    tp = int((flag & truth).sum())
+    precision = tp / max(int(flag.sum()), 1)
+    recall = tp / max(int(truth.sum()), 1)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "flagged": int(flag.sum())}
+
+
+# -- the cleaned view on disk (what the train stage reads) -------------------------------
+
+def write_cleaned(out: str | Path, view: CleanedView, summary: dict) -> None:
+    from skillpack.io import write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, array in (("train_index.npy", view.index), ("train_labels.npy", view.labels)):
+        with atomic_path(out / name) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, array.astype(np.int64))
+    with atomic_path(out / "actions.csv") as tmp:
+        view.actions.to_csv(tmp, index=False)
+    write_json(out / "summary.json", {**summary, **view.counts})
+
+
+def read_cleaned(root: str | Path, data_hash: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(kept train rows, their labels, summary) of the cleaned view made from `data_hash`."""
+    import json
+
+    root = Path(root)
+    summary = json.loads((root / "summary.json").read_text())
+    if summary.get("data_hash") != data_hash:
+        raise ValueError(f"{root}/summary.json: made from data {summary.get('data_hash')}, but the prepared "
+                         f"store is {data_hash}; run `dvc repro clean`")
+    return np.load(root / "train_index.npy"), np.load(root / "train_labels.npy"), summary

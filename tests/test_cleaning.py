@@ -1,0 +1,153 @@
+"""Cleaning detectors on a small real Fashion-MNIST subset with planted label noise and
+planted outliers; policies; the oof + clean stages end to end."""
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import make_project_repo, project_env, run, small_split
+from skillpack import cleaning
+from skillpack.config import load_params
+
+N_SAMPLES, NOISE, N_INVERTED = 4500, 0.2, 45
+
+
+@pytest.fixture(scope="module")
+def planted(fmnist):
+    """4,500 real images, 20% of labels flipped (symmetric), 45 clean-labelled images inverted;
+    out-of-fold predictions of 3 fold models."""
+    images, labels = small_split(fmnist, N_SAMPLES, seed=1)
+    images = images.copy()
+    noisy, flipped = cleaning.inject_label_noise(labels, NOISE, "symmetric", 10, seed=0)
+    inverted = np.zeros(len(labels), dtype=bool)
+    inverted[np.random.default_rng(1).choice(np.flatnonzero(~flipped), N_INVERTED, replace=False)] = True
+    images[inverted] = 255 - images[inverted]
+    params = load_params("params.yaml", ["clean.oof.folds=3", "clean.oof.epochs=8"])
+    oof = cleaning.out_of_fold(images, noisy, 10, params.clean.oof.train_params(2, "cpu"), 3, seed=0)
+    return {"images": images, "labels": labels, "noisy": noisy, "flipped": flipped, "inverted": inverted,
+            "oof": oof, "params": params, "detections": cleaning.run_detectors(oof, noisy, params.clean)}
+
+
+def test_symmetric_noise_flips_exactly_the_rate_to_other_classes():
+    labels = np.repeat(np.arange(10), 100)
+    noisy, flipped = cleaning.inject_label_noise(labels, 0.2, "symmetric", 10, seed=3)
+    assert flipped.sum() == 200
+    assert np.all(noisy[flipped] != labels[flipped]) and np.all(noisy[~flipped] == labels[~flipped])
+    assert len(np.unique(noisy[flipped])) == 10  # spread over classes, not one target
+    again, _ = cleaning.inject_label_noise(labels, 0.2, "symmetric", 10, seed=3)
+    assert np.array_equal(noisy, again)
+
+
+def test_pair_noise_follows_the_partner_map():
+    labels = np.repeat(np.arange(10), 50)
+    noisy, flipped = cleaning.inject_label_noise(labels, 0.4, "pair", 10, seed=0, pairs=cleaning.FASHION_MNIST_PAIRS)
+    assert flipped.sum() == 200
+    assert all(noisy[i] == cleaning.FASHION_MNIST_PAIRS[labels[i]] for i in np.flatnonzero(flipped))
+    with pytest.raises(ValueError, match="noise kind"):
+        cleaning.inject_label_noise(labels, 0.1, "uniform", 10, seed=0)
+
+
+def test_logit_gradient_norm_equals_softmax_minus_onehot():
+    logits = torch.randn(64, 10)
+    labels = torch.randint(0, 10, (64,))
+    expected = (logits.softmax(1) - torch.nn.functional.one_hot(labels, 10)).norm(dim=1)
+    torch.testing.assert_close(cleaning.logit_grad_norm(logits, labels), expected)
+
+
+def test_knee_of_a_k_distance_curve():
+    curve = np.concatenate([np.linspace(0.1, 0.2, 90), np.linspace(0.5, 3.0, 10)])
+    assert 0.19 <= cleaning.knee(curve) <= 0.5
+
+
+def test_out_of_fold_predictions_come_from_the_model_that_held_the_sample_out(planted):
+    oof, noisy = planted["oof"], planted["noisy"]
+    assert oof.probs.shape == (3, N_SAMPLES, 10)
+    assert np.bincount(oof.fold).tolist() == [1500, 1500, 1500]
+    np.testing.assert_allclose(oof.probs.sum(2), 1.0, atol=1e-4)
+    in_fold_acc = np.mean([(oof.probs[k][oof.fold != k].argmax(1) == noisy[oof.fold != k]).mean() for k in range(3)])
+    held_out_acc = (oof.oof_probs.argmax(1) == noisy).mean()
+    assert held_out_acc < in_fold_acc  # a model agrees more with the labels it was trained on
+    assert held_out_acc > 0.5
+
+
+def test_flipped_labels_score_higher_on_every_detector(planted):
+    flipped, detections = planted["flipped"] & ~planted["inverted"], planted["detections"]
+    for name in ("vote", "gradient", "cleanlab", "ensemble"):
+        det = detections[name]
+        assert det.score[flipped].mean() > det.score[~flipped].mean() + 0.2 * det.score.std(), name
+        quality = cleaning.precision_recall_f1(det.flag, planted["flipped"])
+        assert quality["precision"] > 2 * NOISE, (name, quality)  # far better than flagging at random
+
+
+def test_dbscan_flags_planted_inverted_images(planted):
+    det = planted["detections"]["dbscan"]
+    inverted, normal = planted["inverted"], ~planted["inverted"] & ~planted["flipped"]
+    assert det.flag[inverted].mean() >= 0.6
+    assert det.flag[inverted].mean() > 4 * det.flag[normal].mean()
+
+
+def test_drop_policy_counts_add_up_and_the_flagged_list_names_every_dropped_id(planted):
+    ids = np.array([f"train-{i}" for i in range(N_SAMPLES)])
+    detections = planted["detections"]
+    view = cleaning.apply_policy(ids, planted["noisy"], detections["ensemble"], "drop")
+    counts = view.counts
+    assert counts["keep"] + counts["drop"] == counts["input"] == N_SAMPLES and counts["drop"] > 0
+    assert len(view.index) == counts["keep"] and len(view.labels) == counts["keep"]
+    table = cleaning.flag_table(ids, planted["noisy"], detections, "ensemble", [str(c) for c in range(10)])
+    dropped = set(view.actions.query("action == 'drop'")["id"])
+    assert dropped <= set(table["id"]) and dropped == set(table[table["ensemble_flag"]]["id"])
+    assert set(ids[view.index]).isdisjoint(dropped)
+
+
+def test_relabel_policy_changes_only_flagged_labels_to_the_suggestion(planted):
+    ids = np.arange(N_SAMPLES).astype(str)
+    det = planted["detections"]["ensemble"]
+    view = cleaning.apply_policy(ids, planted["noisy"], det, "relabel")
+    changed = view.actions["action"].to_numpy() == "relabel"
+    assert len(view.index) == N_SAMPLES and changed.sum() > 0
+    assert np.all(det.flag[changed])
+    assert np.array_equal(view.labels[changed], det.suggested[changed])
+    assert np.array_equal(view.labels[~changed], planted["noisy"][~changed])
+    # relabeling must fix more flipped labels than it breaks
+    fixed = (view.labels == planted["labels"]) & (planted["noisy"] != planted["labels"])
+    broken = (view.labels != planted["labels"]) & (planted["noisy"] == planted["labels"])
+    assert fixed.sum() > broken.sum()
+
+
+def test_ensemble_rule_and_params_are_checked():
+    with pytest.raises(Exception, match="min_flags"):
+        load_params("params.yaml", ["clean.ensemble.members=[vote]", "clean.ensemble.min_flags=2"])
+    with pytest.raises(Exception, match="min_disagree"):
+        load_params("params.yaml", ["clean.vote.min_disagree=9"])
+
+
+def test_oof_and_clean_stages_drop_policy_end_to_end(tmp_path):
+    """`dvc repro clean` with policy drop: the prepared store is untouched, the cleaned view
+    and flagged.csv agree, and the train stage sees exactly the kept rows."""
+    repo = make_project_repo(tmp_path / "project", {"clean.policy": "drop", "clean.oof.epochs": 2})
+    env = project_env(repo)
+    run([sys.executable, "-m", "dvc", "repro", "clean"], repo, env=env)
+    labels_before = np.load(repo / "data/prepared/train_labels.npy")
+    summary = json.loads((repo / "data/cleaned/summary.json").read_text())
+    actions = pd.read_csv(repo / "data/cleaned/actions.csv", dtype={"id": str})
+    flagged = pd.read_csv(repo / "reports/flagged.csv", dtype={"id": str})
+    assert summary["keep"] + summary["drop"] == summary["input"] == len(labels_before)
+    assert set(actions.query("action == 'drop'")["id"]) <= set(flagged["id"])
+    assert len(np.load(repo / "data/cleaned/train_index.npy")) == summary["keep"]
+    assert (repo / "reports/clean/suspicious.png").read_bytes()[:4] == b"\x89PNG"
+    assert np.array_equal(np.load(repo / "data/prepared/train_labels.npy"), labels_before)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("skillpack").experiment_id])
+    clean_run = next(r for r in runs if r.data.tags["stage"] == "clean")
+    assert clean_run.data.metrics["drop"] == summary["drop"]
+    assert {a.path for a in client.list_artifacts(clean_run.info.run_id, "clean")} >= {"clean/flagged.csv"}
+    run([sys.executable, "-m", "dvc", "repro", "train"], repo, env=env)
+    runs = client.search_runs([client.get_experiment_by_name("skillpack").experiment_id])
+    train_run = next(r for r in runs if r.data.tags["stage"] == "train")
+    assert train_run.data.metrics["train_samples"] == summary["keep"]
+    assert train_run.data.metrics["clean_drop"] == summary["drop"]
