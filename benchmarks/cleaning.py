@@ -7,7 +7,8 @@ For each setting (symmetric or class-pair noise at 10/20/40%, seeded) the Fashio
 split gets noisy labels; the out-of-fold predictions of `clean.oof` are computed on the noisy
 labels; every detector (and cleanlab, on the same out-of-fold probabilities) is scored
 against the set of flipped samples; then a model is trained on the noisy labels and on the
-cleaned data (policy --policy, detector clean.use), and once on the clean labels.
+cleaned data (policy --policy, detector clean.use; epochs scaled so that it gets as many
+optimizer steps as the noisy run), and once on the clean labels.
 
 Writes benchmarks/results/cleaning.json (per setting: precision/recall/f1 per detector,
 acc_clean, acc_noisy, acc_cleaned), reports/cleaning/*.png, and the clean.* rows of
@@ -42,14 +43,15 @@ def parse_setting(setting: str) -> tuple[str, float]:
     return kind, float(rate)
 
 
-def cached_oof(setting: str, images, noisy, params, seed: int) -> tuple[cleaning.OutOfFold, float]:
+def cached_oof(setting: str, images, noisy, params, seed: int) -> tuple[cleaning.OutOfFold, float | None]:
+    """(out-of-fold predictions, seconds to compute them; None when read from the cache)"""
     key = hashlib.sha256(json.dumps([setting, seed, params.clean.oof.model_dump(),
                                      hashlib.sha256(noisy.tobytes()).hexdigest(),
                                      hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()]).encode()
                          ).hexdigest()[:16]
     path = CACHE / f"oof_{setting}_{key}.npz"
     if path.is_file():
-        return cleaning.OutOfFold.load(path), float("nan")
+        return cleaning.OutOfFold.load(path), None
     t0 = time.perf_counter()
     oof = cleaning.out_of_fold(images, noisy, 10, params.clean.oof.train_params(params.train.threads, params.train.device),
                                params.clean.oof.folds, seed,
@@ -89,17 +91,26 @@ def run_setting(setting: str, splits, params, policy: str, seed: int) -> dict:
     view = cleaning.apply_policy(np.arange(len(noisy)).astype(str), noisy, chosen, policy)
     val, test = (splits["val"].images, splits["val"].labels), (splits["test"].images, splits["test"].labels)
     noisy_run = train_and_evaluate(params, (train.images, noisy), val, test)
-    cleaned_run = train_and_evaluate(params, (train.images[view.index], view.labels), val, test)
+    cleaned_run = train_and_evaluate(same_steps(params, len(noisy), len(view.index)),
+                                     (train.images[view.index], view.labels), val, test)
     remaining_noise = float(np.mean(view.labels != train.labels[view.index]))
     plot_gradient(setting, oof, flipped, detections["gradient"].info["threshold"])
     print(f"  test acc noisy {noisy_run['test_accuracy']:.4f}, cleaned ({policy} by {params.clean.use}: "
           f"{view.counts}) {cleaned_run['test_accuracy']:.4f}; noise left {remaining_noise:.3f}", flush=True)
     return {**figures, "acc_noisy": noisy_run["test_accuracy"], "acc_cleaned": cleaned_run["test_accuracy"],
-            "cleaned": {**view.counts, "policy": policy, "use": params.clean.use, "noise_left": remaining_noise},
+            "cleaned": {**view.counts, "policy": policy, "use": params.clean.use, "noise_left": remaining_noise,
+                        "epochs": same_steps(params, len(noisy), len(view.index)).train.epochs},
             "gradient_norm": gradient_figures(oof, flipped),
             "detector_info": {n: d.info for n, d in detections.items()},
             "seconds": {"oof": oof_seconds, "detect": detect_seconds, "train_noisy": noisy_run["train_seconds"],
                         "train_cleaned": cleaned_run["train_seconds"]}}
+
+
+def same_steps(params, n_all: int, n_kept: int):
+    """The cleaned run gets the noisy run's number of optimizer steps: with a fixed epoch count,
+    dropping a quarter of the data would also cut a quarter of the training."""
+    epochs = max(1, round(params.train.epochs * n_all / n_kept))
+    return params.model_copy(update={"train": params.train.model_copy(update={"epochs": epochs})})
 
 
 def plot_gradient(setting: str, oof: cleaning.OutOfFold, flipped: np.ndarray, threshold: float) -> None:

@@ -6,6 +6,7 @@ objective (skillpack.losses), optimizer / schedule / EMA (skillpack.optim), the 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -98,12 +99,17 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+@functools.lru_cache(maxsize=None)
+def _say_once(message: str) -> None:
+    print(message)
+
+
 def resolve_amp(requested: str, device: torch.device) -> torch.dtype | None:
     if requested == "off":
         return None
     if device.type != "cuda":
-        print(f"[train] train.amp={requested} is a CUDA feature; training in fp32 on {device.type} "
-              f"(bf16 autocast on a CPU without bf16 units is several times slower)")
+        _say_once(f"[train] train.amp={requested} is a CUDA feature; training in fp32 on {device.type} "
+                  f"(bf16 autocast on a CPU without bf16 units is several times slower)")
         return None
     return torch.float16 if requested == "fp16" else torch.bfloat16
 
