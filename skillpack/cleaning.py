@@ -165,7 +165,10 @@ def detect_dbscan(oof: OutOfFold, labels: np.ndarray, cfg: CleanParams) -> Detec
     """Per class: DBSCAN on the unit-normalised embeddings, eps from the knee of the k-distance
     curve (or cfg.dbscan.eps). Noise points are flagged; the score is the distance to the
     nearest core point of the own class in units of eps (> 1 = noise). The suggested label
-    is the class whose core points lie nearest in the same units."""
+    is the class whose core points lie nearest in the same units: the class a flagged point
+    clusters with. (Flagging whole clusters that sit among another class - a joint DBSCAN over
+    all classes, or everything outside a class's largest cluster - was measured and found
+    worse on injected label noise: docs/benchmarks.md.)"""
     from sklearn.cluster import DBSCAN
     from sklearn.neighbors import NearestNeighbors
 
