@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 
 def test_models_lists_names_params_and_macs():
@@ -16,4 +17,7 @@ def test_models_lists_names_params_and_macs():
 def test_recipe_prints_dvc_exp_flags():
     out = subprocess.run([sys.executable, "-m", "skillpack.cli", "recipe", "long"], capture_output=True, text=True,
                          check=True).stdout
-    assert "-S train.model=sp_cnn_l" in out
+    import yaml
+
+    for key, value in yaml.safe_load(Path("recipes.yaml").read_text())["long"].items():
+        assert f"-S {key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}" in out
