@@ -57,6 +57,8 @@ bench: install data
 	$(PY) -m benchmarks.train_speed
 	$(PY) -m benchmarks.time_to_accuracy
 	$(PY) -m benchmarks.cleaning
+	$(PY) -m benchmarks.cleaning --settings symmetric_0.2 --train-seeds 0 1 2
+	$(PY) -m benchmarks.cleaning_policies
 
 lint: install
 	$(VENV)/bin/hadolint docker/Dockerfile

@@ -8,7 +8,10 @@ split gets noisy labels; the out-of-fold predictions of `clean.oof` are computed
 labels; every detector (and cleanlab, on the same out-of-fold probabilities) is scored
 against the set of flipped samples; then a model is trained on the noisy labels and on the
 cleaned data (policy --policy, detector clean.use; epochs scaled so that it gets as many
-optimizer steps as the noisy run), and once on the clean labels.
+optimizer steps as the noisy run), on the noisy data less exactly the flipped samples (the
+oracle: the ceiling of any drop policy), and once on the clean labels - for each training seed
+of --train-seeds (accuracies are medians over them; the acceptance run uses 3:
+`--settings symmetric_0.2 --train-seeds 0 1 2`, ~25 min).
 
 Writes benchmarks/results/cleaning.json (per setting: precision/recall/f1 per detector,
 acc_clean, acc_noisy, acc_cleaned), reports/cleaning/*.png, and the clean.* rows of
@@ -73,12 +76,12 @@ def gradient_figures(oof: cleaning.OutOfFold, flipped: np.ndarray) -> dict:
             "mean_flipped": float(g[flipped].mean()), "mean_clean": float(g[~flipped].mean())}
 
 
-def run_setting(setting: str, splits, params, policy: str, seed: int) -> dict:
+def run_setting(setting: str, splits, params, policy: str, seeds: list[int]) -> dict:
     kind, rate = parse_setting(setting)
     train = splits["train"]
-    noisy, flipped = cleaning.inject_label_noise(train.labels, rate, kind, 10, seed, cleaning.FASHION_MNIST_PAIRS)
+    noisy, flipped = cleaning.inject_label_noise(train.labels, rate, kind, 10, params.seed, cleaning.FASHION_MNIST_PAIRS)
     print(f"[{setting}] {int(flipped.sum())} of {len(noisy)} labels flipped", flush=True)
-    oof, oof_seconds = cached_oof(setting, train.images, noisy, params, seed)
+    oof, oof_seconds = cached_oof(setting, train.images, noisy, params, params.seed)
     t0 = time.perf_counter()
     detections = cleaning.run_detectors(oof, noisy, params.clean)
     detect_seconds = time.perf_counter() - t0
@@ -89,21 +92,49 @@ def run_setting(setting: str, splits, params, policy: str, seed: int) -> dict:
               f"(flagged {f['flagged']})", flush=True)
     chosen = detections[params.clean.use]
     view = cleaning.apply_policy(np.arange(len(noisy)).astype(str), noisy, chosen, policy)
-    val, test = (splits["val"].images, splits["val"].labels), (splits["test"].images, splits["test"].labels)
-    noisy_run = train_and_evaluate(params, (train.images, noisy), val, test)
-    cleaned_run = train_and_evaluate(same_steps(params, len(noisy), len(view.index)),
-                                     (train.images[view.index], view.labels), val, test)
+    oracle = np.flatnonzero(~flipped)
+    datasets = {"noisy": (np.arange(len(noisy)), noisy), "cleaned": (view.index, view.labels),
+                "oracle": (oracle, noisy[oracle])}
+    accuracy, seconds = {name: {} for name in datasets}, {f"train_{name}": [] for name in datasets}
+    for seed in seeds:
+        for name, (index, labels) in datasets.items():
+            run = train_and_evaluate(same_steps(with_seed(params, seed), len(noisy), len(index)),
+                                     (train.images[index], labels), *eval_sets(splits))
+            accuracy[name][str(seed)] = run["test_accuracy"]
+            seconds[f"train_{name}"].append(run["train_seconds"])
+        print(f"  seed {seed}: test acc noisy {accuracy['noisy'][str(seed)]:.4f}, cleaned ({policy} by "
+              f"{params.clean.use}: {view.counts}) {accuracy['cleaned'][str(seed)]:.4f}, oracle drop "
+              f"{accuracy['oracle'][str(seed)]:.4f}", flush=True)
     remaining_noise = float(np.mean(view.labels != train.labels[view.index]))
     plot_gradient(setting, oof, flipped, detections["gradient"].info["threshold"])
-    print(f"  test acc noisy {noisy_run['test_accuracy']:.4f}, cleaned ({policy} by {params.clean.use}: "
-          f"{view.counts}) {cleaned_run['test_accuracy']:.4f}; noise left {remaining_noise:.3f}", flush=True)
-    return {**figures, "acc_noisy": noisy_run["test_accuracy"], "acc_cleaned": cleaned_run["test_accuracy"],
+    return {**figures, **{f"acc_{name}": median(by_seed) for name, by_seed in accuracy.items()},
+            **{f"acc_{name}_by_seed": by_seed for name, by_seed in accuracy.items()},
             "cleaned": {**view.counts, "policy": policy, "use": params.clean.use, "noise_left": remaining_noise,
+                        "clean_dropped": int((~flipped[np.setdiff1d(np.arange(len(noisy)), view.index)]).sum()),
                         "epochs": same_steps(params, len(noisy), len(view.index)).train.epochs},
             "gradient_norm": gradient_figures(oof, flipped),
             "detector_info": {n: d.info for n, d in detections.items()},
-            "seconds": {"oof": oof_seconds, "detect": detect_seconds, "train_noisy": noisy_run["train_seconds"],
-                        "train_cleaned": cleaned_run["train_seconds"]}}
+            "seconds": {"oof": oof_seconds, "detect": detect_seconds, **{k: median(v) for k, v in seconds.items()}}}
+
+
+def with_seed(params, seed: int):
+    return params.model_copy(update={"seed": seed})
+
+
+def eval_sets(splits) -> tuple[tuple, tuple]:
+    return (splits["val"].images, splits["val"].labels), (splits["test"].images, splits["test"].labels)
+
+
+def median(values) -> float:
+    values = list(values.values()) if isinstance(values, dict) else list(values)
+    return float(np.median(values))
+
+
+def recovered(r: dict, seed: str | None = None) -> float:
+    """Share of the accuracy lost to noise that training on the cleaned data wins back."""
+    pick = (lambda key: r[f"{key}_by_seed"][seed]) if seed is not None else (lambda key: r[key])
+    lost = pick("acc_clean") - pick("acc_noisy")
+    return (pick("acc_cleaned") - pick("acc_noisy")) / lost if lost > 0 else float("nan")
 
 
 def same_steps(params, n_all: int, n_kept: int):
@@ -139,24 +170,26 @@ def plot_f1(results: dict, settings: list[str]) -> None:
 
 
 def markdown(results: dict, settings: list[str]) -> str:
-    lines = ["| setting | " + " | ".join(f"{d} P / R / F1" for d in DETECTOR_ORDER) + " | acc clean | acc noisy | acc cleaned | recovered |",
-             "|---|" + "---|" * (len(DETECTOR_ORDER) + 4)]
+    lines = ["| setting | " + " | ".join(f"{d} P / R / F1" for d in DETECTOR_ORDER)
+             + " | training seeds | acc clean | acc noisy | acc cleaned | recovered | acc oracle drop |",
+             "|---|" + "---|" * (len(DETECTOR_ORDER) + 6)]
     for s in settings:
         r = results[s]
-        lost = results["acc_clean"] - r["acc_noisy"]
-        recovered = (r["acc_cleaned"] - r["acc_noisy"]) / lost if lost > 0 else float("nan")
         cells = [f"{r[d]['precision']:.3f} / {r[d]['recall']:.3f} / **{r[d]['f1']:.3f}**" for d in DETECTOR_ORDER]
-        lines.append(f"| {s} | " + " | ".join(cells) + f" | {results['acc_clean']:.4f} | {r['acc_noisy']:.4f} | "
-                     f"{r['acc_cleaned']:.4f} | {recovered:.0%} |")
+        seeds = ", ".join(r.get("acc_noisy_by_seed", {"0": None}))
+        oracle = f"{r['acc_oracle']:.4f}" if "acc_oracle" in r else "-"
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {seeds} | {r['acc_clean']:.4f} | {r['acc_noisy']:.4f} | "
+                     f"{r['acc_cleaned']:.4f} | {recovered(r):.0%} | {oracle} |")
     return "\n".join(lines)
 
 
 def merge_previous(results: dict, measured: list[str]) -> list[str]:
-    """Settings measured by an earlier run (same clean-label accuracy, i.e. same model and data)
-    are kept, so one setting can be re-measured alone."""
+    """Settings measured by an earlier run with the same final model and data (the same seed-0
+    clean-label accuracy) are kept, so one setting can be re-measured alone."""
     path = RESULTS / "cleaning.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
-    if previous.get("acc_clean") == results["acc_clean"]:
+    seed0 = previous.get("acc_clean_by_seed", {"0": previous.get("acc_clean")}).get("0")
+    if seed0 is not None and seed0 == results["acc_clean_by_seed"].get("0"):
         for setting in previous.get("settings", []):
             results.setdefault(setting, previous[setting])
     return [s for s in SETTINGS if s in results] + [s for s in measured if s not in SETTINGS]
@@ -166,28 +199,40 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
     parser.add_argument("--policy", default="drop", choices=["drop", "relabel"])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the noise and of the out-of-fold models")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0],
+                        help="seeds of the final trainings (clean, noisy, cleaned, oracle); accuracies are medians")
     parser.add_argument("overrides", nargs="*", help="params overrides, e.g. train.epochs=8",
                         default=["train.model=sp_cnn_s", "train.epochs=8"])
     args = parser.parse_args(argv)
     params = load_params("params.yaml", [f"seed={args.seed}", *args.overrides])
     t_start = time.perf_counter()
     splits = carve_splits(load_source("fashion_mnist"), params.data.val_fraction, args.seed)
-    val, test = (splits["val"].images, splits["val"].labels), (splits["test"].images, splits["test"].labels)
-    clean_run = train_and_evaluate(params, (splits["train"].images, splits["train"].labels), val, test)
-    print(f"[clean labels] test acc {clean_run['test_accuracy']:.4f} ({clean_run['train_seconds']:.0f}s)", flush=True)
-    results = {"acc_clean": clean_run["test_accuracy"]}
+    train = splits["train"]
+    clean_runs = {str(seed): train_and_evaluate(with_seed(params, seed), (train.images, train.labels), *eval_sets(splits))
+                  for seed in args.train_seeds}
+    for seed, run in clean_runs.items():
+        print(f"[clean labels, seed {seed}] test acc {run['test_accuracy']:.4f} ({run['train_seconds']:.0f}s)", flush=True)
+    acc_clean_by_seed = {seed: run["test_accuracy"] for seed, run in clean_runs.items()}
+    results = {"acc_clean": median(acc_clean_by_seed), "acc_clean_by_seed": acc_clean_by_seed}
     for setting in args.settings:
         t0 = time.perf_counter()
-        results[setting] = {**run_setting(setting, splits, params, args.policy, args.seed),
-                            "acc_clean": clean_run["test_accuracy"]}
-        results[setting]["seconds"]["setting_total"] = time.perf_counter() - t0
+        r = run_setting(setting, splits, params, args.policy, args.train_seeds)
+        r.update(acc_clean=results["acc_clean"], acc_clean_by_seed=acc_clean_by_seed)
+        r["recovered"] = recovered(r)
+        r["recovered_by_seed"] = {seed: recovered(r, seed) for seed in acc_clean_by_seed}
+        r["seconds"]["setting_total"] = time.perf_counter() - t0
+        print(f"  recovered {r['recovered']:.0%} of the accuracy lost to noise (by seed: "
+              f"{ {k: round(v, 2) for k, v in r['recovered_by_seed'].items()} })", flush=True)
+        results[setting] = r
     settings = merge_previous(results, args.settings)
     plot_f1(results, settings)
     table = markdown(results, settings)
     print(table)
     figures = {**results, "settings": settings, "policy": args.policy, "seed": args.seed,
-               "final_model": {"overrides": args.overrides, "train_seconds_clean": clean_run["train_seconds"]},
+               "train_seeds": args.train_seeds,
+               "final_model": {"overrides": args.overrides,
+                               "train_seconds_clean": median([r["train_seconds"] for r in clean_runs.values()])},
                "oof": params.clean.oof.model_dump(), "detectors": params.clean.model_dump(exclude={"oof"}),
                "total_seconds": time.perf_counter() - t_start, "table": table}
     print(f"wrote {save('cleaning', figures)}")

@@ -8,14 +8,23 @@
 Same model, batch size and number of images. Prints img/s, the ratio, and the achieved
 training GFLOP/s next to a matmul GFLOP/s measured on the same machine; writes
 benchmarks/results/train_speed.json.
+
+Also measures, on one fixed batch (no data path), what two engine choices are worth:
+deterministic mode's NaN fill of uninitialised memory (switched off by the engine) and
+torch.compile of the backbone (not adopted: its compile seconds are reported next to its gain),
+and the step's img/s by batch size and by intra-op threads.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torch.utils.deterministic
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -52,6 +61,7 @@ def article_transform(mean: float, std: float):
 
 
 def plain_loop(images, labels, model_name, batch, workers, mean, std) -> float:
+    torch.use_deterministic_algorithms(False)  # the article's loop runs torch's defaults
     torch.manual_seed(0)
     model = build_classifier(model_name, 10, (28, 28, 1), TrainParams().head)
     model.mean.fill_(0.0)  # the article's transforms normalise already: the model's own
@@ -85,6 +95,75 @@ def engine_loop(images, labels, model_name, batch) -> float:
     return (len(labels) // batch) * batch / result.train_seconds
 
 
+@contextmanager
+def nan_fill(enabled: bool):
+    """Deterministic mode with or without its NaN fill of uninitialised memory."""
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = enabled
+    try:
+        yield
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = before
+
+
+def fixed_batch_step_rate(model_name: str, batch: int, compiled: bool = False, rounds: int = 5,
+                          steps: int = 10) -> tuple[float, float]:
+    """(median img/s of the training step on one fixed channels_last batch, seconds of the two
+    first steps - the compile time when `compiled`)."""
+    torch.manual_seed(0)
+    model = build_classifier(model_name, 10, (28, 28, 1), TrainParams().head).to(memory_format=torch.channels_last)
+    if compiled:
+        # a fresh inductor cache, so that compile_s is a cold compile, as a user's first run pays it
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
+        model.backbone.compile()
+    x = (torch.rand(batch, 1, 28, 28) * 255).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step():
+        loss = criterion(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t0 = time.perf_counter()
+    step(), step()
+    first = time.perf_counter() - t0
+    rates = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * batch / (time.perf_counter() - t0))
+    return float(np.median(rates)), first
+
+
+def engine_choices(model_name: str, batch: int) -> dict:
+    with nan_fill(True):
+        filled, _ = fixed_batch_step_rate(model_name, batch)
+    with nan_fill(False):
+        unfilled, _ = fixed_batch_step_rate(model_name, batch)
+        compiled, compile_s = fixed_batch_step_rate(model_name, batch, compiled=True)
+        by_batch = {str(b): round(fixed_batch_step_rate(model_name, b)[0], 1) for b in (64, 128, 256, 512)}
+        by_threads, configured = {}, torch.get_num_threads()
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            by_threads[str(threads)] = round(fixed_batch_step_rate(model_name, batch)[0], 1)
+        torch.set_num_threads(configured)
+    figures = {"step_img_s_nan_fill": round(filled, 1), "step_img_s": round(unfilled, 1),
+               "step_img_s_by_batch": by_batch, "step_img_s_by_threads": by_threads,
+               "deterministic_fill_speedup": round(unfilled / filled, 3),
+               "step_img_s_compiled": round(compiled, 1), "compile_speedup": round(compiled / unfilled, 3),
+               "compile_s": round(compile_s, 1)}
+    print(f"{model_name}: fixed-batch step {unfilled:.0f} img/s; with deterministic NaN fill {filled:.0f} "
+          f"({figures['deterministic_fill_speedup']:.2f}x saved); torch.compile {compiled:.0f} img/s "
+          f"({figures['compile_speedup']:.2f}x) after {compile_s:.0f} s of compiling; img/s by batch {by_batch}, "
+          f"by threads {by_threads}", flush=True)
+    return figures
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=12800)
@@ -92,23 +171,31 @@ def main(argv=None) -> dict:
                         help="the first one's figures are the top-level keys")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     train = load_source("fashion_mnist").splits["train"]
     images, labels = train.images[:args.images], train.labels[:args.images]
     gflops = matmul_gflops()
-    per_model = {name: measure(name, images, labels, args.batch, gflops) for name in args.models}
+    per_model = {name: measure(name, images, labels, args.batch, gflops, args.repeats) for name in args.models}
     figures = {**per_model[args.models[0]], "matmul_gflops": round(gflops, 1), "models": per_model,
-               "batch": args.batch, "images": args.images}
+               "batch": args.batch, "images": args.images, "repeats": args.repeats}
     print(f"wrote {save('train_speed', figures)}")
     return figures
 
 
-def measure(name: str, images, labels, batch: int, gflops: float) -> dict:
+def measure(name: str, images, labels, batch: int, gflops: float, repeats: int) -> dict:
+    """Plain (0 and 1 workers) and engine runs alternate `repeats` times; the figures are medians,
+    so that a noisy spell of the machine does not land on one side only."""
     mean, std = float(images.mean()), float(images.std())
-    plain = {w: plain_loop(images, labels, name, batch, w, mean, std) for w in (0, 1)}
+    plain_runs, engine_runs = {0: [], 1: []}, []
+    for _ in range(repeats):
+        for workers in plain_runs:
+            plain_runs[workers].append(plain_loop(images, labels, name, batch, workers, mean, std))
+        engine_runs.append(engine_loop(images, labels, name, batch))
+    plain = {w: float(np.median(runs)) for w, runs in plain_runs.items()}
     plain_best = max(plain.values())
-    engine = engine_loop(images, labels, name, batch)
+    engine = float(np.median(engine_runs))
     macs = count_macs(build_classifier(name, 10, (28, 28, 1), TrainParams().head), (1, 28, 28))
     # direct-convolution count: forward 2*MACs FLOPs, backward ~2x forward. oneDNN may run 3x3
     # convolutions as Winograd, which does fewer multiplications than this count.
@@ -117,11 +204,14 @@ def measure(name: str, images, labels, batch: int, gflops: float) -> dict:
         "model": name, "macs": macs, "plain_img_s": round(plain_best, 1),
         "plain_img_s_by_workers": {str(k): round(v, 1) for k, v in plain.items()},
         "engine_img_s": round(engine, 1), "ratio": round(engine / plain_best, 2),
+        "ratio_by_repeat": [round(e / max(p0, p1), 2) for e, p0, p1 in zip(engine_runs, *plain_runs.values())],
         "train_gflops": round(train_gflops, 1), "train_fraction_of_matmul": round(train_gflops / gflops, 3),
+        "engine_choices": engine_choices(name, batch),
     }
     print(f"{name}: plain DataLoader loop {plain_best:.0f} img/s (workers 0: {plain[0]:.0f}, 1: {plain[1]:.0f}); "
-          f"skillpack engine {engine:.0f} img/s -> {figures['ratio']:.2f}x; training {train_gflops:.1f} GFLOP/s = "
-          f"{figures['train_fraction_of_matmul']:.0%} of matmul {gflops:.1f} GFLOP/s", flush=True)
+          f"skillpack engine {engine:.0f} img/s -> {figures['ratio']:.2f}x (by repeat {figures['ratio_by_repeat']}); "
+          f"training {train_gflops:.1f} GFLOP/s = {figures['train_fraction_of_matmul']:.0%} of matmul "
+          f"{gflops:.1f} GFLOP/s", flush=True)
     return figures
 
 

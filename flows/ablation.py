@@ -42,6 +42,7 @@ def teacher_path(spec: ab.Spec, name: str, data_hash: str, quick: bool) -> Path:
 def train_teacher(spec_path: str, name: str, quick: bool) -> str:
     """Train a distillation teacher once per (teacher config, data version); cached on disk."""
     from skillpack.checkpoint import save_classifier
+    from skillpack.engine import fit_new_model
 
     spec = ab.load_spec(spec_path, quick)
     store, data = _load_data()
@@ -52,7 +53,8 @@ def train_teacher(spec_path: str, name: str, quick: bool) -> str:
     arm = ab.Arm(name=name, overrides=body.get("overrides", {}), regime=body.get("regime", "standard"))
     params = ab.run_params(spec, arm, body.get("seed", 0))
     x, y = ab.regime_split(*data["train"], ab.regime_options(spec, arm.regime))
-    trainer, _ = ab.fit_new_model(params, (x, y), tuple(a[:VAL_IMAGES] for a in data["val"]), len(store.classes))
+    val = tuple(a[:VAL_IMAGES] for a in data["val"])
+    trainer, _ = fit_new_model(params.train, params.seed, (x, y), val, len(store.classes))
     save_classifier(path, trainer.model.cpu(), model_name=params.train.model, classes=store.classes,
                     image_shape=x.shape[1:], head=params.train.head)
     return str(path)

@@ -209,26 +209,15 @@ def regime_split(images: np.ndarray, labels: np.ndarray, options: dict, seed: in
 
 # ------------------------------------------------------------------ one run
 
-def fit_new_model(params: Params, train: tuple, val: tuple, num_classes: int, teacher=None):
-    """A fresh, seeded model of params.train fitted on train = (images, labels): (trainer, fit result)."""
-    from skillpack.engine import Trainer, build_classifier, channel_stats, seed_everything
-
-    (x_tr, y_tr), (x_val, y_val) = train, val
-    seed_everything(params.seed)
-    model = build_classifier(params.train.model, num_classes, x_tr.shape[1:], params.train.head, *channel_stats(x_tr))
-    trainer = Trainer(model, params.train, params.seed, progress=False, teacher=teacher)
-    return trainer, trainer.fit(x_tr, y_tr, x_val, y_val)
-
-
 def train_and_evaluate(params: Params, train: tuple, val: tuple, test: tuple, teacher=None) -> dict:
     """Train one model with `params.train` and score it on the test set."""
     from skillpack.data.loader import to_tensor_nchw
-    from skillpack.engine import predict
+    from skillpack.engine import fit_new_model, predict
 
     (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = train, val, test
     num_classes = int(max(y_tr.max(), y_te.max())) + 1
     t0 = time.perf_counter()
-    trainer, fit = fit_new_model(params, (x_tr, y_tr), (x_val, y_val), num_classes, teacher)
+    trainer, fit = fit_new_model(params.train, params.seed, (x_tr, y_tr), (x_val, y_val), num_classes, teacher)
     seconds = time.perf_counter() - t0
     logits = predict(trainer.model.cpu(), to_tensor_nchw(x_te))
     pred = logits.argmax(1).numpy()

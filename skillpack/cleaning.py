@@ -99,7 +99,7 @@ def out_of_fold(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: T
                 seed: int, on_fold: Callable[[int, dict], None] | None = None) -> OutOfFold:
     """Train one model per fold on the other folds; each predicts every sample."""
     from skillpack.data.loader import to_tensor_nchw
-    from skillpack.engine import Trainer, build_classifier, channel_stats, predict, seed_everything
+    from skillpack.engine import fit_new_model, predict
 
     fold = stratified_folds(labels, folds, seed)
     x_all = to_tensor_nchw(images)
@@ -108,11 +108,8 @@ def out_of_fold(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: T
     embeddings, grad_norm = None, np.zeros(len(labels), dtype=np.float32)
     for k in range(folds):
         train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        seed_everything(seed + k)
-        model = build_classifier(cfg.model, num_classes, images.shape[1:], cfg.head,
-                                 *channel_stats(images[train_idx]))
-        trainer = Trainer(model, cfg, seed + k, progress=False)
-        result = trainer.fit(images[train_idx], labels[train_idx], images[held_idx], labels[held_idx])
+        trainer, result = fit_new_model(cfg, seed + k, (images[train_idx], labels[train_idx]),
+                                        (images[held_idx], labels[held_idx]), num_classes)
         logits = predict(trainer.model, x_all)
         probs[k] = logits.softmax(1).numpy()
         held = torch.as_tensor(held_idx)

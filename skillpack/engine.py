@@ -114,6 +114,17 @@ def resolve_amp(requested: str, device: torch.device) -> torch.dtype | None:
     return torch.float16 if requested == "fp16" else torch.bfloat16
 
 
+def use_deterministic_cpu_kernels(device: torch.device) -> None:
+    """Same seed, same metrics on CPU. Deterministic mode also fills every torch.empty() with
+    NaN by default, to expose reads of uninitialised memory; that memset cost 7-8% of a
+    training step here (benchmarks/train_speed.py, `deterministic_fill_speedup`), and no
+    kernel we run reads memory it has not written, so the fill is switched off."""
+    import torch.utils.deterministic
+
+    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = False
+
+
 def config_hash(*parts) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
@@ -228,7 +239,7 @@ class Trainer:
             val_images: np.ndarray, val_labels: np.ndarray) -> FitResult:
         cfg = self.cfg
         torch.set_num_threads(cfg.threads)
-        torch.use_deterministic_algorithms(self.device.type == "cpu", warn_only=True)
+        use_deterministic_cpu_kernels(self.device)
         x_train, y_train = to_tensor_nchw(train_images), torch.as_tensor(train_labels, dtype=torch.long)
         x_val, y_val = to_tensor_nchw(val_images), torch.as_tensor(val_labels, dtype=torch.long)
         num_classes = self.model.head.weight.shape[0]
@@ -319,3 +330,13 @@ class Trainer:
             raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
         return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
 
+
+def fit_new_model(cfg: TrainParams, seed: int, train: tuple, val: tuple, num_classes: int,
+                  teacher: nn.Module | None = None) -> tuple[Trainer, FitResult]:
+    """A fresh, seeded model of `cfg` fitted on train = (images, labels), without checkpoint
+    or progress bar (ablation runs, out-of-fold models, benchmarks): (trainer, fit result)."""
+    (x_tr, y_tr), (x_val, y_val) = train, val
+    seed_everything(seed)
+    model = build_classifier(cfg.model, num_classes, x_tr.shape[1:], cfg.head, *channel_stats(x_tr))
+    trainer = Trainer(model, cfg, seed, progress=False, teacher=teacher)
+    return trainer, trainer.fit(x_tr, y_tr, x_val, y_val)
