@@ -16,7 +16,8 @@ try to keep those samples, all from the same cached out-of-fold predictions:
 
 Writes benchmarks/results/cleaning_policies.json (per policy: kept, noise_left, clean_dropped,
 acc_by_seed, acc, recovered - against acc_clean / acc_noisy of the same seeds, read from
-benchmarks/results/cleaning.json).
+benchmarks/results/cleaning.json) and reports/cleaning/policies.png (`--plot-only` redraws it
+from the JSON).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import json
 
 import numpy as np
 
-from benchmarks.cleaning import cached_oof, eval_sets, median, same_steps, with_seed
+from benchmarks.cleaning import PLOTS, cached_oof, eval_sets, median, same_steps, with_seed
 from benchmarks.common import RESULTS, save
 from skillpack import cleaning
 from skillpack.ablation import train_and_evaluate
@@ -63,11 +64,43 @@ def views(flag: np.ndarray, probs: np.ndarray, noisy: np.ndarray) -> dict[str, t
     }
 
 
+def plot_policies(figures: dict) -> None:
+    """Test accuracy per policy, one dot per training seed, between the noisy and clean medians."""
+    import matplotlib.pyplot as plt
+
+    from skillpack.plots import _save
+
+    base = figures["baseline"]
+    rows = {"drop (ensemble)": base["acc_cleaned_by_seed"],
+            **{name: r["acc_by_seed"] for name, r in figures["policies"].items()},
+            "oracle: drop exactly the flipped": base["acc_oracle_by_seed"]}
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for y, (name, by_seed) in enumerate(rows.items()):
+        ax.scatter(list(by_seed.values()), [y] * len(by_seed), color="tab:blue", zorder=3)
+        ax.scatter([median(by_seed)], [y], marker="|", s=400, color="black", zorder=4)
+    for key, colour in (("acc_noisy_by_seed", "tab:red"), ("acc_clean_by_seed", "tab:green")):
+        ax.axvline(median(base[key]), color=colour, linestyle="--",
+                   label=f"{key.split('_')[1]} labels, median {median(base[key]):.4f}")
+    half = (median(base["acc_noisy_by_seed"]) + median(base["acc_clean_by_seed"])) / 2
+    ax.axvline(half, color="grey", linestyle=":", label=f"half of the loss recovered, {half:.4f}")
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.invert_yaxis()
+    ax.set_xlabel("test accuracy (dots: training seeds, bar: median)")
+    ax.set_title(f"{figures['setting']}: training on the flagged data, by policy")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.45, -0.2), ncol=3)
+    _save(fig, PLOTS / "policies.png")
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--plot-only", action="store_true", help="redraw the chart from the results file")
     parser.add_argument("overrides", nargs="*", default=["train.model=sp_cnn_s", "train.epochs=8"])
     args = parser.parse_args(argv)
+    if args.plot_only:
+        figures = json.loads((RESULTS / "cleaning_policies.json").read_text())
+        plot_policies(figures)
+        return figures
     baseline = json.loads((RESULTS / "cleaning.json").read_text())[SETTING]
     params = load_params("params.yaml", ["seed=0", *args.overrides])
     splits = carve_splits(load_source("fashion_mnist"), params.data.val_fraction, 0)
@@ -94,6 +127,7 @@ def main(argv=None) -> dict:
                "baseline": {k: baseline[k] for k in ("acc_clean_by_seed", "acc_noisy_by_seed", "acc_cleaned_by_seed",
                                                      "acc_oracle_by_seed")}}
     print(f"wrote {save('cleaning_policies', figures)}")
+    plot_policies(figures)
     return figures
 
 
