@@ -60,23 +60,33 @@ def article_transform(mean: float, std: float):
     ])
 
 
+def sgd_step(model: nn.Module):
+    """One training step of the article's kind (SGD + Nesterov, label-smoothed cross-entropy),
+    shared by the plain loop and the fixed-batch measurements."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = criterion(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
 def plain_loop(images, labels, model_name, batch, workers, mean, std) -> float:
     torch.use_deterministic_algorithms(False)  # the article's loop runs torch's defaults
     torch.manual_seed(0)
     model = build_classifier(model_name, 10, (28, 28, 1), TrainParams().head)
     model.mean.fill_(0.0)  # the article's transforms normalise already: the model's own
     model.std.fill_(1.0)   # normalisation becomes the identity
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    step = sgd_step(model)
     loader = DataLoader(PILDataset(images, labels, article_transform(mean, std)), batch_size=batch, shuffle=True,
                         num_workers=workers, drop_last=True, persistent_workers=False)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
     model.train()
     seen, t0 = 0, time.perf_counter()
     for x, y in loader:
-        loss = criterion(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        step(x, y)
         seen += len(y)
     return seen / (time.perf_counter() - t0)
 
@@ -119,23 +129,15 @@ def fixed_batch_step_rate(model_name: str, batch: int, compiled: bool = False, r
         model.backbone.compile()
     x = (torch.rand(batch, 1, 28, 28) * 255).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,))
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
-
-    def step():
-        loss = criterion(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    step = sgd_step(model)
     t0 = time.perf_counter()
-    step(), step()
+    step(x, y), step(x, y)
     first = time.perf_counter() - t0
     rates = []
     for _ in range(rounds):
         t0 = time.perf_counter()
         for _ in range(steps):
-            step()
+            step(x, y)
         rates.append(steps * batch / (time.perf_counter() - t0))
     return float(np.median(rates)), first
 

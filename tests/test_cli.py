@@ -2,6 +2,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 
 def test_models_lists_names_params_and_macs():
     out = subprocess.run([sys.executable, "-m", "skillpack.cli", "models", "sp_cnn_s", "sp_dwcnn_s", "resnet18"],
@@ -17,7 +19,5 @@ def test_models_lists_names_params_and_macs():
 def test_recipe_prints_dvc_exp_flags():
     out = subprocess.run([sys.executable, "-m", "skillpack.cli", "recipe", "long"], capture_output=True, text=True,
                          check=True).stdout
-    import yaml
-
     for key, value in yaml.safe_load(Path("recipes.yaml").read_text())["long"].items():
         assert f"-S {key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}" in out
