@@ -38,7 +38,7 @@ from skillpack.data.store import carve_splits
 SETTINGS = ("symmetric_0.1", "symmetric_0.2", "symmetric_0.4", "pair_0.1", "pair_0.2", "pair_0.4")
 CACHE = RESULTS.parent / "cache"
 PLOTS = Path("reports/cleaning")
-DETECTOR_ORDER = ("dbscan", "vote", "gradient", "cleanlab", "ensemble")
+DETECTOR_ORDER = ("dbscan", "vote", "gradient", "cleanlab", "ensemble", "implausible")
 
 
 def parse_setting(setting: str) -> tuple[str, float]:
@@ -185,13 +185,14 @@ def markdown(results: dict, settings: list[str]) -> str:
 
 def merge_previous(results: dict, measured: list[str]) -> list[str]:
     """Settings measured by an earlier run with the same final model and data (the same seed-0
-    clean-label accuracy) are kept, so one setting can be re-measured alone."""
+    clean-label accuracy) and the same detectors are kept, so one setting can be re-measured alone."""
     path = RESULTS / "cleaning.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     seed0 = previous.get("acc_clean_by_seed", {"0": previous.get("acc_clean")}).get("0")
     if seed0 is not None and seed0 == results["acc_clean_by_seed"].get("0"):
         for setting in previous.get("settings", []):
-            results.setdefault(setting, previous[setting])
+            if all(name in previous[setting] for name in DETECTOR_ORDER):
+                results.setdefault(setting, previous[setting])
     return [s for s in SETTINGS if s in results] + [s for s in measured if s not in SETTINGS]
 
 

@@ -9,6 +9,9 @@ each predicting every sample. Detectors read it and give every sample a score an
   gradient  norm of the loss gradient w.r.t. the logits, from the held-out model
   cleanlab  cleanlab.filter.find_label_issues on the out-of-fold probabilities (the reference)
   ensemble  at least `min_flags` of the chosen members flag the sample
+  implausible  the ensemble's flags whose given label the fold models find implausible
+            (mean probability below `max_label_prob`): drops the flipped labels, keeps the hard
+            clean samples the ensemble also flags (what `drop` should act on: docs/benchmarks.md)
 
 Nothing here modifies or deletes data: `apply_policy` returns a cleaned view (indices and
 labels) and the flagged list that names every sample it drops or relabels.
@@ -254,9 +257,20 @@ def ensemble(detections: dict[str, Detection], oof: OutOfFold, cfg: CleanParams)
                      info={"members": list(members), "min_flags": cfg.ensemble.min_flags})
 
 
+def implausible(flagged: Detection, oof: OutOfFold, labels: np.ndarray, cfg: CleanParams) -> Detection:
+    """Measured on the noise benchmark: most clean samples the ensemble flags are hard ones whose
+    label is the fold models' second choice, and dropping them costs more test accuracy than
+    the flipped labels do; a flipped label usually gets next to no probability at all."""
+    label_prob = oof.probs.mean(0)[np.arange(len(labels)), labels]
+    flag = flagged.flag & (label_prob < cfg.implausible.max_label_prob)
+    return Detection(score=1.0 - label_prob, flag=flag, suggested=flagged.suggested,
+                     info={"flagged_by": "ensemble", "max_label_prob": cfg.implausible.max_label_prob})
+
+
 def run_detectors(oof: OutOfFold, labels: np.ndarray, cfg: CleanParams) -> dict[str, Detection]:
     detections = {name: detect(oof, labels, cfg) for name, detect in DETECTORS.items()}
     detections["ensemble"] = ensemble(detections, oof, cfg)
+    detections["implausible"] = implausible(detections["ensemble"], oof, labels, cfg)
     return detections
 
 

@@ -126,7 +126,7 @@ class TrainParams(_Strict):
     grad_clip: float | None = Field(None, gt=0)   # max global grad norm
     threads: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["off", "fp16", "bf16"] = "fp16"  # CUDA only; on CPU it is off, with a message
+    amp: Literal["off", "fp16", "bf16"] = "fp16"  # CUDA; on CPU only bf16, where it has bf16 units
     channels_last: bool = True
 
     @field_validator("amp", mode="before")
@@ -191,6 +191,10 @@ class EnsembleParams(_Strict):
     min_flags: int = Field(2, ge=1)          # flag when at least this many members flag
 
 
+class ImplausibleParams(_Strict):
+    max_label_prob: float = Field(0.1, gt=0, le=1)  # of the given label, mean over the fold models
+
+
 class CleanParams(_Strict):
     oof: OofParams = OofParams()
     dbscan: DbscanParams = DbscanParams()
@@ -198,7 +202,8 @@ class CleanParams(_Strict):
     gradient: GradientParams = GradientParams()
     cleanlab: CleanlabParams = CleanlabParams()
     ensemble: EnsembleParams = EnsembleParams()
-    use: Literal["dbscan", "vote", "gradient", "cleanlab", "ensemble"] = "ensemble"  # drives the policy
+    implausible: ImplausibleParams = ImplausibleParams()
+    use: Literal["dbscan", "vote", "gradient", "cleanlab", "ensemble", "implausible"] = "implausible"  # drives the policy
     policy: Literal["flag", "drop", "relabel"] = "flag"   # flag: train on everything, only report
     grid_images: int = Field(48, ge=1)
 

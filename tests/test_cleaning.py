@@ -75,11 +75,25 @@ def test_out_of_fold_predictions_come_from_the_model_that_held_the_sample_out(pl
 
 def test_flipped_labels_score_higher_on_every_detector(planted):
     flipped, detections = planted["flipped"] & ~planted["inverted"], planted["detections"]
-    for name in ("vote", "gradient", "cleanlab", "ensemble"):
+    for name in ("vote", "gradient", "cleanlab", "ensemble", "implausible"):
         det = detections[name]
         assert det.score[flipped].mean() > det.score[~flipped].mean() + 0.2 * det.score.std(), name
         quality = cleaning.precision_recall_f1(det.flag, planted["flipped"])
         assert quality["precision"] > 2 * NOISE, (name, quality)  # far better than flagging at random
+
+
+def test_implausible_keeps_the_ensemble_flags_whose_label_the_models_find_plausible(planted):
+    detections, noisy, flipped = planted["detections"], planted["noisy"], planted["flipped"]
+    ens, imp = detections["ensemble"], detections["implausible"]
+    label_prob = planted["oof"].probs.mean(0)[np.arange(N_SAMPLES), noisy]
+    limit = planted["params"].clean.implausible.max_label_prob
+    assert np.array_equal(imp.flag, ens.flag & (label_prob < limit))
+    assert 0 < imp.flag.sum() < ens.flag.sum()
+    # what it lets go of are mostly clean labels: it is more precise than the ensemble
+    released = ens.flag & ~imp.flag
+    assert (~flipped[released]).mean() > 0.5
+    assert (cleaning.precision_recall_f1(imp.flag, flipped)["precision"]
+            > cleaning.precision_recall_f1(ens.flag, flipped)["precision"])
 
 
 def test_dbscan_flags_planted_inverted_images(planted):

@@ -14,12 +14,14 @@ from skillpack.engine import Trainer, build_classifier, channel_stats, seed_ever
 from conftest import make_project_repo, project_env, run, small_split
 
 
-def _train(fmnist, seed=0, epochs=2, n=1500, **overrides):
+def _train(fmnist, seed=0, epochs=2, n=1500, on_model=None, **overrides):
     x, y = small_split(fmnist, n)
     cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": epochs, "batch_size": 64,
                                       "optimizer": {"lr": 0.05}, **overrides})
     seed_everything(seed)
     model = build_classifier(cfg.model, 10, (28, 28, 1), cfg.head, *channel_stats(x))
+    if on_model is not None:
+        on_model(model)
     trainer = Trainer(model, cfg, seed, progress=False)
     cut = int(0.8 * n)
     result = trainer.fit(x[:cut], y[:cut], x[cut:], y[cut:])
@@ -33,6 +35,25 @@ def test_training_learns_and_is_deterministic(fmnist):
     for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
         assert torch.equal(a, b), name
     assert result_a.history[-1].val_loss == result_b.history[-1].val_loss
+
+
+def test_bf16_autocast_on_cpu_runs_where_the_cpu_has_bf16_units_and_stays_deterministic(fmnist):
+    from skillpack.engine import cpu_has_bf16_units, resolve_amp
+
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if cpu_has_bf16_units() else torch.float32
+    assert resolve_amp("fp16", cpu) is None and resolve_amp("off", cpu) is None
+    assert (resolve_amp("bf16", cpu) or torch.float32) == expected
+    runs = []
+    for _ in range(2):
+        dtypes = set()
+        model, result = _train(fmnist, amp="bf16",
+                               on_model=lambda m: m.head.register_forward_hook(lambda *a: dtypes.add(a[2].dtype)))
+        runs.append((model, result, dtypes))
+    (model_a, result_a, dtypes_a), (model_b, result_b, _) = runs
+    assert dtypes_a == {expected, torch.float32}  # training in `expected`, validating in fp32
+    assert result_a.history[-1].val_acc > 0.5 and result_a.history[-1].val_loss == result_b.history[-1].val_loss
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
 
 
 def test_another_seed_gives_other_weights(fmnist):
