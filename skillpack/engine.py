@@ -118,7 +118,7 @@ def resolve_amp(requested: str, device: torch.device) -> torch.dtype | None:
         return None
     if device.type == "cuda":
         return torch.float16 if requested == "fp16" else torch.bfloat16
-    if requested == "bf16" and device.type == "cpu" and cpu_has_bf16_units():
+    if requested == "bf16" and cpu_has_bf16_units():
         return torch.bfloat16
     reason = ("this CPU has no bf16 units (AVX512-BF16 or AMX): emulated bf16 is several times slower"
               if requested == "bf16" else "fp16 autocast is a CUDA feature")
