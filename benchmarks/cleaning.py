@@ -30,10 +30,8 @@ import numpy as np
 
 from benchmarks.common import RESULTS, save
 from skillpack import cleaning
-from skillpack.ablation import train_and_evaluate
 from skillpack.config import load_params
-from skillpack.data import load_source
-from skillpack.data.store import carve_splits
+from skillpack.data.store import prepare_splits
 
 SETTINGS = ("symmetric_0.1", "symmetric_0.2", "symmetric_0.4", "pair_0.1", "pair_0.2", "pair_0.4")
 CACHE = RESULTS.parent / "cache"
@@ -98,8 +96,8 @@ def run_setting(setting: str, splits, params, policy: str, seeds: list[int]) -> 
     accuracy, seconds = {name: {} for name in datasets}, {f"train_{name}": [] for name in datasets}
     for seed in seeds:
         for name, (index, labels) in datasets.items():
-            run = train_and_evaluate(same_steps(with_seed(params, seed), len(noisy), len(index)),
-                                     (train.images[index], labels), *eval_sets(splits))
+            run = train_and_score(same_steps(params, len(noisy), len(index)), seed, (train.images[index], labels),
+                                  splits)
             accuracy[name][str(seed)] = run["test_accuracy"]
             seconds[f"train_{name}"].append(run["train_seconds"])
         print(f"  seed {seed}: test acc noisy {accuracy['noisy'][str(seed)]:.4f}, cleaned ({policy} by "
@@ -117,12 +115,12 @@ def run_setting(setting: str, splits, params, policy: str, seeds: list[int]) -> 
             "seconds": {"oof": oof_seconds, "detect": detect_seconds, **{k: median(v) for k, v in seconds.items()}}}
 
 
-def with_seed(params, seed: int):
-    return params.model_copy(update={"seed": seed})
+def train_and_score(params, seed: int, train: tuple, splits) -> dict:
+    """One training of `params.train` with `seed` on `train` = (images, labels), scored on the test split."""
+    from skillpack.runs import RunData, train_and_evaluate
 
-
-def eval_sets(splits) -> tuple[tuple, tuple]:
-    return (splits["val"].images, splits["val"].labels), (splits["test"].images, splits["test"].labels)
+    data = RunData(train, (splits["val"].images, splits["val"].labels), 10)
+    return train_and_evaluate(params.train, seed, data, (splits["test"].images, splits["test"].labels))
 
 
 def median(values) -> float:
@@ -208,9 +206,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     params = load_params("params.yaml", [f"seed={args.seed}", *args.overrides])
     t_start = time.perf_counter()
-    splits = carve_splits(load_source("fashion_mnist"), params.data.val_fraction, args.seed)
+    splits = prepare_splits(params.data, args.seed)[1]
     train = splits["train"]
-    clean_runs = {str(seed): train_and_evaluate(with_seed(params, seed), (train.images, train.labels), *eval_sets(splits))
+    clean_runs = {str(seed): train_and_score(params, seed, (train.images, train.labels), splits)
                   for seed in args.train_seeds}
     for seed, run in clean_runs.items():
         print(f"[clean labels, seed {seed}] test acc {run['test_accuracy']:.4f} ({run['train_seconds']:.0f}s)", flush=True)

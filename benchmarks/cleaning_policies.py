@@ -31,13 +31,11 @@ import json
 
 import numpy as np
 
-from benchmarks.cleaning import PLOTS, cached_oof, eval_sets, median, same_steps, with_seed
+from benchmarks.cleaning import PLOTS, cached_oof, median, same_steps, train_and_score
 from benchmarks.common import RESULTS, save
 from skillpack import cleaning
-from skillpack.ablation import train_and_evaluate
 from skillpack.config import load_params
-from skillpack.data import load_source
-from skillpack.data.store import carve_splits
+from skillpack.data.store import prepare_splits
 
 SETTING = "symmetric_0.2"
 
@@ -129,7 +127,7 @@ def main(argv=None) -> dict:
         return figures
     baseline = json.loads((RESULTS / "cleaning.json").read_text())[SETTING]
     params = load_params("params.yaml", ["seed=0", *args.overrides])
-    splits = carve_splits(load_source("fashion_mnist"), params.data.val_fraction, 0)
+    splits = prepare_splits(params.data, 0)[1]
     train = splits["train"]
     noisy, flipped = cleaning.inject_label_noise(train.labels, 0.2, "symmetric", 10, 0, cleaning.FASHION_MNIST_PAIRS)
     oof, _ = cached_oof(SETTING, train.images, noisy, params, 0)
@@ -139,8 +137,8 @@ def main(argv=None) -> dict:
     for policy, (kept, labels) in all_views.items():
         by_seed = {}
         for seed in args.train_seeds:
-            run = train_and_evaluate(same_steps(with_seed(params, seed), len(noisy), len(kept)),
-                                     (train.images[kept], labels), *eval_sets(splits))
+            run = train_and_score(same_steps(params, len(noisy), len(kept)), seed, (train.images[kept], labels),
+                                  splits)
             by_seed[str(seed)] = run["test_accuracy"]
         gained = [(by_seed[s] - baseline["acc_noisy_by_seed"][s])
                   / (baseline["acc_clean_by_seed"][s] - baseline["acc_noisy_by_seed"][s]) for s in by_seed]

@@ -13,42 +13,28 @@ import argparse
 import json
 import statistics
 
-import torch
-
 from benchmarks.common import RESULTS, save
-from skillpack.data import load_source
-from skillpack.data.loader import to_tensor_nchw
-from skillpack.data.store import carve_splits
-from skillpack.engine import Trainer, build_classifier, channel_stats, predict, seed_everything
+from skillpack.data.store import prepare_splits
 from skillpack.recipes import load_recipe
+from skillpack.runs import RunData, evaluate_model, train_model
 
 THRESHOLDS = (0.92, 0.93, 0.935, 0.94)
 
 
-def prepared_splits(params):
-    source = load_source(params.data.source, root=params.data.root)
-    return carve_splits(source, params.data.val_fraction, params.seed, params.data.max_train, params.data.max_test)
-
-
 def run_one(recipe: str, seed: int, extra: tuple[str, ...] = ()) -> dict:
     params = load_recipe(recipe, [f"seed={seed}", *extra])
-    splits = prepared_splits(params)
+    source, splits = prepare_splits(params.data, params.seed)
     train, val, test = splits["train"], splits["val"], splits["test"]
-    x_test, y_test = to_tensor_nchw(test.images), torch.as_tensor(test.labels)
-    seed_everything(seed)
-    model = build_classifier(params.train.model, 10, train.images.shape[1:], params.train.head,
-                             *channel_stats(train.images))
     trace, elapsed = [], [0.0]
 
-    def on_epoch_end(record, history):
+    def on_epoch(record, history, evaluated):
         elapsed[0] += record.seconds
-        evaluated = trainer.ema.module if trainer.ema is not None else trainer.model
-        acc = (predict(evaluated, x_test).argmax(1) == y_test).float().mean().item()
+        acc = evaluate_model(evaluated, test.images, test.labels).accuracy
         trace.append({"epoch": record.epoch, "train_s": round(elapsed[0], 1), "test_acc": acc})
         print(f"  {recipe} seed {seed} epoch {record.epoch}: test {acc:.4f} at {elapsed[0]:.0f}s", flush=True)
 
-    trainer = Trainer(model, params.train, seed, on_epoch_end=on_epoch_end, progress=False)
-    trainer.fit(train.images, train.labels, val.images, val.labels)
+    data = RunData((train.images, train.labels), (val.images, val.labels), len(source.classes))
+    train_model(params.train, data, seed, on_epoch=on_epoch)
     reached = {f"{t:.3f}": next((p["train_s"] for p in trace if p["test_acc"] >= t), None) for t in THRESHOLDS}
     return {"recipe": recipe, "seed": seed, "final_acc": trace[-1]["test_acc"], "train_s": trace[-1]["train_s"],
             "seconds_to": reached, "trace": trace}

@@ -33,10 +33,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from benchmarks.common import matmul_gflops, save
-from skillpack.config import TrainParams
-from skillpack.data import load_source
-from skillpack.engine import Trainer, build_classifier, channel_stats, cpu_has_bf16_units
-from skillpack.models import count_macs
+from skillpack.config import DataParams, TrainParams
+from skillpack.data.store import prepare_splits
+from skillpack.engine import cpu_has_bf16_units
+from skillpack.models import build_classifier, count_macs
+from skillpack.runs import RunData, train_model
 
 
 class PILDataset(Dataset):
@@ -101,11 +102,8 @@ def engine_loop(images, labels, model_name, batch, amp: str = "off") -> float:
         "augment": {"hflip": True, "crop_padding": 0, "rotation": 30,
                     "color_jitter": {"brightness": 0.2, "contrast": 0.2}},
     })
-    torch.manual_seed(0)
-    model = build_classifier(model_name, 10, (28, 28, 1), cfg.head, *channel_stats(images))
-    trainer = Trainer(model, cfg, seed=0, progress=False)
-    result = trainer.fit(images, labels, images[:0], labels[:0])
-    return (len(labels) // batch) * batch / result.train_seconds
+    trained = train_model(cfg, RunData((images, labels), (images[:0], labels[:0]), 10), seed=0)
+    return (len(labels) // batch) * batch / trained.train_seconds
 
 
 @contextmanager
@@ -183,7 +181,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    train = load_source("fashion_mnist").splits["train"]
+    train = prepare_splits(DataParams(), seed=0)[1]["train"]
     images, labels = train.images[:args.images], train.labels[:args.images]
     gflops = matmul_gflops()
     per_model = {name: measure(name, images, labels, args.batch, gflops, args.repeats) for name in args.models}

@@ -4,6 +4,8 @@ reports and charts.
 
     python -m flows.ablation ablations/default.yaml            # the full CPU ablation
     python -m flows.ablation ablations/default.yaml --quick    # CI profile
+    python -m flows.ablation ablations/default.yaml --report-only  # re-render the reports from
+                                        # reports/ablation.json's stored runs and benchmarks/results/*.json
 """
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from skillpack import ablation as ab
 from skillpack import tracking
+from skillpack.config import flatten
 
-PREPARED = Path("data/prepared")
-RESULTS = Path("ablations/results")
-REPORTS = Path("reports")
+from skillpack.paths import ABLATION_RESULTS as RESULTS
+from skillpack.paths import PREPARED, REPORTS
+
 VAL_IMAGES = 1000
 
 
@@ -42,7 +45,7 @@ def teacher_path(spec: ab.Spec, name: str, data_hash: str, quick: bool) -> Path:
 def train_teacher(spec_path: str, name: str, quick: bool) -> str:
     """Train a distillation teacher once per (teacher config, data version); cached on disk."""
     from skillpack.checkpoint import save_classifier
-    from skillpack.engine import fit_new_model
+    from skillpack.runs import RunData, train_model
 
     spec = ab.load_spec(spec_path, quick)
     store, data = _load_data()
@@ -54,15 +57,15 @@ def train_teacher(spec_path: str, name: str, quick: bool) -> str:
     params = ab.run_params(spec, arm, body.get("seed", 0))
     x, y = ab.regime_split(*data["train"], ab.regime_options(spec, arm.regime))
     val = tuple(a[:VAL_IMAGES] for a in data["val"])
-    trainer, _ = fit_new_model(params.train, params.seed, (x, y), val, len(store.classes))
-    save_classifier(path, trainer.model.cpu(), model_name=params.train.model, classes=store.classes,
+    trained = train_model(params.train, RunData((x, y), val, len(store.classes)), params.seed)
+    save_classifier(path, trained.model.cpu(), model_name=params.train.model, classes=store.classes,
                     image_shape=x.shape[1:], head=params.train.head)
     return str(path)
 
 
 def _log_child(parent_run_id: str, params, result: dict, data_hash: str) -> None:
     """Every (arm, seed) is a child run of the ablation's parent run, computed or from the store."""
-    flat = {k: v for k, v in params.flat().items() if k.startswith("train.") or k == "seed"}
+    flat = {**flatten(params.train, "train"), "seed": params.seed}
     tracking.log_child_run(parent_run_id, params.mlflow.experiment, f"{result['arm']}/seed{result['seed']}", flat,
                            {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
                            {"arm": result["arm"], "seed": result["seed"], "claims": ",".join(result["claims"]),
@@ -74,6 +77,7 @@ def _log_child(parent_run_id: str, params, result: dict, data_hash: str) -> None
 def run_arm_seed(spec_path: str, arm_name: str, seed: int, quick: bool, parent_run_id: str,
                  teachers: dict[str, str]) -> dict:
     from skillpack.checkpoint import load_classifier
+    from skillpack.runs import RunData, train_and_evaluate
 
     spec = ab.load_spec(spec_path, quick)
     arm = spec.arm(arm_name)
@@ -92,7 +96,8 @@ def run_arm_seed(spec_path: str, arm_name: str, seed: int, quick: bool, parent_r
     teacher = load_classifier(teachers[reference.split(":", 1)[1]])[0] if reference else None
     train = ab.regime_split(*data["train"], options)
     val = tuple(a[:VAL_IMAGES] for a in data["val"])  # per-epoch validation only feeds the curves here
-    result = ab.train_and_evaluate(params, train, val, data["test"], teacher)
+    result = train_and_evaluate(params.train, params.seed, RunData(train, val, len(store.classes)), data["test"],
+                                teacher)
     result.update(labels)
     _log_child(parent_run_id, params, result, store.data_hash())
     results.put(key, result)
@@ -105,7 +110,7 @@ def run_arm_seed(spec_path: str, arm_name: str, seed: int, quick: bool, parent_r
 def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False) -> dict:
     import mlflow
 
-    from skillpack.reports import write_ablation_reports
+    from skillpack.ablation_report import write_ablation_reports
 
     spec = ab.load_spec(spec_path, quick)
     experiment = "skillpack"
@@ -120,7 +125,8 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False) -> 
                    for name in names for seed in spec.seeds]
         runs = [f.result() for f in futures]
         print(f"{len(runs)} runs, {sum(bool(r.get('cached')) for r in runs)} from the result store")
-        outputs = write_ablation_reports(spec, runs, REPORTS, command=_command(spec_path, quick))
+        outputs = write_ablation_reports(spec, runs, REPORTS, command=_command(spec_path, quick),
+                                         benchmarks=load_benchmark_results())
         for path in outputs["files"]:
             tracking.log_artifact(path, "ablation")
         create_markdown_artifact(key=f"ablation-{spec.name}".lower().replace("_", "-"),
@@ -133,12 +139,44 @@ def _command(spec_path: str, quick: bool) -> str:
     return f"python -m flows.ablation {spec_path}" + (" --quick" if quick else "")
 
 
+BENCHMARK_RESULTS = Path("benchmarks/results")
+CLAIM_BENCHMARKS = ("cleaning", "train_speed", "time_to_accuracy")  # the results the claims report reads
+
+
+def load_benchmark_results(folder: Path = BENCHMARK_RESULTS) -> dict[str, dict]:
+    """The benchmark results the claims report reads, by benchmark name, where measured."""
+    import json
+
+    return {name: json.loads((folder / f"{name}.json").read_text()) for name in CLAIM_BENCHMARKS
+            if (folder / f"{name}.json").is_file()}
+
+
+def render_reports(spec_path: str = "ablations/default.yaml", quick: bool = False) -> dict:
+    """Re-render the ablation and claims reports from the runs stored in the ablation's JSON
+    report and the benchmark results: no training, no MLflow, no Prefect."""
+    import json
+
+    from skillpack.ablation_report import report_paths, write_ablation_reports
+
+    spec = ab.load_spec(spec_path, quick)
+    command = _command(spec_path, quick)
+    stored = json.loads(report_paths(REPORTS, spec, command)["json"].read_text())
+    return write_ablation_reports(spec, stored["runs"], REPORTS, command=stored.get("command", command),
+                                  benchmarks=load_benchmark_results(), rendered_by=f"{command} --report-only")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", nargs="?", default="ablations/default.yaml")
     parser.add_argument("--quick", action="store_true", help="the small CI profile of the spec")
     parser.add_argument("--concurrency", type=int, default=1, help="runs at once (threads x runs <= cores)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render the reports from the stored runs of the last ablation (no training)")
     args = parser.parse_args(argv)
+    if args.report_only:
+        outputs = render_reports(args.spec, args.quick)
+        print("\n".join(str(path) for path in outputs["files"]))
+        return
     runner = ThreadPoolTaskRunner(max_workers=args.concurrency)
     ablation.with_options(task_runner=runner)(spec_path=args.spec, quick=args.quick)
 

@@ -20,7 +20,9 @@ from prefect.artifacts import create_table_artifact
 
 from skillpack import tracking
 
-STAGES = ("prepare", "validate", "oof", "clean", "train", "evaluate")
+from skillpack import paths
+from stages import NAMES as STAGES
+
 ARTIFACT_KEY = "pipeline-metrics"
 
 
@@ -61,10 +63,10 @@ def pipeline(repo: str = ".", stages: list[str] = list(STAGES), force: bool = Fa
         env[tracking.PARENT_ENV] = parent.info.run_id
         for stage in stages:
             repro_stage(stage, str(repo_path), env, force)
-        metrics = read_json(repo_path / "reports" / "metrics.json")
+        metrics = read_json(repo_path / paths.METRICS)
         if metrics:
             tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, (dict, bool))})
-            create_table_artifact(key=ARTIFACT_KEY, table=metrics_table(metrics, read_json(repo_path / "reports" / "per_class.json")),
+            create_table_artifact(key=ARTIFACT_KEY, table=metrics_table(metrics, read_json(repo_path / paths.PER_CLASS)),
                                   description=f"skillpack pipeline metrics (MLflow parent run {parent.info.run_id})")
     return {"parent_run_id": parent.info.run_id, "metrics": metrics}
 
@@ -78,6 +80,13 @@ def main(argv: list[str] | None = None) -> None:
     result = pipeline(repo=args.repo, stages=args.stages, force=args.force)
     print(json.dumps({"parent_run_id": result["parent_run_id"],
                       "test_accuracy": result["metrics"].get("test_accuracy")}))
+
+
+def add_pipeline_command(sub) -> None:
+    """`skillpack pipeline [--force]` (entry point of the group skillpack.commands)."""
+    p = sub.add_parser("pipeline", help="run the Prefect pipeline flow")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(fn=lambda args: main(["--force"] if args.force else []) or 0)
 
 
 if __name__ == "__main__":

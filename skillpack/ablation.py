@@ -1,4 +1,4 @@
-"""The ablation engine: arms x seeds of train + evaluate, paired statistics, verdicts.
+"""The ablation engine: arms x seeds of train + evaluate, paired statistics, family-wise correction.
 
 A spec (ablations/*.yaml) names a baseline, data regimes, arms (params overrides + the claim
 ids they test + a regime) and a cumulative chain. Each (arm, seed) run is a pure function of
@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from skillpack.config import Params, apply_overrides
+from skillpack import config
+from skillpack.config import Params
 from skillpack.io import write_json
-
-VERDICTS = ("improves", "hurts", "no detectable effect")
+from skillpack.verdicts import ALPHA, holm, minimum_detectable_effect
 
 
 # ------------------------------------------------------------------ spec
@@ -72,26 +71,50 @@ def load_spec(path: str | Path, quick: bool = False) -> Spec:
         keep = set(profile["arms"])
         spec.arms = [a for a in spec.arms if a.name in keep or a.name.startswith("baseline")]
         spec.cumulative = [a for a in spec.cumulative if a.name in keep]
+    validate_spec(spec, path)
     return spec
 
 
+def validate_spec(spec: Spec, path: str | Path, params_path: str | Path = "params.yaml") -> None:
+    """Every regime's data options and every arm's params, before any run starts: one
+    ParamsError naming the spec file and the regime or arm."""
+    for name, body in spec.regimes.items():
+        config.regime_options(f"{path}: regimes.{name}", body)
+    for arm in spec.arms + spec.cumulative:
+        if arm.regime not in spec.regimes:
+            raise config.ParamsError(f"{path}: arm {arm.name}: unknown regime {arm.regime!r}; "
+                                     f"the spec has {', '.join(spec.regimes)}")
+        try:
+            run_params(spec, arm, spec.seeds[0], params_path)
+        except config.ParamsError as err:
+            raise config.ParamsError(f"{path}: arm {arm.name}: {err}") from None
+
+
 def run_params(spec: Spec, arm: Arm, seed: int, params_path: str | Path = "params.yaml") -> Params:
-    """params.yaml + the spec's base + the regime's + the arm's overrides + the seed."""
-    raw = yaml.safe_load(Path(params_path).read_text())
+    """params.yaml + the spec's base + the regime's + the arm's overrides + the seed, read by
+    the stages' own loader."""
     items = {**spec.base, **{k: v for k, v in spec.regimes[arm.regime].items() if "." in k}, **arm.overrides}
-    apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in items.items()] + [f"seed={seed}"])
-    return Params.model_validate(raw)
+    return config.load_params(params_path, [f"{k}={json.dumps(v)}" for k, v in items.items()] + [f"seed={seed}"])
 
 
 def regime_options(spec: Spec, regime: str) -> dict:
-    """Non-params keys of a regime: max_train, imbalance_ratio, ..."""
+    """Non-params keys of a regime as the spec gives them (max_train, imbalance_ratio, ...),
+    validated; the run keys hash exactly these."""
+    config.regime_options(f"regimes.{regime}", spec.regimes[regime])
     return {k: v for k, v in spec.regimes[regime].items() if "." not in k}
 
 
 # ------------------------------------------------------------------ statistics
 
+# metric of a run result -> compared as a relative change (arm / baseline - 1) rather than a difference
+METRICS = {"test_accuracy": False, "intra_class_distance": True}
+EFFECTS = ("improves", "hurts", "no detectable effect")  # test accuracy; other metrics: higher / lower
+
+
 @dataclass
 class Comparison:
+    """One arm against its baseline on one metric, paired by seed. delta, ci_* and mde are in
+    the metric's own scale (accuracy as a fraction, relative changes as fractions)."""
     name: str
     claims: list[str]
     regime: str
@@ -104,9 +127,14 @@ class Comparison:
     ci_low: float
     ci_high: float
     p_value: float
-    verdict: str
     extra_seconds: float
     gain_per_extra_minute: float | None
+    metric: str = "test_accuracy"
+    differences: list[float] = field(default_factory=list)  # per seed, in the order of the spec's seeds
+    mde: float | None = None          # minimum detectable effect at alpha (skillpack.verdicts)
+    p_adjusted: float | None = None   # Holm across the family of tests of one ablation run
+    mde_family: float | None = None   # the same at alpha / family size, Holm's strictest step
+    effect: str | None = None         # from p_adjusted: improves / hurts / no detectable effect
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -129,25 +157,46 @@ def paired_comparison(arm: list[float], base: list[float], confidence: float = 0
     return {"delta": mean, "ci_low": mean - half, "ci_high": mean + half, "p_value": p}
 
 
-def verdict(ci_low: float, ci_high: float) -> str:
-    if ci_low > 0:
-        return "improves"
-    if ci_high < 0:
-        return "hurts"
-    return "no detectable effect"
+def effect(delta: float, p_adjusted: float, metric: str = "test_accuracy", alpha: float = ALPHA) -> str:
+    """What an arm does to a metric, judged on the family-adjusted p-value (no claim involved:
+    the claims' verdicts are skillpack.verdicts')."""
+    if p_adjusted >= alpha or delta == 0:
+        return EFFECTS[2]
+    if metric == "test_accuracy":
+        return EFFECTS[0] if delta > 0 else EFFECTS[1]
+    return "higher" if delta > 0 else "lower"
 
 
-def compare(arm: Arm, results: dict[tuple[str, int], dict], seeds: list[int]) -> Comparison:
-    acc = [results[(arm.name, s)]["test_accuracy"] for s in seeds]
-    base = [results[(arm.baseline, s)]["test_accuracy"] for s in seeds]
+def compare(arm: Arm, results: dict[tuple[str, int], dict], seeds: list[int],
+            metric: str = "test_accuracy") -> Comparison:
+    """The arm vs its baseline on `metric`, paired by seed; p_adjusted and effect are left for
+    adjust_for_family, which needs every test of the run."""
+    values = [results[(arm.name, s)][metric] for s in seeds]
+    base = [results[(arm.baseline, s)][metric] for s in seeds]
+    if METRICS[metric]:
+        differences = [a / b - 1 for a, b in zip(values, base)]
+        stats_ = paired_comparison(differences, [0.0] * len(differences))
+    else:
+        differences = [a - b for a, b in zip(values, base)]
+        stats_ = paired_comparison(values, base)
     secs = [results[(arm.name, s)]["train_seconds"] - results[(arm.baseline, s)]["train_seconds"] for s in seeds]
-    stats_ = paired_comparison(acc, base)
     extra = statistics.mean(secs)
-    gain = stats_["delta"] * 100 / (extra / 60) if extra > 1 else None  # points per extra minute
-    return Comparison(arm.name, arm.claims, arm.regime, arm.baseline, len(seeds), statistics.mean(acc),
-                      statistics.stdev(acc) if len(acc) > 1 else 0.0, statistics.mean(base), stats_["delta"],
-                      stats_["ci_low"], stats_["ci_high"], stats_["p_value"],
-                      verdict(stats_["ci_low"], stats_["ci_high"]), extra, gain)
+    gain = stats_["delta"] * 100 / (extra / 60) if extra > 1 and metric == "test_accuracy" else None  # points/extra min
+    return Comparison(arm.name, arm.claims, arm.regime, arm.baseline, len(seeds), statistics.mean(values),
+                      statistics.stdev(values) if len(values) > 1 else 0.0, statistics.mean(base), stats_["delta"],
+                      stats_["ci_low"], stats_["ci_high"], stats_["p_value"], extra, gain, metric=metric,
+                      differences=differences, mde=minimum_detectable_effect(differences))
+
+
+def adjust_for_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
+    """Holm-adjust the p-values of every test of one ablation run (skillpack.verdicts.holm says
+    why Holm) and set each comparison's effect from its adjusted p-value, and its minimum
+    detectable effect at Holm's strictest level alpha / m. In place; returned."""
+    for c, p_adjusted in zip(comparisons, holm([c.p_value for c in comparisons])):
+        c.p_adjusted = p_adjusted
+        c.effect = effect(c.delta, p_adjusted, c.metric, alpha)
+        c.mde_family = minimum_detectable_effect(c.differences, alpha / len(comparisons))
+    return comparisons
 
 
 # ------------------------------------------------------------------ persisted results
@@ -205,43 +254,3 @@ def regime_split(images: np.ndarray, labels: np.ndarray, options: dict, seed: in
                                   int(options["max_train"]), seed)
         return split.images, split.labels
     return images, labels
-
-
-# ------------------------------------------------------------------ one run
-
-def train_and_evaluate(params: Params, train: tuple, val: tuple, test: tuple, teacher=None) -> dict:
-    """Train one model with `params.train` and score it on the test set."""
-    from skillpack.data.loader import to_tensor_nchw
-    from skillpack.engine import fit_new_model, predict
-
-    (x_tr, y_tr), (x_val, y_val), (x_te, y_te) = train, val, test
-    num_classes = int(max(y_tr.max(), y_te.max())) + 1
-    t0 = time.perf_counter()
-    trainer, fit = fit_new_model(params.train, params.seed, (x_tr, y_tr), (x_val, y_val), num_classes, teacher)
-    seconds = time.perf_counter() - t0
-    logits = predict(trainer.model.cpu(), to_tensor_nchw(x_te))
-    pred = logits.argmax(1).numpy()
-    per_class_recall = [float((pred[y_te == c] == c).mean()) for c in range(num_classes) if (y_te == c).any()]
-    embeddings = predict(trainer.model, to_tensor_nchw(x_te[:2000]), embeddings=True).numpy()
-    return {
-        "test_accuracy": float((pred == y_te).mean()),
-        "balanced_accuracy": float(np.mean(per_class_recall)),
-        "train_seconds": seconds,
-        "final_val_acc": fit.history[-1].val_acc,
-        "train_loss": fit.history[-1].train_loss,
-        "val_loss": fit.history[-1].val_loss,
-        "intra_class_distance": intra_class_distance(embeddings, y_te[:2000]),
-        "n_train": int(len(y_tr)),
-    }
-
-
-def intra_class_distance(embeddings: np.ndarray, labels: np.ndarray) -> float:
-    """Mean distance of embeddings to their class centre, relative to the mean distance
-    between class centres (scale-free, so losses that shrink all norms do not win for free)."""
-    classes = np.unique(labels)
-    centres = np.stack([embeddings[labels == c].mean(0) for c in classes])
-    index = np.searchsorted(classes, labels)
-    intra = np.linalg.norm(embeddings - centres[index], axis=1).mean()
-    between = np.linalg.norm(centres[:, None] - centres[None], axis=2)
-    spread = between[np.triu_indices(len(classes), 1)].mean()
-    return float(intra / spread)

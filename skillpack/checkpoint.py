@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from skillpack.config import HeadParams
-from skillpack.engine import ImageClassifier, build_classifier
+from skillpack.models import ImageClassifier, build_classifier
 from skillpack.io import atomic_path
 
 
@@ -23,6 +23,18 @@ def save_classifier(path: str | Path, model: ImageClassifier, *, model_name: str
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """Identity of a model's weights: sha256 over its state dict's names, dtypes, shapes and bytes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ImageClassifier, dict]:

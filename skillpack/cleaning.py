@@ -101,29 +101,28 @@ def logit_grad_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def out_of_fold(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: TrainParams, folds: int,
                 seed: int, on_fold: Callable[[int, dict], None] | None = None) -> OutOfFold:
     """Train one model per fold on the other folds; each predicts every sample."""
-    from skillpack.data.loader import to_tensor_nchw
-    from skillpack.engine import fit_new_model, predict
+    from skillpack.metrics import accuracy
+    from skillpack.runs import RunData, embeddings_of, evaluate_model, train_model
 
     fold = stratified_folds(labels, folds, seed)
-    x_all = to_tensor_nchw(images)
     y_all = torch.as_tensor(labels, dtype=torch.long)
     probs = np.zeros((folds, len(labels), num_classes), dtype=np.float32)
     embeddings, grad_norm = None, np.zeros(len(labels), dtype=np.float32)
     for k in range(folds):
         train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        trainer, result = fit_new_model(cfg, seed + k, (images[train_idx], labels[train_idx]),
-                                        (images[held_idx], labels[held_idx]), num_classes)
-        logits = predict(trainer.model, x_all)
+        data = RunData((images[train_idx], labels[train_idx]), (images[held_idx], labels[held_idx]), num_classes)
+        trained = train_model(cfg, data, seed + k)
+        logits = evaluate_model(trained.model, images, labels).logits
         probs[k] = logits.softmax(1).numpy()
         held = torch.as_tensor(held_idx)
-        emb = predict(trainer.model, x_all[held], embeddings=True).numpy()
+        emb = embeddings_of(trained.model, images[held_idx])
         if embeddings is None:
             embeddings = np.zeros((len(labels), emb.shape[1]), dtype=np.float32)
         embeddings[held_idx] = emb
         grad_norm[held_idx] = logit_grad_norm(logits[held], y_all[held]).numpy()
         if on_fold is not None:
-            on_fold(k, {"held_out_acc": float((probs[k, held_idx].argmax(1) == labels[held_idx]).mean()),
-                        "train_seconds": result.train_seconds})
+            on_fold(k, {"held_out_acc": accuracy(probs[k, held_idx], labels[held_idx]),
+                        "train_seconds": trained.train_seconds})
     return OutOfFold(fold=fold, probs=probs, embeddings=embeddings, grad_norm=grad_norm)
 
 

@@ -1,15 +1,17 @@
 """`skillpack` command line.
 
     skillpack models [--size 28 --chans 1 --classes 10]   list model names with params and MACs
-    skillpack stage <name> [key=value ...]                run one pipeline stage with overrides
     skillpack explain <model.pt> [--split test] [key=value ...]  Grad-CAM, t-SNE, calibration, errors
     skillpack recipe <name>                               a recipe as `dvc exp run` -S flags
-    skillpack pipeline [--force]                          the Prefect pipeline flow
+    skillpack stage <name> [key=value ...]                run one pipeline stage with overrides  (*)
+    skillpack pipeline [--force]                          the Prefect pipeline flow              (*)
+
+(*) Commands of the layers above the library (stages/, flows/): they plug in through the
+entry-point group `skillpack.commands` (pyproject.toml), so the library never imports them.
 """
 from __future__ import annotations
 
 import argparse
-import runpy
 import sys
 
 import skillpack  # noqa: F401
@@ -30,12 +32,6 @@ def cmd_models(args) -> int:
         model = build_model(name, num_classes=args.classes, in_chans=args.chans, img_size=args.size)
         macs = count_macs(model, (args.chans, args.size, args.size))
         print(f"{name:32s} {count_params(model):12,d} {macs / 1e6:10.1f}")
-    return 0
-
-
-def cmd_stage(args) -> int:
-    sys.argv = [f"stages.{args.name}", *args.overrides]
-    runpy.run_module(f"stages.{args.name}", run_name="__main__")
     return 0
 
 
@@ -66,11 +62,13 @@ def cmd_recipe(args) -> int:
     return 0
 
 
-def cmd_pipeline(args) -> int:
-    from flows.pipeline import main as flow_main
+def add_plugin_commands(sub) -> None:
+    """Commands registered by other packages under the entry-point group `skillpack.commands`:
+    each entry point is a function that adds its subparser to `sub`."""
+    from importlib.metadata import entry_points
 
-    flow_main(["--force"] if args.force else [])
-    return 0
+    for entry in sorted(entry_points(group="skillpack.commands"), key=lambda e: e.name):
+        entry.load()(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,10 +81,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chans", type=int, default=1)
     p.add_argument("--classes", type=int, default=10)
     p.set_defaults(fn=cmd_models)
-    p = sub.add_parser("stage", help="run one stage (prepare, validate, train, evaluate)")
-    p.add_argument("name", choices=["prepare", "validate", "train", "evaluate"])
-    p.add_argument("overrides", nargs="*", help="dotted params overrides, e.g. train.epochs=3")
-    p.set_defaults(fn=cmd_stage)
     p = sub.add_parser("explain", help="Grad-CAM, t-SNE, calibration and error analysis of any checkpoint")
     p.add_argument("checkpoint", help="a model.pt written by the train stage")
     p.add_argument("--data", default="data/prepared")
@@ -98,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("recipe", help="print a recipe of recipes.yaml as `dvc exp run` -S flags")
     p.add_argument("name")
     p.set_defaults(fn=cmd_recipe)
-    p = sub.add_parser("pipeline", help="run the Prefect pipeline flow")
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(fn=cmd_pipeline)
+    add_plugin_commands(sub)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -7,14 +7,25 @@ name the field), and `apply_overrides()` takes dotted `key=value` strings such a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _registered_model(name: str) -> str:
+    from skillpack.models import is_known_model
+
+    if not is_known_model(name):
+        raise ValueError(f"unknown model {name!r}; `skillpack models` lists the choices (any timm name)")
+    return name
+
+
+ModelName = Annotated[str, AfterValidator(_registered_model)]
 
 
 class DataParams(_Strict):
@@ -50,6 +61,20 @@ class AugmentParams(_Strict):
     random_erasing: float = Field(0.0, ge=0, le=1)           # probability per sample
     mixup_alpha: float = Field(0.0, ge=0)
     cutmix_alpha: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _policy_options_are_the_policys(self):
+        from skillpack.data.augment import policy_option_names
+
+        if self.policy is None:
+            if self.policy_options:
+                raise ValueError(f"policy_options {sorted(self.policy_options)} given but policy is null")
+            return self
+        unknown = set(self.policy_options) - policy_option_names(self.policy)
+        if unknown:
+            raise ValueError(f"policy_options: unknown {sorted(unknown)} for {self.policy}; it takes "
+                             f"{sorted(policy_option_names(self.policy)) or 'none'}")
+        return self
 
 
 class LookaheadParams(_Strict):
@@ -114,9 +139,9 @@ class EmaParams(_Strict):
 
 
 class TrainParams(_Strict):
-    model: str = "sp_cnn_m"
+    model: ModelName = "sp_cnn_m"
     epochs: int = Field(10, ge=1)
-    batch_size: int = Field(256, ge=1)
+    batch_size: int = Field(128, ge=1)
     optimizer: OptimizerParams = OptimizerParams()
     schedule: ScheduleParams = ScheduleParams()
     loss: LossParams = LossParams()
@@ -153,7 +178,7 @@ class OofParams(_Strict):
     """The K fold models whose predictions every detector reads (trained with TrainParams'
     defaults plus these fields, so changing train.* does not invalidate the cache)."""
     folds: int = Field(4, ge=2)
-    model: str = "sp_cnn_s"
+    model: ModelName = "sp_cnn_s"
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(256, ge=1)
     lr: float = Field(0.1, gt=0)
@@ -258,8 +283,34 @@ class Params(_Strict):
         return dict(_flatten(self.model_dump(by_alias=True)))
 
 
+def flatten(section: BaseModel, prefix: str) -> dict[str, object]:
+    """One params section as dotted keys under `prefix` (what a stage logs to MLflow: the
+    sections it reads, passed one by one so the DAG test sees which)."""
+    return dict(_flatten(section.model_dump(by_alias=True), f"{prefix}."))
+
+
 class ParamsError(ValueError):
     pass
+
+
+class RegimeOptions(_Strict):
+    """How an ablation regime cuts the training data (ablations/*.yaml `regimes:`; its dotted
+    keys are params overrides and are validated as params)."""
+    max_train: int | None = Field(None, ge=1)           # stratified subset of this size
+    imbalance_ratio: float | None = Field(None, ge=1)   # long-tailed: largest / smallest class
+    max_per_class: int = Field(1000, ge=1)              # long-tailed: the largest class's size
+
+
+def regime_options(where: str, raw: dict) -> RegimeOptions:
+    """The non-params keys of a regime, validated; errors name `where` and the key."""
+    try:
+        return RegimeOptions.model_validate({k: v for k, v in (raw or {}).items() if "." not in k})
+    except ValidationError as err:
+        raise ParamsError(f"{where}: {_problems(err)}") from None
+
+
+def _problems(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
 
 
 def _flatten(tree: dict, prefix: str = ""):
@@ -298,7 +349,4 @@ def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[s
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
-        raise ParamsError(f"{path}: invalid params - {problems}") from None
+        raise ParamsError(f"{path}: invalid params - {_problems(err)}") from None

@@ -25,64 +25,10 @@ from skillpack.config import TrainParams
 from skillpack.data.augment import BatchAugment
 from skillpack.data.loader import TensorBatches, to_tensor_nchw
 from skillpack.io import atomic_path
-from skillpack.losses import ArcMarginHead, Objective
-from skillpack.models import build_model
+from skillpack.losses import Objective
+from skillpack.metrics import accuracy, correct
+from skillpack.models import ImageClassifier
 from skillpack.optim import build_ema, build_optimizer, build_scheduler
-
-
-class ImageClassifier(nn.Module):
-    """Backbone (timm, built with num_classes=0 so it returns pooled embeddings) + head, and
-    the input convention: images as stored (0..255, N x C x H x W, any dtype), normalised
-    with the training set's per-channel mean/std, so a saved model needs nothing else."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, mean: list[float], std: list[float],
-                 dropout: float = 0.0):
-        super().__init__()
-        self.backbone, self.head = backbone, head
-        self.dropout = nn.Dropout(dropout)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer embeddings (what t-SNE, center and triplet losses see)."""
-        return self.backbone(self.normalize(x))
-
-    def classify(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        embeddings = self.dropout(embeddings)
-        return self.head(embeddings, labels) if isinstance(self.head, ArcMarginHead) else self.head(embeddings)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.embed(x))
-
-
-def embedding_dim(backbone: nn.Module, in_chans: int, size: int) -> int:
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        dim = backbone(torch.zeros(1, in_chans, size, size)).shape[1]
-    backbone.train(was_training)
-    return int(dim)
-
-
-def build_classifier(model_name: str, num_classes: int, image_shape: tuple[int, int, int], head_cfg,
-                     mean: list[float] | None = None, std: list[float] | None = None) -> ImageClassifier:
-    h, w, c = image_shape
-    backbone = build_model(model_name, num_classes=0, in_chans=c, img_size=h)
-    dim = embedding_dim(backbone, c, h)
-    if head_cfg.name == "arcface":
-        head = ArcMarginHead(dim, num_classes, head_cfg.arcface_scale, head_cfg.arcface_margin)
-    else:
-        head = nn.Linear(dim, num_classes)
-    return ImageClassifier(backbone, head, mean or [0.0] * c, std or [1.0] * c, head_cfg.dropout)
-
-
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    flat = np.asarray(images, dtype=np.float64).reshape(-1, images.shape[-1])
-    std = flat.std(axis=0)
-    return flat.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
 
 
 def seed_everything(seed: int) -> None:
@@ -187,9 +133,7 @@ def evaluate_loss_acc(model, images, labels, batch_size, device) -> tuple[float,
     if len(labels) == 0:
         return float("nan"), float("nan")
     logits = predict(model, images, batch_size, device)
-    loss = nn.functional.cross_entropy(logits, labels).item()
-    acc = (logits.argmax(1) == labels).float().mean().item()
-    return loss, acc
+    return nn.functional.cross_entropy(logits, labels).item(), accuracy(logits, labels)
 
 
 class Trainer:
@@ -199,7 +143,7 @@ class Trainer:
 
     def __init__(self, model: ImageClassifier, cfg: TrainParams, seed: int,
                  checkpoint: str | Path | None = None, data_hash: str = "",
-                 on_epoch_end: Callable[[EpochResult, list[EpochResult]], None] | None = None,
+                 on_epoch_end: Callable[[EpochResult, list[EpochResult], nn.Module], None] | None = None,
                  progress: bool = True, teacher: nn.Module | None = None):
         self.cfg, self.seed, self.data_hash = cfg, seed, data_hash
         self.checkpoint = Path(checkpoint) if checkpoint else None
@@ -289,7 +233,7 @@ class Trainer:
             history.append(record)
             self._save(epoch, parts, history)
             if self.on_epoch_end:
-                self.on_epoch_end(record, history)
+                self.on_epoch_end(record, history, evaluated)
         result.train_seconds = time.perf_counter() - t_start
         if self.ema is not None:  # the EMA weights are the result
             self.model.load_state_dict(self.ema.module.state_dict())
@@ -322,7 +266,7 @@ class Trainer:
     def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, objective, teacher_cache, epoch):
         self.model.train()
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        n_correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         bar = tqdm(batches.epoch(generator), total=len(batches), desc=f"epoch {epoch}/{self.cfg.epochs}",
                    disable=not self.progress, mininterval=1.0, leave=False)
@@ -335,20 +279,9 @@ class Trainer:
             scheduler.step()
             hard = targets.argmax(1) if targets.dtype.is_floating_point else targets
             total_loss += loss.double() * len(labels)
-            correct += (logits.argmax(1) == hard).sum()
+            n_correct += correct(logits, hard)
             seen += len(labels)
         bar.close()
         if not math.isfinite(total_loss.item()):
             raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
-        return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1)
-
-
-def fit_new_model(cfg: TrainParams, seed: int, train: tuple, val: tuple, num_classes: int,
-                  teacher: nn.Module | None = None) -> tuple[Trainer, FitResult]:
-    """A fresh, seeded model of `cfg` fitted on train = (images, labels), without checkpoint
-    or progress bar (ablation runs, out-of-fold models, benchmarks): (trainer, fit result)."""
-    (x_tr, y_tr), (x_val, y_val) = train, val
-    seed_everything(seed)
-    model = build_classifier(cfg.model, num_classes, x_tr.shape[1:], cfg.head, *channel_stats(x_tr))
-    trainer = Trainer(model, cfg, seed, progress=False, teacher=teacher)
-    return trainer, trainer.fit(x_tr, y_tr, x_val, y_val)
+        return total_loss.item() / max(seen, 1), n_correct.item() / max(seen, 1)

@@ -136,9 +136,12 @@ def silhouette(points: np.ndarray, labels: np.ndarray) -> float:
 
 # ------------------------------------------------------------------ calibration
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> dict:
+def expected_calibration_error(confidence: np.ndarray, predicted: np.ndarray, labels: np.ndarray,
+                               n_bins: int = 15) -> dict:
     """ECE with equal-width confidence bins: sum_b |B|/N * |acc(B) - conf(B)|. Also returns the
     per-bin figures for the reliability diagram."""
+    from skillpack.metrics import accuracy
+
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
     bins = []
@@ -146,7 +149,7 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bi
     for b in range(n_bins):
         inside = which == b
         if inside.any():
-            acc, conf = float(correct[inside].mean()), float(confidence[inside].mean())
+            acc, conf = accuracy(predicted[inside], labels[inside]), float(confidence[inside].mean())
             ece += inside.mean() * abs(acc - conf)
             bins.append({"low": edges[b], "high": edges[b + 1], "count": int(inside.sum()), "accuracy": acc,
                          "confidence": conf})
@@ -235,7 +238,7 @@ def explain_model(model: nn.Module, images: torch.Tensor, labels: np.ndarray, cl
               f"t-SNE of penultimate embeddings ({len(sample)} test images) - silhouette "
               f"{metrics['tsne_silhouette']:.3f} (2-d), {metrics['embedding_silhouette']:.3f} (embeddings)")
 
-    calibration = expected_calibration_error(probs.max(1), preds == labels, cfg.calibration_bins)
+    calibration = expected_calibration_error(probs.max(1), preds, labels, cfg.calibration_bins)
     metrics["ece"] = calibration["ece"]
     plot_reliability(calibration["bins"], calibration["ece"], out / "reliability.png")
 

@@ -1,8 +1,31 @@
-"""Classification metrics (scikit-learn) and the overfitting check."""
+"""Classification metrics (scikit-learn) and the overfitting check. The one place accuracy is
+computed: `correct` / `accuracy` take class scores (N x C) or predicted labels (N), as numpy
+arrays or torch tensors on any device."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+
+def _predicted(scores_or_labels):
+    return scores_or_labels.argmax(1) if scores_or_labels.ndim == 2 else scores_or_labels
+
+
+def correct(scores_or_labels, labels):
+    """How many predictions equal `labels` (a torch tensor stays on its device: no host sync)."""
+    return (_predicted(scores_or_labels) == labels).sum()
+
+
+def accuracy(scores_or_labels, labels) -> float:
+    """Share of correct predictions; nan for no samples."""
+    return float(correct(scores_or_labels, labels)) / len(labels) if len(labels) else float("nan")
+
+
+def balanced_accuracy(scores_or_labels, labels) -> float:
+    """Mean per-class recall over the classes present in `labels` (scikit-learn)."""
+    pred = _predicted(scores_or_labels)
+    pred, labels = (np.asarray(a.cpu() if hasattr(a, "cpu") else a) for a in (pred, labels))
+    return float(balanced_accuracy_score(labels, pred)) if len(labels) else float("nan")
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
@@ -10,7 +33,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
     return {
-        "test_accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
+        "test_accuracy": accuracy(y_pred, y_true),
         "macro_f1": float(f1.mean()),
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -30,3 +53,15 @@ def overfitting_check(history: list[dict], threshold: float) -> dict:
     last = history[-1]
     gap = float(last["val_loss"]) - float(last.get("train_eval_loss", last["train_loss"]))
     return {"loss_gap": gap, "overfitting": bool(gap > threshold), "overfit_threshold": threshold}
+
+
+def intra_class_distance(embeddings: np.ndarray, labels: np.ndarray) -> float:
+    """Mean distance of embeddings to their class centre, relative to the mean distance
+    between class centres (scale-free, so losses that shrink all norms do not win for free)."""
+    classes = np.unique(labels)
+    centres = np.stack([embeddings[labels == c].mean(0) for c in classes])
+    index = np.searchsorted(classes, labels)
+    intra = np.linalg.norm(embeddings - centres[index], axis=1).mean()
+    between = np.linalg.norm(centres[:, None] - centres[None], axis=2)
+    spread = between[np.triu_indices(len(classes), 1)].mean()
+    return float(intra / spread)

@@ -13,10 +13,13 @@ the same `build_model` call. No weights are downloaded: `pretrained` is always F
 """
 from __future__ import annotations
 
+import numpy as np
 import timm
 import torch
 from torch import nn
 from timm.models import register_model
+
+from skillpack.losses import ArcMarginHead
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -110,11 +113,16 @@ OUR_MODELS = [f"sp_cnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_dwcnn_{s}" for s in
 def build_model(name: str, num_classes: int, in_chans: int, img_size: int | None = None, **kwargs) -> nn.Module:
     """Any timm name (or ours), built for the data's channels and classes, never pretrained.
     num_classes=0 gives the backbone without classifier (pooled embeddings)."""
-    if name not in timm.list_models():
+    if not is_known_model(name):
         raise ValueError(f"train.model: unknown model {name!r}; `skillpack models` lists the choices")
     if img_size is not None and _accepts_img_size(name):
         kwargs.setdefault("img_size", img_size)
     return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+def is_known_model(name: str) -> bool:
+    """A name timm's registry (ours included) can build."""
+    return timm.is_model(name)
 
 
 def _accepts_img_size(name: str) -> bool:
@@ -136,3 +144,60 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
         model(torch.zeros(1, *input_shape))
     model.train(was_training)
     return counter.get_total_flops() // 2
+
+
+# -- the classifier every run trains: backbone + head + the input convention ---------------
+
+class ImageClassifier(nn.Module):
+    """Backbone (timm, built with num_classes=0 so it returns pooled embeddings) + head, and
+    the input convention: images as stored (0..255, N x C x H x W, any dtype), normalised
+    with the training set's per-channel mean/std, so a saved model needs nothing else."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, mean: list[float], std: list[float],
+                 dropout: float = 0.0):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.dropout = nn.Dropout(dropout)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer embeddings (what t-SNE, center and triplet losses see)."""
+        return self.backbone(self.normalize(x))
+
+    def classify(self, embeddings: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        embeddings = self.dropout(embeddings)
+        return self.head(embeddings, labels) if isinstance(self.head, ArcMarginHead) else self.head(embeddings)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.embed(x))
+
+
+def embedding_dim(backbone: nn.Module, in_chans: int, size: int) -> int:
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        dim = backbone(torch.zeros(1, in_chans, size, size)).shape[1]
+    backbone.train(was_training)
+    return int(dim)
+
+
+def build_classifier(model_name: str, num_classes: int, image_shape: tuple[int, int, int], head_cfg,
+                     mean: list[float] | None = None, std: list[float] | None = None) -> ImageClassifier:
+    h, w, c = image_shape
+    backbone = build_model(model_name, num_classes=0, in_chans=c, img_size=h)
+    dim = embedding_dim(backbone, c, h)
+    if head_cfg.name == "arcface":
+        head = ArcMarginHead(dim, num_classes, head_cfg.arcface_scale, head_cfg.arcface_margin)
+    else:
+        head = nn.Linear(dim, num_classes)
+    return ImageClassifier(backbone, head, mean or [0.0] * c, std or [1.0] * c, head_cfg.dropout)
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    flat = np.asarray(images, dtype=np.float64).reshape(-1, images.shape[-1])
+    std = flat.std(axis=0)
+    return flat.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()

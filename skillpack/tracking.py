@@ -77,22 +77,42 @@ def log_artifact(path: str | Path, folder: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path=folder)
 
 
-def log_and_register_model(model, example, registered_name: str, alias: str) -> str:
-    """Log the torch model (torch.export format, no pickle), register it and set the alias.
-    Returns the new model version."""
+def registered_version_with_weights(registered_name: str, weights_sha256: str) -> str | None:
+    """The version of `registered_name` whose weights have this hash, if one was registered."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = MlflowClient().search_model_versions(
+            f"name='{registered_name}' and tags.weights_sha256='{weights_sha256}'")
+    except MlflowException:  # no such registered model yet
+        return None
+    return str(max(int(v.version) for v in found)) if found else None
+
+
+def log_and_register_model(model, example, registered_name: str, alias: str, weights_sha256: str) -> tuple[str, bool]:
+    """Log the torch model (torch.export format, no pickle), register it and set the alias:
+    (version, True). Weights already registered (a re-run that trained nothing) get the
+    alias again but no new version: (that version, False)."""
     import mlflow
     import mlflow.pytorch
     import torch
     from mlflow import MlflowClient
 
+    existing = registered_version_with_weights(registered_name, weights_sha256)
+    if existing is not None:
+        MlflowClient().set_registered_model_alias(registered_name, alias, existing)
+        return existing, False
     info = mlflow.pytorch.log_model(
         model, name="model", input_example=example,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         registered_model_name=registered_name,
     )
     version = str(info.registered_model_version)
-    MlflowClient().set_registered_model_alias(registered_name, alias, version)
-    return version
+    client = MlflowClient()
+    client.set_model_version_tag(registered_name, version, "weights_sha256", weights_sha256)
+    client.set_registered_model_alias(registered_name, alias, version)
+    return version, True
 
 
 def runs_frame(experiment: str = "skillpack"):

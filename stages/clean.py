@@ -3,61 +3,58 @@ flagged list, a grid of the most suspicious images, and the cleaned view the tra
 reads (policy clean.policy: flag | drop | relabel). The prepared store is never modified."""
 from __future__ import annotations
 
-from stages.common import PREPARED, REPORTS, params_from_argv, run_stage
-from stages.oof import OOF_FILE
-
-CLEANED = PREPARED.parent / "cleaned"
-FLAGGED = REPORTS / "flagged.csv"
-CLEAN_DIR = REPORTS / "clean"
+from stages.common import params_from_argv, run_stage
 
 
 def main() -> int:
-    from skillpack import cleaning, tracking
+    from skillpack import cleaning, paths, tracking
+    from skillpack.config import flatten
     from skillpack.data import PreparedStore
     from skillpack.io import atomic_path, write_json
+    from skillpack.metrics import accuracy
     from skillpack.plots import plot_image_grid, plot_score_histogram
 
     params = params_from_argv()
     cfg = params.clean
-    store = PreparedStore(PREPARED)
+    store = PreparedStore(paths.PREPARED)
     images, labels = store.arrays("train")
     ids = store.manifest().query("split == 'train'")["id"].to_numpy()
-    oof = cleaning.OutOfFold.load(OOF_FILE)
+    oof = cleaning.OutOfFold.load(paths.OOF_FILE)
     if len(oof.fold) != len(labels):
-        raise ValueError(f"{OOF_FILE}: {len(oof.fold)} samples, the train split has {len(labels)}; "
+        raise ValueError(f"{paths.OOF_FILE}: {len(oof.fold)} samples, the train split has {len(labels)}; "
                          f"run `dvc repro oof`")
     detections = cleaning.run_detectors(oof, labels, cfg)
     chosen = detections[cfg.use]
     table = cleaning.flag_table(ids, labels, detections, cfg.use, store.classes)
-    with atomic_path(FLAGGED) as tmp:
+    with atomic_path(paths.FLAGGED) as tmp:
         table.to_csv(tmp, index=False)
     view = cleaning.apply_policy(ids, labels, chosen, cfg.policy)
-    cleaning.write_cleaned(CLEANED, view, {"policy": cfg.policy, "use": cfg.use, "data_hash": store.data_hash()})
+    cleaning.write_cleaned(paths.CLEANED, view, {"policy": cfg.policy, "use": cfg.use, "data_hash": store.data_hash()})
 
     top = table.head(cfg.grid_images)
     plot_image_grid([{"image": images[i], "caption": f"{g} -> {s}\n{cfg.use} {sc:.2f}", "bad": g != s}
                      for i, g, s, sc in zip(top["index"], top["given_name"], top["suggested_name"],
                                             top[f"{cfg.use}_score"])],
-                    CLEAN_DIR / "suspicious.png",
+                    paths.CLEAN_PLOTS / "suspicious.png",
                     f"Most suspicious train images by {cfg.use} (given -> suggested label)")
     grad = detections["gradient"]
     plot_score_histogram({"not flagged": grad.score[~grad.flag], "flagged": grad.score[grad.flag]},
-                         grad.info["threshold"], CLEAN_DIR / "gradient_norms.png",
+                         grad.info["threshold"], paths.CLEAN_PLOTS / "gradient_norms.png",
                          "Per-sample |d loss / d logits| (held-out model, given label)")
     summary = {"policy": cfg.policy, "use": cfg.use, **view.counts,
                "flagged": {name: int(det.flag.sum()) for name, det in detections.items()},
                "detectors": {name: det.info for name, det in detections.items()},
-               "oof_accuracy": float((oof.oof_probs.argmax(1) == labels).mean())}
-    write_json(REPORTS / "clean.json", summary)
-    flat = {k: v for k, v in params.flat().items() if k.startswith("clean.") and not k.startswith("clean.oof.")}
+               "oof_accuracy": accuracy(oof.oof_probs, labels)}
+    write_json(paths.CLEAN_METRICS, summary)
+    flat = {k: v for k, v in flatten(cfg, "clean").items() if not k.startswith("clean.oof.")}
     with tracking.stage_run("clean", params.mlflow.experiment, params=flat, data_hash=store.data_hash()):
         tracking.log_metrics({**{f"flagged_{k}": v for k, v in summary["flagged"].items()},
                               **{k: summary[k] for k in ("input", "keep", "drop", "relabel")}})
-        for path in (FLAGGED, REPORTS / "clean.json", CLEAN_DIR / "suspicious.png", CLEAN_DIR / "gradient_norms.png"):
+        for path in (paths.FLAGGED, paths.CLEAN_METRICS, paths.CLEAN_PLOTS / "suspicious.png", paths.CLEAN_PLOTS / "gradient_norms.png"):
             tracking.log_artifact(path, "clean")
     flagged = ", ".join(f"{k} {v}" for k, v in summary["flagged"].items())
     print(f"[clean] flagged of {len(labels)}: {flagged}; policy {cfg.policy} on {cfg.use}: kept {view.counts['keep']}, "
-          f"dropped {view.counts['drop']}, relabeled {view.counts['relabel']} -> {CLEANED}, {FLAGGED}")
+          f"dropped {view.counts['drop']}, relabeled {view.counts['relabel']} -> {paths.CLEANED}, {paths.FLAGGED}")
     return 0
 
 

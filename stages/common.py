@@ -1,22 +1,17 @@
-"""What every stage shares: params, paths, and a clear one-line error instead of a traceback."""
+"""What every stage shares: params and a clear one-line error instead of a traceback.
+Artifact paths live in skillpack/paths.py."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import skillpack  # noqa: F401  (environment defaults first)
 from skillpack.config import Params, load_params
-
-PREPARED = Path("data/prepared")
-REPORTS = Path("reports")
-MODELS = Path("models")
-MODEL_FILE = MODELS / "model.pt"
-CHECKPOINT = MODELS / "checkpoints" / "last.pt"
+from skillpack.paths import PARAMS
 
 
 def params_from_argv(argv: list[str] | None = None) -> Params:
     """params.yaml plus optional dotted overrides on the command line (key=value ...)."""
-    return load_params("params.yaml", overrides=list(argv if argv is not None else sys.argv[1:]))
+    return load_params(PARAMS, overrides=list(argv if argv is not None else sys.argv[1:]))
 
 
 def run_stage(main) -> None:

@@ -1,12 +1,10 @@
-"""evaluate: test metrics, per-class report, confusion matrix and training curves."""
+"""evaluate: test metrics, per-class report, confusion matrix, training curves, and the visual
+analysis (Grad-CAM, t-SNE, calibration, errors)."""
 from __future__ import annotations
 
 import csv
 
-from stages.common import MODEL_FILE, PREPARED, REPORTS, params_from_argv, run_stage
-
-METRICS = REPORTS / "metrics.json"
-EXPLAIN = REPORTS / "explain"
+from stages.common import params_from_argv, run_stage
 
 
 def read_history(path) -> list[dict]:
@@ -29,66 +27,66 @@ def main() -> int:
 
     import torch
 
-    from skillpack import tracking
+    from skillpack import paths, tracking
     from skillpack.checkpoint import load_classifier
     from skillpack.data import PreparedStore
     from skillpack.data.loader import to_tensor_nchw
-    from skillpack.engine import predict
     from skillpack.explain import explain_model
     from skillpack.io import write_json
     from skillpack.metrics import classification_metrics, confusion, overfitting_check
     from skillpack.plots import plot_confusion, plot_curves
+    from skillpack.runs import evaluate_model
 
     params = params_from_argv()
+    cfg = params.evaluate
     t0 = time.perf_counter()
     torch.set_num_threads(params.train.threads)
-    store = PreparedStore(PREPARED)
+    store = PreparedStore(paths.PREPARED)
     test_x, test_y = store.arrays("test")
-    model, meta = load_classifier(MODEL_FILE)
-    logits = predict(model, to_tensor_nchw(test_x), params.evaluate.batch_size)
-    y_true, y_pred = test_y, logits.argmax(1).numpy()
-    metrics = classification_metrics(y_true, y_pred, store.classes)
-    metrics["test_loss"] = float(torch.nn.functional.cross_entropy(logits, torch.as_tensor(test_y)).item())
-    history = read_history(REPORTS / "train_log.csv")
-    overfit = overfitting_check(history, params.evaluate.overfit_gap)
+    model, meta = load_classifier(paths.MODEL_FILE)
+    scored = evaluate_model(model, test_x, test_y, cfg.batch_size)
+    metrics = classification_metrics(test_y, scored.predictions, store.classes)
+    metrics["test_loss"] = scored.loss
+    history = read_history(paths.TRAIN_LOG)
+    overfit = overfitting_check(history, cfg.overfit_gap)
     metrics.update(overfit)
     metrics["n_test"] = int(len(test_y))
-    write_json(REPORTS / "per_class.json", metrics["per_class"])
-    write_json(METRICS, {k: v for k, v in metrics.items() if k != "per_class"})
-    matrix = confusion(y_true, y_pred, len(store.classes))
-    plot_confusion(matrix, store.classes, REPORTS / "confusion.png",
+    write_json(paths.PER_CLASS, metrics["per_class"])
+    write_json(paths.METRICS, {k: v for k, v in metrics.items() if k != "per_class"})
+    matrix = confusion(test_y, scored.predictions, len(store.classes))
+    plot_confusion(matrix, store.classes, paths.CONFUSION_PNG,
                    title=f"{meta['model_name']}: test accuracy {metrics['test_accuracy']:.4f}")
-    plot_curves(history, REPORTS / "curves.png", overfit)
-    write_predictions(REPORTS / "predictions.csv", y_true, y_pred, store.classes)
+    plot_curves(history, paths.CURVES_PNG, overfit)
+    write_predictions(paths.PREDICTIONS, test_y, scored.predictions, store.classes)
     explained = {}
-    if params.evaluate.explain.enabled:
+    if cfg.explain.enabled:
         t_explain = time.perf_counter()
-        explained = explain_model(model, to_tensor_nchw(test_x), test_y, store.classes, params.evaluate.explain,
-                                  EXPLAIN, seed=params.seed, logits=logits)
+        explained = explain_model(model, to_tensor_nchw(test_x), test_y, store.classes, cfg.explain,
+                                  paths.EXPLAIN, seed=params.seed, logits=scored.logits)
         explained["explain_seconds"] = round(time.perf_counter() - t_explain, 2)
         for key in ("tsne_silhouette", "embedding_silhouette", "ece"):
             metrics[key] = explained[key]
-        write_json(METRICS, {k: v for k, v in metrics.items() if k != "per_class"})
-        write_json(EXPLAIN / "explain.json", explained)
+        write_json(paths.METRICS, {k: v for k, v in metrics.items() if k != "per_class"})
+        write_json(paths.EXPLAIN / "explain.json", explained)
     seconds = time.perf_counter() - t0
     with tracking.stage_run("evaluate", params.mlflow.experiment,
-                            params={"evaluate.overfit_gap": params.evaluate.overfit_gap, "model": meta["model_name"]},
+                            params={"evaluate.overfit_gap": cfg.overfit_gap, "model": meta["model_name"]},
                             data_hash=store.data_hash()):
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
         flat.update({f"f1.{name}": m["f1"] for name, m in metrics["per_class"].items()})
         tracking.log_metrics({**flat, "overfitting": float(overfit["overfitting"]), "evaluate_seconds": seconds})
-        for name in ("metrics.json", "per_class.json", "confusion.png", "curves.png"):
-            tracking.log_artifact(REPORTS / name)
+        for path in (paths.METRICS, paths.PER_CLASS, paths.CONFUSION_PNG, paths.CURVES_PNG):
+            tracking.log_artifact(path)
         if explained:
             tracking.log_metrics({"explain_seconds": explained["explain_seconds"]})
-            for path in sorted(EXPLAIN.iterdir()):
+            for path in sorted(paths.EXPLAIN.iterdir()):
                 tracking.log_artifact(path, "explain")
     print(f"[evaluate] test accuracy {metrics['test_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}, "
           f"overfitting={overfit['overfitting']} (gap {overfit['loss_gap']:+.3f}) in {seconds:.1f}s")
     if explained:
         print(f"[evaluate] explain: Grad-CAM on {explained['cam_layer']}, t-SNE silhouette "
               f"{explained['tsne_silhouette']:.3f}, ECE {explained['ece']:.4f} in {explained['explain_seconds']:.1f}s "
-              f"-> {EXPLAIN}/")
+              f"-> {paths.EXPLAIN}/")
     return 0
 
 

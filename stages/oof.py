@@ -2,27 +2,26 @@
 expensive input of every cleaning detector, computed once per data version (DVC caches it)."""
 from __future__ import annotations
 
-from stages.common import PREPARED, REPORTS, params_from_argv, run_stage
-
-OOF_DIR = PREPARED.parent / "oof"
-OOF_FILE = OOF_DIR / "oof.npz"
+from stages.common import params_from_argv, run_stage
 
 
 def main() -> int:
     import time
 
-    from skillpack import tracking
+    from skillpack import paths, tracking
     from skillpack.cleaning import out_of_fold
+    from skillpack.config import flatten
     from skillpack.data import PreparedStore
     from skillpack.io import write_json
+    from skillpack.metrics import accuracy
 
     params = params_from_argv()
     cfg = params.clean.oof
-    store = PreparedStore(PREPARED)
+    store = PreparedStore(paths.PREPARED)
     images, labels = store.arrays("train")
-    flat = {k: v for k, v in params.flat().items() if k.startswith("clean.oof.") or k == "seed"}
     t0 = time.perf_counter()
-    with tracking.stage_run("oof", params.mlflow.experiment, params=flat, data_hash=store.data_hash()):
+    with tracking.stage_run("oof", params.mlflow.experiment, params={**flatten(cfg, "clean.oof"), "seed": params.seed},
+                            data_hash=store.data_hash()):
         def on_fold(k, figures):
             tracking.log_metrics(figures, step=k)
             print(f"[oof] fold {k + 1}/{cfg.folds}: held-out accuracy {figures['held_out_acc']:.4f} "
@@ -30,14 +29,14 @@ def main() -> int:
 
         oof = out_of_fold(images, labels, len(store.classes), cfg.train_params(params.train.threads, params.train.device),
                           cfg.folds, params.seed, on_fold=on_fold)
-        oof.save(OOF_FILE)
+        oof.save(paths.OOF_FILE)
         summary = {"folds": cfg.folds, "model": cfg.model, "epochs": cfg.epochs, "samples": int(len(labels)),
-                   "oof_accuracy": float((oof.oof_probs.argmax(1) == labels).mean()),
+                   "oof_accuracy": accuracy(oof.oof_probs, labels),
                    "seconds": round(time.perf_counter() - t0, 1), "data_hash": store.data_hash()}
-        write_json(REPORTS / "oof.json", summary)
+        write_json(paths.OOF_METRICS, summary)
         tracking.log_metrics({"oof_accuracy": summary["oof_accuracy"], "seconds": summary["seconds"]})
     print(f"[oof] {cfg.folds} folds of {cfg.model}: out-of-fold accuracy {summary['oof_accuracy']:.4f} "
-          f"in {summary['seconds']:.0f}s -> {OOF_FILE}")
+          f"in {summary['seconds']:.0f}s -> {paths.OOF_FILE}")
     return 0
 
 

@@ -3,30 +3,29 @@ from __future__ import annotations
 
 import time
 
-from stages.common import PREPARED, params_from_argv, run_stage
+from stages.common import params_from_argv, run_stage
 
 
 def main() -> int:
-    from skillpack import tracking
-    from skillpack.data import PreparedStore, load_source, write_store
-    from skillpack.data.store import carve_splits
+    from skillpack import paths, tracking
+    from skillpack.config import flatten
+    from skillpack.data import PreparedStore, write_store
+    from skillpack.data.store import prepare_splits
 
     params = params_from_argv()
-    d = params.data
     t0 = time.perf_counter()
-    source = load_source(d.source, root=d.root, image_size=d.image_size, channels=d.channels, seed=params.seed)
-    splits = carve_splits(source, d.val_fraction, params.seed, d.max_train, d.max_test)
-    summary = write_store(PREPARED, source, splits)
+    source, splits = prepare_splits(params.data, params.seed)
+    summary = write_store(paths.PREPARED, source, splits)
     seconds = time.perf_counter() - t0
-    store = PreparedStore(PREPARED)
+    store = PreparedStore(paths.PREPARED)
     print(f"[prepare] {summary['source']}: found {summary['found']}, prepared {summary['prepared']} "
           f"{summary['splits']}, quarantined {summary['quarantined']} in {seconds:.1f}s")
-    with tracking.stage_run("prepare", params.mlflow.experiment, params={f"data.{k}": v for k, v in d.model_dump().items()},
+    with tracking.stage_run("prepare", params.mlflow.experiment, params=flatten(params.data, "data"),
                             data_hash=store.data_hash()):
         tracking.log_metrics({"found": summary["found"], "prepared": summary["prepared"],
                               "quarantined": summary["quarantined"], "prepare_seconds": seconds})
-        tracking.log_artifact(PREPARED / "summary.json")
-        tracking.log_artifact(PREPARED / "quarantine.csv")
+        tracking.log_artifact(paths.PREPARED / "summary.json")
+        tracking.log_artifact(paths.PREPARED / "quarantine.csv")
     return 0
 
 

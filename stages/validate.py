@@ -4,34 +4,32 @@ from __future__ import annotations
 
 import sys
 
-from stages.common import PREPARED, REPORTS, params_from_argv, run_stage
-
-REPORT = REPORTS / "validation.json"
+from stages.common import params_from_argv, run_stage
 
 
 def main() -> int:
-    from skillpack import tracking
+    from skillpack import paths, tracking
     from skillpack.data import PreparedStore
     from skillpack.io import write_json
     from skillpack.validation import format_failures, validate_manifest
 
     params = params_from_argv()
-    store = PreparedStore(PREPARED)
+    store = PreparedStore(paths.PREPARED)
     report = validate_manifest(store.manifest(), store.classes, store.summary, store.quarantine(),
                                params.validate_.max_imbalance_ratio, params.validate_.max_rows_reported)
-    write_json(REPORT, report)
+    write_json(paths.VALIDATION, report)
     with tracking.stage_run("validate", params.mlflow.experiment, data_hash=store.data_hash(),
                             params={"validate.max_imbalance_ratio": params.validate_.max_imbalance_ratio}):
         tracking.log_metrics({"success": float(report["success"]), "failed_checks": len(report["failed"]),
                               "imbalance_ratio": report["imbalance_ratio"], **report["counts"]})
-        tracking.log_artifact(REPORT)
+        tracking.log_artifact(paths.VALIDATION)
     dup = {s: d["duplicate_images"] for s, d in report["duplicates_within_split"].items()}
     print(f"[validate] {len(report['checks'])} checks, {len(report['failed'])} failed; "
           f"duplicates within split {dup}; imbalance ratio {report['imbalance_ratio']:.2f}; "
           f"quarantined {report['counts']['quarantined']}")
     if not report["success"]:
         print(format_failures(report), file=sys.stderr)
-        print(f"[validate] FAILED - see {REPORT}", file=sys.stderr)
+        print(f"[validate] FAILED - see {paths.VALIDATION}", file=sys.stderr)
         return 1
     return 0
 

@@ -25,15 +25,17 @@ TINY_OVERRIDES = {
 }
 
 
-def pytest_configure(config):
+def require_fmnist() -> None:
+    """Data tests fail (not skip) without the data; pure unit tests run regardless."""
     if not FMNIST.is_dir():
-        raise pytest.UsageError(f"{FMNIST} missing: `apt-get install dataset-fashion-mnist` (make test does it)")
+        pytest.fail(f"{FMNIST} missing: `apt-get install dataset-fashion-mnist` (make test does it)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def fmnist():
     from skillpack.data import load_source
 
+    require_fmnist()
     return load_source("fashion_mnist")
 
 
@@ -66,6 +68,8 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) 
 
 def make_project_repo(dest: Path, overrides: dict | None = None) -> Path:
     """A fresh git repo holding a copy of the project, `dvc init`-ed, committed."""
+    if (overrides or {}).get("data.source", "fashion_mnist") == "fashion_mnist":
+        require_fmnist()
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         src = ROOT / name

@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 
@@ -12,7 +13,12 @@ def test_models_lists_names_params_and_macs():
     assert set(rows) == {"sp_cnn_s", "sp_dwcnn_s", "resnet18"}
     params = {name: int(cols[0].replace(",", "")) for name, cols in rows.items()}
     macs = {name: float(cols[1]) for name, cols in rows.items()}
-    assert params["sp_cnn_s"] == 70330 and macs["sp_cnn_s"] == 5.5
+    from skillpack.models import build_model, count_macs, count_params
+
+    for name in rows:  # what the CLI prints is what the registry builds
+        model = build_model(name, num_classes=10, in_chans=1, img_size=28)
+        assert params[name] == count_params(model)
+        assert macs[name] == pytest.approx(count_macs(model, (1, 28, 28)) / 1e6, abs=0.05)
     assert macs["sp_dwcnn_s"] < macs["sp_cnn_s"]  # depthwise-separable blocks cut the MACs
 
 

@@ -9,23 +9,19 @@ import pytest
 import torch
 
 from skillpack.config import TrainParams
-from skillpack.engine import Trainer, build_classifier, channel_stats, seed_everything
+from skillpack.runs import RunData, train_model
 
 from conftest import make_project_repo, project_env, run, small_split
 
 
-def _train(fmnist, seed=0, epochs=2, n=1500, on_model=None, **overrides):
+def _train(fmnist, seed=0, epochs=2, n=1500, checkpoint=None, on_epoch=None, **overrides):
     x, y = small_split(fmnist, n)
     cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": epochs, "batch_size": 64,
                                       "optimizer": {"lr": 0.05}, **overrides})
-    seed_everything(seed)
-    model = build_classifier(cfg.model, 10, (28, 28, 1), cfg.head, *channel_stats(x))
-    if on_model is not None:
-        on_model(model)
-    trainer = Trainer(model, cfg, seed, progress=False)
     cut = int(0.8 * n)
-    result = trainer.fit(x[:cut], y[:cut], x[cut:], y[cut:])
-    return trainer.model, result
+    trained = train_model(cfg, RunData((x[:cut], y[:cut]), (x[cut:], y[cut:]), 10), seed,
+                          checkpoint=checkpoint, on_epoch=on_epoch)
+    return trained.model, trained
 
 
 def test_training_learns_and_is_deterministic(fmnist):
@@ -47,8 +43,16 @@ def test_bf16_autocast_on_cpu_runs_where_the_cpu_has_bf16_units_and_stays_determ
     runs = []
     for _ in range(2):
         dtypes = set()
-        model, result = _train(fmnist, amp="bf16",
-                               on_model=lambda m: m.head.register_forward_hook(lambda *a: dtypes.add(a[2].dtype)))
+
+        def head_dtype(module, inputs, output):  # sp_cnn_s's only Linear is the head
+            if isinstance(module, torch.nn.Linear):
+                dtypes.add(output.dtype)
+
+        hook = torch.nn.modules.module.register_module_forward_hook(head_dtype)
+        try:
+            model, result = _train(fmnist, amp="bf16")
+        finally:
+            hook.remove()
         runs.append((model, result, dtypes))
     (model_a, result_a, dtypes_a), (model_b, result_b, _) = runs
     assert dtypes_a == {expected, torch.float32}  # training in `expected`, validating in fp32
@@ -87,9 +91,23 @@ def test_cosine_schedule_with_linear_warmup():
     {"ema": {"enabled": True, "decay": 0.9}, "grad_clip": 1.0, "optimizer": {"name": "adamw", "lr": 0.003,
                                                                              "lookahead": {"enabled": True}}},
 ])
-def test_skill_combinations_train_and_resume_deterministically(fmnist, overrides):
-    model_a, result_a = _train(fmnist, epochs=1, n=600, **overrides)
-    model_b, result_b = _train(fmnist, epochs=1, n=600, **overrides)
+def test_skill_combinations_train_and_resume_deterministically(fmnist, overrides, tmp_path):
+    """A run stopped after its first epoch and started again from its checkpoint ends with the
+    weights of an uninterrupted run: optimizer, schedule, EMA, centres and Lookahead resume."""
+    model_a, result_a = _train(fmnist, epochs=2, n=600, **overrides)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(record, history, model):
+        raise Stop
+
+    checkpoint = tmp_path / "last.pt"
+    with pytest.raises(Stop):
+        _train(fmnist, epochs=2, n=600, checkpoint=checkpoint, on_epoch=stop_after_first, **overrides)
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
+    model_b, result_b = _train(fmnist, epochs=2, n=600, checkpoint=checkpoint, **overrides)
+    assert result_b.resumed_from_epoch == 1 and result_b.epochs_trained == 1
     assert result_a.history[-1].val_loss == result_b.history[-1].val_loss
     assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
 

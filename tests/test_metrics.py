@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from skillpack.config import TrainParams
-from skillpack.engine import Trainer, build_classifier, channel_stats
+from skillpack.runs import RunData, train_model
 from skillpack.metrics import classification_metrics, overfitting_check
 
 from conftest import small_split
@@ -30,9 +30,22 @@ def test_a_model_memorising_a_tiny_set_is_flagged(fmnist):
                                       "optimizer": {"lr": 0.05, "weight_decay": 0.0},
                                       "augment": {"hflip": False, "crop_padding": 0},
                                       "loss": {"label_smoothing": 0.1}, "head": {"dropout": 0.0}})
-    model = build_classifier(cfg.model, 10, (28, 28, 1), cfg.head, *channel_stats(x))
-    result = Trainer(model, cfg, 0, progress=False).fit(x[:200], y[:200], x[200:], y[200:])
+    result = train_model(cfg, RunData((x[:200], y[:200]), (x[200:], y[200:]), 10), seed=0)
     history = [r.as_dict() for r in result.history]
     check = overfitting_check(history, 0.5)
     assert history[-1]["train_eval_acc"] > 0.99
     assert check["overfitting"], check
+
+
+def test_the_one_accuracy_function_takes_scores_or_labels_numpy_or_torch():
+    import torch
+
+    from skillpack.metrics import accuracy, balanced_accuracy, correct
+
+    labels = np.array([0, 1, 2, 2])
+    scores = np.array([[0.9, 0.1, 0], [0.2, 0.7, 0.1], [0.1, 0.8, 0.1], [0, 0, 1]])
+    assert accuracy(scores, labels) == accuracy(scores.argmax(1), labels) == 0.75
+    assert accuracy(torch.as_tensor(scores), torch.as_tensor(labels)) == 0.75
+    assert int(correct(torch.as_tensor(scores), torch.as_tensor(labels))) == 3
+    assert balanced_accuracy(scores, labels) == pytest.approx((1 + 1 + 0.5) / 3)
+    assert np.isnan(accuracy(np.zeros((0, 3)), np.zeros(0)))

@@ -93,14 +93,25 @@ def random_erasing(images: torch.Tensor, p: float) -> torch.Tensor:
     return per_sample(erase)(images)
 
 
+# The policies are torchvision's; their options are the classes' own keyword arguments
+# (params validation reads the accepted names from these signatures).
+POLICIES = {"autoaugment": v2.AutoAugment, "randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide}
+_NOT_OPTIONS = {"self", "interpolation", "fill"}
+
+
+def policy_option_names(name: str) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(POLICIES[name]).parameters) - _NOT_OPTIONS
+
+
 def _policy(name: str, options: dict):
-    if name == "autoaugment":
-        return v2.AutoAugment(policy=v2.AutoAugmentPolicy(options.get("policy", "imagenet")))
-    if name == "randaugment":
-        return v2.RandAugment(num_ops=options.get("num_ops", 2), magnitude=options.get("magnitude", 9))
-    if name == "trivialaugment":
-        return v2.TrivialAugmentWide()
-    raise ValueError(f"train.augment.policy: unknown {name!r}; choose autoaugment, randaugment or trivialaugment")
+    if name not in POLICIES:
+        raise ValueError(f"train.augment.policy: unknown {name!r}; choose {', '.join(POLICIES)}")
+    options = dict(options)
+    if name == "autoaugment" and "policy" in options:
+        options["policy"] = v2.AutoAugmentPolicy(options["policy"])
+    return POLICIES[name](**options)
 
 
 def mix_step(num_classes: int, mixup_alpha: float, cutmix_alpha: float):

@@ -57,6 +57,17 @@ def carve_splits(data: SourceData, val_fraction: float, seed: int,
     return {"train": train, "val": val, "test": test}
 
 
+def prepare_splits(data_params, seed: int) -> tuple[SourceData, dict[str, Split]]:
+    """The prepare stage's reading of `params.data` (a DataParams): the source and its train /
+    val / test splits. Benchmarks that need other data settings than the store's call this
+    too, so there is one way to turn params into splits."""
+    from skillpack.data.sources import load_source
+
+    d = data_params
+    source = load_source(d.source, root=d.root, image_size=d.image_size, channels=d.channels, seed=seed)
+    return source, carve_splits(source, d.val_fraction, seed, d.max_train, d.max_test)
+
+
 def write_store(out: str | Path, data: SourceData, splits: dict[str, Split]) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

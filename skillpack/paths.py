@@ -1,0 +1,40 @@
+"""Every artifact path of the pipeline, named once, relative to the repository root.
+
+Stages, flows and benchmarks import these names instead of each other; dvc.yaml spells the
+same paths, and tests/test_dag.py fails when a stage's deps or outs in dvc.yaml disagree with
+the paths its code uses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+PARAMS_CHECK = Path("reports/params_check.txt")   # written by the first stage when params.yaml is valid
+
+PREPARED = Path("data/prepared")
+VALIDATION = Path("reports/validation.json")
+
+OOF_DIR = Path("data/oof")
+OOF_FILE = OOF_DIR / "oof.npz"
+OOF_METRICS = Path("reports/oof.json")
+
+CLEANED = Path("data/cleaned")
+FLAGGED = Path("reports/flagged.csv")
+CLEAN_METRICS = Path("reports/clean.json")
+CLEAN_PLOTS = Path("reports/clean")
+
+MODEL_FILE = Path("models/model.pt")
+CHECKPOINTS = Path("models/checkpoints")
+CHECKPOINT = CHECKPOINTS / "last.pt"
+TRAIN_METRICS = Path("reports/train.json")
+TRAIN_LOG = Path("reports/train_log.csv")
+
+METRICS = Path("reports/metrics.json")
+PER_CLASS = Path("reports/per_class.json")
+CONFUSION_PNG = Path("reports/confusion.png")
+CURVES_PNG = Path("reports/curves.png")
+PREDICTIONS = Path("reports/predictions.csv")
+EXPLAIN = Path("reports/explain")
+
+REPORTS = Path("reports")
+ABLATION_RESULTS = Path("ablations/results")

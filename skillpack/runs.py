@@ -1,0 +1,129 @@
+"""The one way a model is trained and scored.
+
+`train_model` builds a seeded model from train params and fits it with the engine;
+`evaluate_model` scores any classifier on labelled images. The train and evaluate stages,
+the out-of-fold models of the clean stage, the ablation's arms and teachers, and every
+benchmark call these two: a caller that wants to watch training passes `on_epoch`
+(called after every epoch with the epoch's record, the history so far and the weights being
+evaluated, the EMA weights when EMA is on) instead of copying the loop.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from skillpack.config import TrainParams
+from skillpack.engine import EpochResult, Trainer, predict, seed_everything
+from skillpack.metrics import accuracy, balanced_accuracy, intra_class_distance
+from skillpack.models import ImageClassifier, build_classifier, channel_stats
+
+OnEpoch = Callable[[EpochResult, list[EpochResult], nn.Module], None]
+
+
+@dataclass
+class RunData:
+    """What a training reads: (images N x H x W x C uint8, labels) for train and val."""
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    num_classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        h, w, c = self.train[0].shape[1:]
+        return int(h), int(w), int(c)
+
+
+@dataclass
+class TrainedModel:
+    model: ImageClassifier                 # the final weights (the EMA weights when EMA is on)
+    history: list[EpochResult] = field(default_factory=list)
+    resumed_from_epoch: int = 0            # epochs restored from a checkpoint, not trained now
+    train_seconds: float = 0.0             # wall time of the epochs trained now
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def epochs_trained(self) -> int:
+        return len(self.history) - self.resumed_from_epoch
+
+    def images_per_second(self, n_train: int) -> float:
+        return n_train * self.epochs_trained / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch | None = None,
+                checkpoint: str | Path | None = None, fingerprint: str = "", teacher: nn.Module | None = None,
+                progress: bool = False) -> TrainedModel:
+    """A fresh model of `cfg`, seeded by `seed`, fitted on `data`. With `checkpoint`, every
+    epoch is saved atomically and a later call with the same cfg, seed and `fingerprint` (name
+    the data with it) resumes where the last one stopped."""
+    x_train, y_train = data.train
+    seed_everything(seed)
+    model = build_classifier(cfg.model, data.num_classes, data.image_shape, cfg.head, *channel_stats(x_train))
+    trainer = Trainer(model, cfg, seed, checkpoint=checkpoint, data_hash=fingerprint, on_epoch_end=on_epoch,
+                      progress=progress, teacher=teacher)
+    fit = trainer.fit(x_train, y_train, *data.val)
+    return TrainedModel(trainer.model, fit.history, fit.resumed_from_epoch, fit.train_seconds, trainer.device)
+
+
+@dataclass
+class Evaluation:
+    logits: torch.Tensor      # N x C, on the CPU
+    labels: np.ndarray
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.logits.argmax(1).numpy()
+
+    @property
+    def accuracy(self) -> float:
+        return accuracy(self.predictions, self.labels)
+
+    @property
+    def balanced_accuracy(self) -> float:
+        return balanced_accuracy(self.predictions, self.labels)
+
+    @property
+    def loss(self) -> float:
+        return float(nn.functional.cross_entropy(self.logits, torch.as_tensor(self.labels, dtype=torch.long)))
+
+
+def evaluate_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1024) -> Evaluation:
+    """Logits of `model` on uint8 N x H x W x C images, with the labels they are scored against."""
+    from skillpack.data.loader import to_tensor_nchw
+
+    return Evaluation(predict(model, to_tensor_nchw(images), batch_size), np.asarray(labels))
+
+
+def embeddings_of(model: ImageClassifier, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    from skillpack.data.loader import to_tensor_nchw
+
+    return predict(model, to_tensor_nchw(images), batch_size, embeddings=True).numpy()
+
+
+def train_and_evaluate(cfg: TrainParams, seed: int, data: RunData, test: tuple[np.ndarray, np.ndarray],
+                       teacher: nn.Module | None = None, embedding_samples: int = 2000) -> dict:
+    """One experiment run (ablation arms, benchmarks): train, then score on the test set.
+    Returns JSON-ready figures."""
+    t0 = time.perf_counter()
+    trained = train_model(cfg, data, seed, teacher=teacher)
+    seconds = time.perf_counter() - t0
+    model = trained.model.cpu()
+    x_test, y_test = test
+    scored = evaluate_model(model, x_test, y_test)
+    last = trained.history[-1]
+    return {
+        "test_accuracy": scored.accuracy,
+        "balanced_accuracy": scored.balanced_accuracy,
+        "train_seconds": seconds,
+        "final_val_acc": last.val_acc,
+        "train_loss": last.train_loss,
+        "val_loss": last.val_loss,
+        "intra_class_distance": intra_class_distance(embeddings_of(model, x_test[:embedding_samples]),
+                                                     y_test[:embedding_samples]),
+        "n_train": int(len(data.train[1])),
+    }
