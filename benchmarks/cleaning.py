@@ -235,9 +235,9 @@ def main(argv=None) -> dict:
                "oof": params.clean.oof.model_dump(), "detectors": params.clean.model_dump(exclude={"oof"}),
                "total_seconds": time.perf_counter() - t_start, "table": table}
     print(f"wrote {save('cleaning', figures)}")
-    from skillpack.reports import refresh_cleaning_claims
+    from flows.ablation import render_reports
 
-    refresh_cleaning_claims(Path("reports/claims.md"), Path("reports/claims.json"))
+    render_reports()  # reports/claims.md|json from reports/ablation.json's runs + benchmarks/results/*.json
     return figures
 
 

@@ -162,3 +162,64 @@ def plot_score_histogram(groups: dict[str, np.ndarray], threshold: float | None,
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def plot_effects(items: list[dict], path: str | Path, title: str, xlabel: str) -> None:
+    """One horizontal interval per item ({label, delta, low, high, colour, claimed: [values],
+    directions: [+1 | -1]}), the claimed values drawn as diamonds just under their interval,
+    claims without a value as a triangle at 0 pointing the claimed way."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(9.5, 0.5 * len(items) + 1.8))
+    for y, item in enumerate(items):
+        ax.errorbar(item["delta"], y, xerr=[[item["delta"] - item["low"]], [item["high"] - item["delta"]]],
+                    fmt="o", color=item["colour"], ecolor=item["colour"], elinewidth=2.5, capsize=3)
+        for value in item.get("claimed", []):
+            ax.plot(value, y + 0.28, "D", markerfacecolor="none", markeredgecolor="black", markersize=6)
+        for sign in item.get("directions", []):
+            ax.plot(0, y + 0.28, ">" if sign > 0 else "<", color="dimgray", markersize=6)
+    ax.set_yticks(range(len(items)), [item["label"] for item in items])
+    ax.axvline(0, color="black", lw=0.8)
+    ax.invert_yaxis()
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    handles = [Line2D([], [], marker="o", color=c, lw=2.5, label=name) for name, c in
+               (("improves", "tab:green"), ("hurts", "tab:red"), ("no detectable effect", "tab:gray"))]
+    handles += [Line2D([], [], marker="D", ls="none", markerfacecolor="none", markeredgecolor="black",
+                       label="the article's claimed value"),
+                Line2D([], [], marker=">", ls="none", color="dimgray", label="claimed direction (no value)")]
+    ax.legend(handles=handles, fontsize=8, loc="best")
+    _save(fig, path)
+
+
+def plot_waterfall(start: float, steps: list[dict], path: str | Path, title: str, ylabel: str) -> None:
+    """Cumulative steps ({label, delta, low, high, colour, claimed: value or None}) from `start`;
+    each claimed step is drawn as a diamond beside its bar, where the article says the step ends."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.8))
+    level = start
+    ax.bar(0, start, color="tab:blue")
+    ax.text(0, start, f"{start:.2f}", ha="center", va="bottom", fontsize=8)
+    tops = [start]
+    for i, step in enumerate(steps, start=1):
+        d = step["delta"]
+        ax.bar(i, d, bottom=level, color=step["colour"], yerr=[[d - step["low"]], [step["high"] - d]], capsize=3)
+        if step.get("claimed") is not None:
+            ax.plot(i + 0.3, level + step["claimed"], "D", markerfacecolor="none", markeredgecolor="black")
+            tops.append(level + step["claimed"])
+        level += d
+        tops += [level, level - d + step["low"], level - d + step["high"]]
+    ax.bar(len(steps) + 1, level, color="tab:blue")
+    ax.text(len(steps) + 1, level, f"{level:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(steps) + 2), ["baseline", *[f"{s['label']}\n{s['delta']:+.2f}" for s in steps], "total"])
+    ax.set_ylim(min(tops) - 1.5, max(tops) + 1.5)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(handles=[Line2D([], [], marker="D", ls="none", markerfacecolor="none", markeredgecolor="black",
+                              label="where the article's step would end")]
+              + [Line2D([], [], lw=6, color=c, label=name) for name, c in
+                 (("improves", "tab:green"), ("hurts", "tab:red"), ("no detectable effect", "tab:gray"))],
+              fontsize=8, loc="best")
+    _save(fig, path)

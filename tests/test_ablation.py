@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from skillpack import ablation as ab
+from skillpack.verdicts import VERDICTS
 
 from conftest import make_project_repo, project_env, run
 
@@ -49,10 +50,13 @@ def test_paired_ci_and_p_value_match_scipy_by_hand():
     assert out["p_value"] == pytest.approx(stats.ttest_rel(arm, base).pvalue)
 
 
-@pytest.mark.parametrize("low, high, expected", [(0.001, 0.01, "improves"), (-0.02, -0.001, "hurts"),
-                                                 (-0.01, 0.02, "no detectable effect")])
-def test_verdicts(low, high, expected):
-    assert ab.verdict(low, high) == expected
+@pytest.mark.parametrize("delta, p_adjusted, metric, expected", [
+    (0.01, 0.01, "test_accuracy", "improves"), (-0.01, 0.01, "test_accuracy", "hurts"),
+    (0.01, 0.06, "test_accuracy", "no detectable effect"),   # significant alone, not after the correction
+    (-0.01, 0.05, "test_accuracy", "no detectable effect"),  # the threshold itself is not significant
+    (-0.02, 0.001, "intra_class_distance", "lower")])
+def test_effects_are_judged_on_the_adjusted_p_value(delta, p_adjusted, metric, expected):
+    assert ab.effect(delta, p_adjusted, metric) == expected
 
 
 def test_long_tailed_subset_has_the_imbalance_ratio():
@@ -81,13 +85,20 @@ def test_result_store_key_changes_with_config_seed_and_data(tmp_path):
 
 
 def test_static_claims_are_computed():
-    from skillpack.reports import static_claims
+    from skillpack.claims import load_claims, static_row
 
-    static = static_claims()
+    claims = {c["id"]: c for c in load_claims()["claims"]}
+    static = {cid: static_row(claims[cid]) for cid in ("arch.efficientnet_b4.params", "light.mobilenetv3.params",
+                                                        "sched.onecycle", "loss.focal.weight", "viz.overfit_gap")}
+    assert {r["verdict"] for r in static.values()} == {"static"}
     assert static["arch.efficientnet_b4.params"]["measured"] == pytest.approx(19.3, abs=0.3)
     assert static["light.mobilenetv3.params"]["measured"] == pytest.approx(5.48, abs=0.1)
-    assert static["sched.onecycle"]["verdict"] == "confirmed"
-    assert static["loss.focal.weight"]["measured"]["p_easy=0.9,p_hard=0.8"] == pytest.approx(4.0)
+    shape = static["sched.onecycle"]["measured"]
+    assert shape["max_lr"] == pytest.approx(3e-3) and shape["peak_step"] < shape["steps"] / 2
+    assert shape["final_lr"] == pytest.approx(1e-6, rel=0.05)
+    ratios = static["loss.focal.weight"]["measured"]
+    assert ratios["p_easy=0.9,p_hard=0.8"] == pytest.approx(4.0) and ratios["p_easy=0.9,p_hard=0.5"] == pytest.approx(25.0)
+    assert static["viz.overfit_gap"]["measured"] == static["viz.overfit_gap"]["claimed"] == 0.5
 
 
 def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
@@ -103,12 +114,19 @@ def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
     arms = {a["name"]: a for a in report["arms"]}
     assert {"aug_flip_crop", "cutmix", "label_smoothing", "focal_longtail", "lars_large_batch", "distillation"} <= set(arms)
     for a in arms.values():
-        assert {"name", "claims", "n_seeds", "mean", "delta", "ci_low", "ci_high", "p_value", "verdict",
-                "extra_seconds"} <= set(a)
-        assert a["n_seeds"] == 2 and a["verdict"] in ab.VERDICTS and a["ci_low"] <= a["delta"] <= a["ci_high"]
-    claims = json.loads((repo / "reports" / "claims_quick.json").read_text())
-    assert claims["aug.cutmix"]["verdict"] in ("confirmed", "refuted", "direction confirmed but smaller")
-    assert claims["arch.vit_base.jft"]["verdict"] == "not testable here"
+        assert {"name", "claims", "n_seeds", "mean", "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "effect",
+                "mde", "extra_seconds"} <= set(a)
+        assert a["n_seeds"] == 2 and a["effect"] in ab.EFFECTS
+        assert (a["effect"] == "no detectable effect") == (a["p_adjusted"] >= 0.05)
+    assert report["family"]["tests"] == len(report["arms"]) + len(report["cumulative"]) + len(report["secondary"])
+    rows = json.loads((repo / "reports" / "claims_quick.json").read_text())
+    keys = {"claim", "arm", "verdict", "measured", "ci_low", "ci_high", "claimed", "p", "p_adjusted", "mde", "setup"}
+    assert all(keys <= set(r) for r in rows)
+    assert all(r["p_adjusted"] < 0.05 for r in rows if r["verdict"] in ("reproduced", "contradicted"))
+    (cutmix,) = [r for r in rows if r["claim"] == "aug.cutmix"]
+    assert cutmix["arm"] == "cutmix" and cutmix["verdict"] in VERDICTS and "2 seeds" in cutmix["setup"]
+    (vit,) = [r for r in rows if r["claim"] == "arch.vit_base.jft"]
+    assert vit["verdict"] == "not tested" and vit["not_tested"]["reason"]
     for name in ("ablation_quick.md", "claims_quick.md", "ablation_deltas_quick.png", "ablation_waterfall_quick.png"):
         assert (repo / "reports" / name).exists(), name
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")

@@ -1,0 +1,402 @@
+"""The claims table: one row per (claim, arm) from the ablation's comparisons, the static
+checks and the cleaning benchmark's results, each with a verdict of skillpack.verdicts.
+
+What a claim says (direction, claimed value, metric, why it is not tested) is data in
+claims.yaml; the results are passed in by the caller (the ablation's comparisons, the loaded
+benchmark JSON): nothing here reads a results file or knows a figure.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from skillpack.io import write_json, write_text
+from skillpack.verdicts import (ALPHA, INCONCLUSIVE, NOT_TESTED, STATIC, VERDICTS, direction_sign, holm,
+                                minimum_detectable_proportion_gap, verdict)
+
+CLAIMS_FILE = Path("claims.yaml")
+UNITS = {"test_accuracy": "points"}  # any other metric is compared as a relative change, in percent
+ACCURACY = "test_accuracy"
+
+
+def load_claims(path: str | Path = CLAIMS_FILE) -> dict:
+    """claims.yaml: {"defaults": ..., "claims": [...]}."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def claim_metric(claim: dict) -> str:
+    return claim.get("metric", ACCURACY)
+
+
+def unit(metric: str) -> str:
+    return UNITS.get(metric, "%")
+
+
+# ------------------------------------------------------------------ claimed values
+
+def _figure_value(figure: dict, ref, sign: int) -> float:
+    """A figure key (a [low, high] range gives its end nearer 0 in the claimed direction) or
+    [control, treated] keys (their difference)."""
+    if isinstance(ref, str):
+        value = figure[ref]
+        if isinstance(value, list):
+            return float(min(value, key=lambda v: sign * v))
+        return float(value)
+    control, treated = ref
+    return round(float(figure[treated]) - float(figure[control]), 9)  # 65.8 - 62.3 is 3.4999999999999964
+
+
+def claimed_value(claim: dict, arm: str | None = None) -> float | None:
+    """The claimed effect c for an arm, in the metric's unit, or None (direction only)."""
+    ref = claim.get("claimed")
+    if isinstance(ref, dict):
+        ref = ref.get(arm)
+    if ref is None:
+        return None
+    sign = direction_sign(claim["direction"])
+    value = _figure_value(claim.get("figure") or {}, ref, sign)
+    if sign * value <= 0:
+        raise ValueError(f"claims.yaml: {claim['id']}: claimed {value:+g} for {arm} disagrees with "
+                         f"direction {claim['direction']}")
+    return value
+
+
+# ------------------------------------------------------------------ rows
+
+def row(claim: dict, verdict_: str, statement: str, *, arm: str | None = None, measured=None,
+        ci_low: float | None = None, ci_high: float | None = None, claimed=None, p: float | None = None,
+        p_adjusted: float | None = None, mde: float | None = None, setup: str | None = None, **extra) -> dict:
+    if verdict_ not in (*VERDICTS, STATIC):
+        raise ValueError(f"unknown verdict {verdict_!r}")
+    return {"claim": claim["id"], "arm": arm, "verdict": verdict_, "measured": measured, "ci_low": ci_low,
+            "ci_high": ci_high, "claimed": claimed, "p": p, "p_adjusted": p_adjusted, "mde": mde, "setup": setup,
+            "statement": statement, "tested_as": claim.get("tested_as"), **extra}
+
+
+def fmt_p(p: float) -> str:
+    if p == 0:
+        return "0"  # an underflow, or differences without spread (skillpack.ablation.paired_comparison)
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _judged_statement(verdict_: str, setup: str, what: str, measured: float, low: float, high: float,
+                      unit_: str, claimed: float | None, direction: str, p: float, p_adjusted: float,
+                      mde: tuple[float, float | None] | None, family: dict) -> str:
+    claim_text = f"claimed {claimed:+.3g}" if claimed is not None else f"claimed direction: {direction}"
+    text = (f"{verdict_} at {setup}: {what} {measured:+.2f} {unit_} [{low:+.2f}, {high:+.2f}], {claim_text}; "
+            f"p {fmt_p(p)}, Holm-adjusted over {family['name']} {fmt_p(p_adjusted)}")
+    if mde is not None:
+        per_test, corrected = mde
+        text += f"; this setup detects only effects of about {per_test:.2f} {unit_} or more"
+        if corrected is not None:
+            text += f" ({corrected:.2f} at the family's alpha/{family['size']})"
+    return text
+
+
+def comparison_row(claim: dict, comparison, setup: str, family: str) -> dict:
+    """A claim judged on one arm-vs-baseline comparison of the ablation (values x 100: points
+    for accuracy, percent for a relative change)."""
+    c = comparison
+    measured, low, high = 100 * c.delta, 100 * c.ci_low, 100 * c.ci_high
+    claimed = claimed_value(claim, c.name)
+    direction = claim["direction"]
+    verdict_ = verdict(low, high, c.p_adjusted, claimed, direction)
+    blind = verdict_ == INCONCLUSIVE and c.mde is not None
+    mde = 100 * c.mde if blind else None
+    mde_family = 100 * c.mde_family if blind and c.mde_family is not None else None
+    statement = _judged_statement(verdict_, setup, f"{c.name} vs {c.baseline}", measured, low, high,
+                                  unit(c.metric), claimed, direction, c.p_value, c.p_adjusted,
+                                  (mde, mde_family) if blind else None, family)
+    return row(claim, verdict_, statement, arm=c.name, measured=measured, ci_low=low, ci_high=high, claimed=claimed,
+               p=c.p_value, p_adjusted=c.p_adjusted, mde=mde, setup=setup, mde_family=mde_family,
+               baseline=c.baseline, unit=unit(c.metric), metric=c.metric, direction=direction, family=family["name"])
+
+
+def ablation_rows(claim: dict, comparisons: list, setups: dict[str, str], family: dict) -> list[dict]:
+    """One row per arm that tests the claim on the claim's metric - never one arm for all."""
+    return [comparison_row(claim, c, setups[c.name], family) for c in comparisons
+            if claim["id"] in c.claims and c.metric == claim_metric(claim)]
+
+
+def not_tested_row(claim: dict, because: dict, **context) -> dict:
+    reason, would_take = because["reason"].format(**context), because["would_take"].format(**context)
+    return row(claim, NOT_TESTED, f"not tested: {reason}; it would take {would_take}",
+               not_tested={"reason": reason, "would_take": would_take})
+
+
+# ------------------------------------------------------------------ static checks
+
+def parameter_count(claim: dict, check: dict, **_) -> dict:
+    import timm
+
+    def millions(name: str) -> float:
+        return sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters()) / 1e6
+
+    measured = round(millions(check["model"]), 2)
+    claimed = float(claim["figure"][check["figure"]])
+    also = {name: round(millions(name), 2) for name in check.get("also", [])}
+    text = (f"{measured:.2f}M parameters (timm {check['model']}, 1000 classes), claimed {claimed:g}M "
+            f"({measured / claimed - 1:+.1%})" + "".join(f"; {n}: {m:.2f}M" for n, m in also.items()))
+    return {"measured": measured, "claimed": claimed, "statement": text,
+            "setup": f"timm {check['model']}, 1000-class head, parameters in millions"}
+
+
+def focal_weight_ratio(claim: dict, check: dict, **_) -> dict:
+    """The focal factor (1 - p)^gamma of a hard sample (p_hard) over an easy one (p_easy)."""
+    gamma, claimed = float(claim["figure"]["gamma"]), float(claim["figure"]["weight_ratio"])
+    ratios = {f"p_easy={e},p_hard={h}": round(((1 - h) / (1 - e)) ** gamma, 2) for e, h in check["probability_pairs"]}
+    needed = claimed ** (1 / gamma)
+    text = (f"weight ratio ((1-p_hard)/(1-p_easy))^{gamma:g}: "
+            + ", ".join(f"{r:g} for {k.replace(',', ' vs ')}" for k, r in ratios.items())
+            + f"; it is {claimed:g} only when 1-p_hard = {needed:g} x (1-p_easy), so '{claimed:g}-fold' is not a "
+              f"property of gamma={gamma:g} alone")
+    return {"measured": ratios, "claimed": claimed, "statement": text,
+            "setup": f"the focal factor (1-p)^gamma, gamma={gamma:g}, at the probability pairs of claims.yaml"}
+
+
+def onecycle_shape(claim: dict, check: dict, **_) -> dict:
+    """The learning rate of skillpack's onecycle schedule, step by step."""
+    import numpy as np
+    import torch
+
+    from skillpack.config import OptimizerParams, ScheduleParams
+    from skillpack.optim import build_optimizer, build_scheduler
+
+    max_lr, final_lr = float(claim["figure"]["max_lr"]), float(claim["figure"]["final_lr"])
+    div = 25.0
+    cfg = ScheduleParams(name="onecycle", warmup_epochs=0, onecycle_pct_start=check["pct_start"],
+                         onecycle_div_factor=div, onecycle_final_div_factor=max_lr / div / final_lr)
+    opt = build_optimizer(torch.nn.Linear(1, 1), OptimizerParams(lr=max_lr))
+    steps = check["epochs"] * check["steps_per_epoch"]
+    sched = build_scheduler(opt, cfg, max_lr, epochs=check["epochs"], steps_per_epoch=check["steps_per_epoch"])
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    peak = int(np.argmax(lrs))
+    measured = {"max_lr": max(lrs), "peak_step": peak, "final_lr": lrs[-1], "steps": steps}
+    text = (f"peaks at {max(lrs):.3g} at step {peak} of {steps} ({peak / steps:.0%} of the run) and ends at "
+            f"{lrs[-1]:.3g}; claimed a peak of {max_lr:g} in the first half and an end at {final_lr:g}")
+    return {"measured": measured, "claimed": {"max_lr": max_lr, "final_lr": final_lr}, "statement": text,
+            "setup": f"torch OneCycleLR through skillpack's schedule factory (pct_start {check['pct_start']}, "
+                     f"{check['epochs']} epochs x {check['steps_per_epoch']} steps); shape only"}
+
+
+def params_value(claim: dict, check: dict, params_path: str | Path = "params.yaml", **_) -> dict:
+    from skillpack.config import load_params
+
+    value = load_params(params_path)
+    for part in check["key"].split("."):
+        value = getattr(value, part)
+    claimed = claim["figure"][check["figure"]]
+    return {"measured": value, "claimed": claimed,
+            "statement": f"{check['key']} = {value:g} in {Path(params_path).name}, claimed {claimed:g}",
+            "setup": f"{check['key']} of {Path(params_path).name}"}
+
+
+STATIC_CHECKS = {"parameter_count": parameter_count, "focal_weight_ratio": focal_weight_ratio,
+                 "onecycle_shape": onecycle_shape, "params_value": params_value}
+
+
+def static_row(claim: dict, params_path: str | Path = "params.yaml") -> dict:
+    check = claim["static"]
+    out = STATIC_CHECKS[check["check"]](claim, check, params_path=params_path)
+    statement = out["statement"] + (f" ({claim['note']})" if claim.get("note") else "")
+    return row(claim, STATIC, statement, measured=out["measured"], claimed=out["claimed"], setup=out["setup"])
+
+
+# ------------------------------------------------------------------ cleaning benchmark
+
+def _noise(setting: str) -> tuple[str, float]:
+    """'symmetric_0.2' -> ('symmetric', 0.2)."""
+    kind, rate = setting.rsplit("_", 1)
+    return kind, float(rate)
+
+
+def _precision_test(detected: dict, rate: float) -> dict:
+    """Precision of a detector's flags against the noise rate, which is the precision of
+    flagging at random: exact binomial test and Clopper-Pearson interval (scipy), in points."""
+    from scipy import stats
+
+    n = int(detected["flagged"])
+    if n == 0:
+        return {"measured": None, "ci_low": -100 * rate, "ci_high": 100 * (1 - rate), "p": 1.0, "n": 0}
+    hits = int(round(detected["precision"] * n))
+    test = stats.binomtest(hits, n, rate)
+    ci = test.proportion_ci(0.95, method="exact")
+    return {"measured": 100 * (hits / n - rate), "ci_low": 100 * (ci.low - rate), "ci_high": 100 * (ci.high - rate),
+            "p": float(test.pvalue), "n": n}
+
+
+def _cleaning_setup(results: dict, setting: str, flagged: int) -> str:
+    kind, rate = _noise(setting)
+    oof = results.get("oof", {})
+    images = results[setting].get("cleaned", {}).get("input")
+    size = f"{images:,} images, " if images else ""
+    return (f"{size}{kind} label noise at {rate:.0%}, {flagged:,} flagged, out-of-fold {oof.get('model', '?')} "
+            f"({oof.get('folds', '?')} folds x {oof.get('epochs', '?')} epochs), one noise draw")
+
+
+def cleaning_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
+    """Rows for the claims judged on the cleaning benchmark, one per (claim, noise setting),
+    Holm-adjusted across all of them (the benchmark run's family of tests)."""
+    judged = [c for c in claims if c.get("cleaning")]
+    settings = [s for s in results.get("settings", []) if s in results]
+    tests = [(claim, setting, _precision_test(results[setting][claim["cleaning"]["detector"]], _noise(setting)[1]))
+             for claim in judged for setting in settings if claim["cleaning"]["detector"] in results[setting]]
+    family = {"name": f"the {len(tests)} tests of the cleaning benchmark", "size": len(tests)}
+    out: dict[str, list[dict]] = {}
+    for (claim, setting, t), p_adjusted in zip(tests, holm([t["p"] for _, _, t in tests])):
+        detector = claim["cleaning"]["detector"]
+        verdict_ = verdict(t["ci_low"], t["ci_high"], p_adjusted, None, claim["direction"])
+        rate = _noise(setting)[1]
+        gaps = [minimum_detectable_proportion_gap(rate, t["n"], alpha) for alpha in (ALPHA, ALPHA / len(tests))]
+        blind = verdict_ == INCONCLUSIVE and gaps[0] is not None
+        mde, mde_family = (100 * gaps[0], 100 * gaps[1]) if blind else (None, None)
+        setup = _cleaning_setup(results, setting, t["n"])
+        statement = _judged_statement(verdict_, setup, f"{detector} precision minus noise rate",
+                                      t["measured"] or 0.0, t["ci_low"], t["ci_high"], "points", None,
+                                      claim["direction"], t["p"], p_adjusted, (mde, mde_family) if blind else None,
+                                      family)
+        found = results[setting][detector]
+        detail = {k: round(found[k], 3) for k in ("precision", "recall", "f1") if k in found}
+        if "cleanlab" in results[setting]:
+            detail["cleanlab_f1"] = round(results[setting]["cleanlab"]["f1"], 3)
+        if detector == "gradient" and "gradient_norm" in results[setting]:
+            g = results[setting]["gradient_norm"]
+            detail["median_norm_flipped_vs_clean"] = [round(g["median_flipped"], 3), round(g["median_clean"], 3)]
+        out.setdefault(claim["id"], []).append(
+            row(claim, verdict_, statement, arm=setting, measured=t["measured"], ci_low=t["ci_low"],
+                ci_high=t["ci_high"], p=t["p"], p_adjusted=p_adjusted, mde=mde, setup=setup, mde_family=mde_family,
+                baseline="random flags", unit="points", direction=claim["direction"], family=family["name"],
+                detail=detail))
+    return out
+
+
+# ------------------------------------------------------------------ related measurements
+
+def cpu_bf16(spec: dict, benchmarks: dict[str, dict]) -> dict | None:
+    """bf16 autocast on a CPU with bf16 units, from the train_speed and time_to_accuracy
+    benchmarks' results (whichever were passed in)."""
+    measured, texts = {}, []
+    speed = benchmarks.get("train_speed")
+    if speed:
+        model = speed.get("models", {}).get(spec["model"], speed)
+        step = model.get("engine_choices", {}).get("bf16_speedup")
+        if step is not None:
+            measured["step_speedup"] = step
+            texts.append(f"bf16 autocast makes the {spec['model']} training step {step:.2f}x faster "
+                         f"({speed.get('generated_by', 'train_speed')})")
+    timing = benchmarks.get("time_to_accuracy")
+    recipes = (timing or {}).get("recipes", {})
+    control, treated = recipes.get(spec["control_recipe"]), recipes.get(spec["treated_recipe"])
+    if control and treated:
+        speedup = control["train_s"] / treated["train_s"]
+        measured.update(recipe_speedup=round(speedup, 3), recipe_train_s=[treated["train_s"], control["train_s"]],
+                        recipe_test_acc=[treated["acc"], control["acc"]])
+        texts.append(f"recipe {spec['treated_recipe']} trains {speedup:.2f}x faster than recipe "
+                     f"{spec['control_recipe']} (median {treated['train_s']:.0f} vs {control['train_s']:.0f} s, "
+                     f"test acc {treated['acc']:.4f} vs {control['acc']:.4f}, {len(control.get('seeds', []))} seeds; "
+                     f"{timing.get('generated_by', 'time_to_accuracy')})")
+    if not texts:
+        return None
+    return {"measured": measured, "text": "related, bf16 on a CPU (not fp16 on a GPU): " + "; ".join(texts)}
+
+
+RELATED = {"cpu_bf16": cpu_bf16}
+
+
+def with_related(entry: dict, claim: dict, benchmarks: dict[str, dict]) -> dict:
+    for name, spec in (claim.get("related") or {}).items():
+        found = RELATED[name](spec, benchmarks)
+        if found:
+            entry.setdefault("related", {})[name] = found["measured"]
+            entry["statement"] += f". {found['text']}"
+    return entry
+
+
+# ------------------------------------------------------------------ the table
+
+def claims_table(claims_doc: dict, comparisons: list, setups: dict[str, str], family: dict, spec_name: str,
+                 benchmarks: dict[str, dict] | None = None, params_path: str | Path = "params.yaml") -> list[dict]:
+    """Every claim of claims.yaml in order: its static row, one row per ablation arm and per
+    cleaning setting that tests it, or a not-tested row with the reason of claims.yaml.
+    `comparisons` are the ablation's, family-adjusted ({name, size} of that family in `family`);
+    `setups` maps arm -> setup text;
+    `benchmarks` maps a benchmark's name (cleaning, train_speed, ...) to its loaded results."""
+    benchmarks = benchmarks or {}
+    claims, defaults = claims_doc["claims"], claims_doc.get("defaults", {})
+    cleaning = cleaning_rows(claims, benchmarks["cleaning"]) if benchmarks.get("cleaning") else {}
+    table = []
+    for claim in claims:
+        rows = ([static_row(claim, params_path)] if claim.get("static") else [])
+        rows += ablation_rows(claim, comparisons, setups, family) + cleaning.get(claim["id"], [])
+        if claim.get("not_tested"):
+            rows.append(with_related(not_tested_row(claim, claim["not_tested"], spec=spec_name), claim, benchmarks))
+        elif not rows or (claim.get("direction") and not any(r["verdict"] != STATIC for r in rows)):
+            because = defaults["no_cleaning_results"] if claim.get("cleaning") else defaults["not_in_spec"]
+            rows.append(not_tested_row(claim, because, spec=spec_name))
+        table += rows
+    return table
+
+
+def verdict_counts(table: list[dict]) -> dict[str, int]:
+    return {v: n for v in (*VERDICTS, STATIC) if (n := sum(r["verdict"] == v for r in table))}
+
+
+# ------------------------------------------------------------------ markdown
+
+def _measured_cell(r: dict) -> str:
+    if r["verdict"] == STATIC or r["verdict"] == NOT_TESTED:
+        return r["statement"].removeprefix("not tested: ")
+    if r["measured"] is None:
+        return "-"
+    detail = ", ".join(f"{k} {v}" for k, v in (r.get("detail") or {}).items())
+    interval = f"{r['measured']:+.2f} {r['unit']} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+    return interval + (f" ({detail})" if detail else "")
+
+
+def _claimed_cell(r: dict) -> str:
+    if r["claimed"] is None:
+        return f"direction: {r['direction']}" if r.get("direction") and r["verdict"] != NOT_TESTED else "-"
+    if isinstance(r["claimed"], (int, float)):
+        return f"{r['claimed']:+.3g}" if r["verdict"] != STATIC else f"{r['claimed']:g}"
+    return ", ".join(f"{k} {v:g}" for k, v in r["claimed"].items())
+
+
+def _verdict_cell(r: dict) -> str:
+    if r["verdict"] == NOT_TESTED:
+        return "**not tested**"
+    return f"**{r['verdict']}**" + (f" at {r['setup']}" if r["verdict"] != STATIC else f" ({r['setup']})")
+
+
+def _arm_cell(r: dict) -> str:
+    return f"{r['arm']} vs {r['baseline']}" if r["arm"] else "-"
+
+
+def claims_markdown(claims_doc: dict, table: list[dict], header: list[str]) -> str:
+    articles = {c["id"]: c for c in claims_doc["claims"]}
+    counts = verdict_counts(table)
+    lines = ["# Claims of the article, verified", "", *header, "",
+             "| verdict | rows |", "|---|---|", *[f"| {v} | {n} |" for v, n in counts.items()], "",
+             "| claim | article | arm | verdict, at its setup | measured [95% CI] | claimed | p / Holm-adjusted p | "
+             "MDE (at alpha/m) |",
+             "|---|---|---|---|---|---|---|---|"]
+    previous = None
+    for r in table:
+        claim = articles[r["claim"]]
+        first = r["claim"] != previous
+        previous = r["claim"]
+        article = claim["claim"] + (f" *(tested as: {claim['tested_as']})*" if claim.get("tested_as") else "")
+        p = f"{fmt_p(r['p'])} / {fmt_p(r['p_adjusted'])}" if r["p"] is not None else "-"
+        mde = f"{r['mde']:.2f} ({r['mde_family']:.2f}) {r['unit']}" if r["mde"] is not None else "-"
+        lines.append(f"| {r['claim'] if first else ''} | {article if first else ''} | {_arm_cell(r)} | "
+                     f"{_verdict_cell(r)} | {_measured_cell(r)} | {_claimed_cell(r)} | {p} | {mde} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_claims(claims_doc: dict, table: list[dict], header: list[str], md_path: Path, json_path: Path) -> None:
+    write_json(json_path, table)
+    write_text(md_path, claims_markdown(claims_doc, table, header))

@@ -1,0 +1,307 @@
+"""Claim verdicts: the rule set, Holm's correction, the minimum detectable effect, and the
+claims table built from them (one row per arm, significance from the adjusted p-value)."""
+import ast
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+
+from skillpack import ablation as ab
+from skillpack import claims as cl
+from skillpack import verdicts as vd
+
+ROOT = Path(__file__).resolve().parent.parent
+SIGNIFICANT, NOT_SIGNIFICANT = 0.01, 0.30
+ROW_KEYS = {"claim", "arm", "verdict", "measured", "ci_low", "ci_high", "claimed", "p", "p_adjusted", "mde", "setup"}
+
+
+# ------------------------------------------------------------------ the rules, intervals built by hand
+
+# claimed c = +2 points, direction increase: intervals on every side of 0 and c
+INCREASE_CASES = [
+    ((1.0, 3.0), SIGNIFICANT, vd.REPRODUCED),          # excludes 0 on the claimed side, covers c
+    ((2.5, 4.0), SIGNIFICANT, vd.REPRODUCED),          # lies beyond c
+    ((0.5, 1.5), SIGNIFICANT, vd.SMALLER),             # excludes 0, falls short of c
+    ((-0.5, 1.5), NOT_SIGNIFICANT, vd.NOT_REPRODUCED),  # includes 0, falls short of c
+    ((-3.0, -1.0), SIGNIFICANT, vd.CONTRADICTED),      # excludes 0 on the opposite side
+    ((-1.0, 3.0), NOT_SIGNIFICANT, vd.INCONCLUSIVE),   # includes 0 and c
+    ((2.5, 4.0), NOT_SIGNIFICANT, vd.INCONCLUSIVE),    # clear of 0 and beyond c, but not after the correction
+    ((0.5, 1.5), NOT_SIGNIFICANT, vd.NOT_REPRODUCED),  # short of c, and 0 not excluded once corrected
+    ((-3.0, -1.0), NOT_SIGNIFICANT, vd.NOT_REPRODUCED),  # the opposite side needs the adjusted test too
+]
+
+
+@pytest.mark.parametrize("interval, p_adjusted, expected", INCREASE_CASES)
+def test_each_rule_for_a_claimed_increase(interval, p_adjusted, expected):
+    assert vd.verdict(*interval, p_adjusted, claimed=2.0, direction="increase") == expected
+
+
+@pytest.mark.parametrize("interval, p_adjusted, expected", INCREASE_CASES)
+def test_each_rule_for_a_claimed_decrease_is_the_mirror_image(interval, p_adjusted, expected):
+    low, high = interval
+    assert vd.verdict(-high, -low, p_adjusted, claimed=-2.0, direction="decrease") == expected
+
+
+@pytest.mark.parametrize("interval, p_adjusted, direction, expected", [
+    ((0.5, 1.5), SIGNIFICANT, "increase", vd.REPRODUCED),
+    ((-1.5, -0.5), SIGNIFICANT, "increase", vd.CONTRADICTED),
+    ((-1.0, 1.0), NOT_SIGNIFICANT, "increase", vd.INCONCLUSIVE),
+    ((0.5, 1.5), NOT_SIGNIFICANT, "increase", vd.INCONCLUSIVE),
+    ((-1.5, -0.5), SIGNIFICANT, "decrease", vd.REPRODUCED),
+    ((0.5, 1.5), SIGNIFICANT, "decrease", vd.CONTRADICTED),
+])
+def test_claims_without_a_value_use_the_direction_only(interval, p_adjusted, direction, expected):
+    assert vd.verdict(*interval, p_adjusted, claimed=None, direction=direction) == expected
+
+
+def test_the_rule_table_covers_every_case_with_the_six_verdicts():
+    zero_sides = (vd.CLAIMED_SIDE, vd.OPPOSITE_SIDE, vd.INCLUDES_ZERO)
+    claim_sides = (vd.COVERS_C, vd.SHORT_OF_C, vd.BEYOND_C, vd.NO_C)
+    assert set(vd.VERDICT_RULES) == set(itertools.product(zero_sides, claim_sides))
+    assert set(vd.VERDICT_RULES.values()) <= set(vd.VERDICTS)
+
+
+def test_no_reproduced_or_contradicted_without_a_significant_adjusted_p():
+    bounds = [-5.0, -2.0, -0.5, 0.5, 2.0, 5.0]
+    for (low, high), claimed, direction in itertools.product(
+            [(a, b) for a in bounds for b in bounds if a < b], [None, 1.0, 3.0], ["increase", "decrease"]):
+        c = None if claimed is None else claimed * vd.direction_sign(direction)
+        for p_adjusted in (0.05, 0.2, 1.0):
+            assert vd.verdict(low, high, p_adjusted, c, direction) not in (
+                vd.REPRODUCED, vd.CONTRADICTED, vd.SMALLER), (low, high, c, direction, p_adjusted)
+
+
+def test_an_unknown_direction_is_an_error():
+    with pytest.raises(ValueError, match="increase or decrease"):
+        vd.verdict(0.5, 1.5, SIGNIFICANT, direction="up")
+
+
+# ------------------------------------------------------------------ Holm
+
+def test_holm_matches_the_textbook_example():
+    # by hand: sorted 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> max(0.06, 0.04)
+    assert vd.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_holm_caps_at_one_and_keeps_order_of_ties():
+    assert vd.holm([0.5, 0.6, 0.001]) == pytest.approx([1.0, 1.0, 0.003])
+    assert vd.holm([0.02, 0.02]) == pytest.approx([0.04, 0.04])
+    assert vd.holm([]) == []
+
+
+def test_adjust_for_family_bases_the_effect_on_the_adjusted_p():
+    comps = [_comparison(f"arm{i}", delta=0.02, p=p) for i, p in enumerate([0.001, 0.02, 0.04])]
+    ab.adjust_for_family(comps)
+    assert [c.p_adjusted for c in comps] == pytest.approx([0.003, 0.04, 0.04])
+    assert [c.effect for c in comps] == ["improves", "improves", "improves"]
+    comps = [_comparison(f"arm{i}", delta=0.02, p=0.03) for i in range(3)]  # each significant alone
+    ab.adjust_for_family(comps)
+    assert {c.effect for c in comps} == {"no detectable effect"}
+
+
+# ------------------------------------------------------------------ minimum detectable effect
+
+def test_mde_matches_a_computation_by_hand():
+    # differences 1, 2, 3 points: sd 1, n 3; t(0.975, 2) = 4.3027 and t(0.80, 2) = 1.0607 (t tables)
+    expected = (4.3027 + 1.0607) * 1.0 / math.sqrt(3)
+    assert vd.minimum_detectable_effect([1.0, 2.0, 3.0]) == pytest.approx(expected, rel=1e-3)
+    assert vd.minimum_detectable_effect([1.0]) is None
+    # a stricter alpha is blinder
+    assert vd.minimum_detectable_effect([1.0, 2.0, 3.0], alpha=0.05 / 20) > 2 * expected
+
+
+def test_proportion_mde_matches_a_computation_by_hand():
+    # (z 0.975 + z 0.80) * sqrt(0.2 * 0.8 / 400) = (1.95996 + 0.84162) * 0.02
+    assert vd.minimum_detectable_proportion_gap(0.2, 400) == pytest.approx(2.80158 * 0.02, rel=1e-4)
+
+
+# ------------------------------------------------------------------ claims table
+
+def _comparison(name, delta, p, low=None, high=None, claims=(), metric="test_accuracy", baseline="baseline"):
+    low = delta - 0.01 if low is None else low
+    high = delta + 0.01 if high is None else high
+    return ab.Comparison(name, list(claims), "standard", baseline, 3, 0.9, 0.01, 0.9 - delta, delta, low, high, p,
+                         0.0, None, metric=metric, differences=[delta - 0.01, delta, delta + 0.01],
+                         mde=vd.minimum_detectable_effect([delta - 0.01, delta, delta + 0.01]))
+
+
+TWO_ARM_CLAIM = {"id": "loss.longtail", "claim": "focal +3.5, center +1.8", "direction": "increase",
+                 "figure": {"ce": 62.3, "focal": 65.8, "ce_center": 64.1},
+                 "claimed": {"focal_longtail": ["ce", "focal"], "center_longtail": ["ce", "ce_center"]}}
+FAMILY = {"name": "the 2 tests of ablation test", "size": 2}
+SETUPS = {"focal_longtail": "5k images × 8 epochs, 3 seeds, sp_cnn_m",
+          "center_longtail": "5k images × 8 epochs, 3 seeds, sp_cnn_m"}
+
+
+def test_a_claim_with_several_arms_gets_one_row_per_arm():
+    comps = [_comparison("focal_longtail", 0.0467, 0.006, 0.0314, 0.0621, claims=["loss.longtail"]),
+             _comparison("center_longtail", -0.0422, 0.005, -0.0555, -0.0289, claims=["loss.longtail"])]
+    ab.adjust_for_family(comps)
+    rows = cl.ablation_rows(TWO_ARM_CLAIM, comps, SETUPS, FAMILY)
+    assert [r["arm"] for r in rows] == ["focal_longtail", "center_longtail"]
+    assert [r["claimed"] for r in rows] == pytest.approx([3.5, 1.8])
+    assert [r["verdict"] for r in rows] == [vd.REPRODUCED, vd.CONTRADICTED]  # not the worst of the two for both
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+        assert r["setup"] in r["statement"] and "3 seeds" in r["statement"]
+
+
+def test_rows_report_raw_and_adjusted_p_and_mde_only_when_inconclusive():
+    comps = [_comparison("focal_longtail", 0.02, 0.04, -0.01, 0.05, claims=["loss.longtail"]),
+             _comparison("center_longtail", 0.02, 0.001, 0.01, 0.03, claims=["loss.longtail"])]
+    ab.adjust_for_family(comps)
+    inconclusive, reproduced = cl.ablation_rows(TWO_ARM_CLAIM, comps, SETUPS, FAMILY)
+    assert (inconclusive["p"], inconclusive["p_adjusted"]) == pytest.approx((0.04, 0.04))
+    assert inconclusive["verdict"] == vd.INCONCLUSIVE
+    assert inconclusive["mde"] == pytest.approx(100 * vd.minimum_detectable_effect([0.01, 0.02, 0.03]))
+    assert reproduced["verdict"] == vd.REPRODUCED and reproduced["mde"] is None
+    assert reproduced["p_adjusted"] == pytest.approx(0.002)
+
+
+def test_a_significant_raw_p_that_does_not_survive_holm_is_not_reproduced():
+    # alone, p = 0.03 and an interval clear of 0 would be "reproduced"; in a family of 5 it is not
+    comps = [_comparison("focal_longtail", 0.04, 0.03, 0.03, 0.05, claims=["loss.longtail"])]
+    comps += [_comparison(f"other{i}", 0.0, 0.5) for i in range(4)]
+    ab.adjust_for_family(comps)
+    (r,) = cl.ablation_rows(TWO_ARM_CLAIM, comps, {**SETUPS}, FAMILY)
+    assert r["p"] < 0.05 <= r["p_adjusted"]
+    assert r["verdict"] == vd.INCONCLUSIVE
+
+
+@pytest.mark.parametrize("claim, arm, expected", [
+    ({"id": "a", "direction": "increase", "figure": {"d": [8, 15]}, "claimed": "d"}, "x", 8.0),
+    ({"id": "a", "direction": "decrease", "figure": {"d": [-15, -8]}, "claimed": "d"}, "x", -8.0),
+    ({"id": "a", "direction": "decrease", "figure": {"d": -37}, "claimed": "d"}, "x", -37.0),
+    ({"id": "a", "direction": "increase", "figure": {"ce": 62.3, "focal": 65.8}, "claimed": ["ce", "focal"]}, "x", 3.5),
+    ({"id": "a", "direction": "increase", "figure": {"s": 1.8}, "claimed": {"chain_s": "s"}}, "chain_full", None),
+    ({"id": "a", "direction": "increase"}, "x", None),
+])
+def test_claimed_values_come_from_the_figures(claim, arm, expected):
+    value = cl.claimed_value(claim, arm)
+    assert value == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_a_claimed_value_against_the_claimed_direction_is_an_error():
+    with pytest.raises(ValueError, match="disagrees with direction"):
+        cl.claimed_value({"id": "a", "direction": "increase", "figure": {"d": -1.2}, "claimed": "d"}, "x")
+
+
+def test_every_claim_of_claims_yaml_can_be_judged_or_says_why_not():
+    doc = cl.load_claims(ROOT / "claims.yaml")
+    for key in ("not_in_spec", "no_cleaning_results"):
+        assert {"reason", "would_take"} <= set(doc["defaults"][key])
+    for claim in doc["claims"]:
+        if claim.get("not_tested"):
+            assert claim["not_tested"]["reason"] and claim["not_tested"]["would_take"], claim["id"]
+        elif claim.get("static"):
+            assert claim["static"]["check"] in cl.STATIC_CHECKS, claim["id"]
+        else:
+            assert vd.direction_sign(claim["direction"]), claim["id"]
+            for arm in (claim.get("claimed") or {}) if isinstance(claim.get("claimed"), dict) else [None]:
+                cl.claimed_value(claim, arm)  # parses, with the claimed direction's sign
+
+
+def test_the_default_spec_names_only_known_claims():
+    from skillpack.ablation_report import check_claim_ids
+
+    check_claim_ids(ab.load_spec(ROOT / "ablations" / "default.yaml"), cl.load_claims(ROOT / "claims.yaml"))
+    with pytest.raises(ValueError, match="does not have: ablation.cumulative, aug.cutmix"):
+        check_claim_ids(ab.load_spec(ROOT / "ablations" / "default.yaml"), {"claims": [{"id": "no.such"}]})
+
+
+# ------------------------------------------------------------------ cleaning and related measurements
+
+def test_cleaning_rows_test_precision_against_the_noise_rate():
+    claims = [{"id": "clean.x", "direction": "increase", "cleaning": {"detector": "det"}}]
+    results = {"settings": ["symmetric_0.2", "pair_0.2"],
+               "symmetric_0.2": {"det": {"precision": 0.6, "recall": 0.5, "f1": 0.55, "flagged": 2000}},
+               "pair_0.2": {"det": {"precision": 0.2, "recall": 0.1, "f1": 0.13, "flagged": 500}}}
+    better, at_chance = cl.cleaning_rows(claims, results)["clean.x"]
+    assert better["verdict"] == vd.REPRODUCED and better["measured"] == pytest.approx(40.0)
+    assert at_chance["verdict"] == vd.INCONCLUSIVE and at_chance["measured"] == pytest.approx(0.0)
+    assert at_chance["mde"] == pytest.approx(100 * vd.minimum_detectable_proportion_gap(0.2, 500))
+    assert better["p_adjusted"] == pytest.approx(min(1.0, 2 * better["p"]))  # Holm over the benchmark's 2 tests
+    assert "the 2 tests of the cleaning benchmark" in better["statement"]
+    assert "500 flagged" in at_chance["setup"]
+
+
+def test_the_amp_row_is_rendered_from_the_benchmark_results_passed_in():
+    claim = {"id": "eng.amp", "not_tested": {"reason": "needs CUDA", "would_take": "a GPU"},
+             "related": {"cpu_bf16": {"model": "m", "control_recipe": "default", "treated_recipe": "bf16"}}}
+    benchmarks = {"train_speed": {"models": {"m": {"engine_choices": {"bf16_speedup": 3.25}}}},
+                  "time_to_accuracy": {"recipes": {"default": {"acc": 0.91, "train_s": 300.0, "seeds": [0, 1]},
+                                                   "bf16": {"acc": 0.905, "train_s": 200.0, "seeds": [0, 1]}}}}
+    r = cl.with_related(cl.not_tested_row(claim, claim["not_tested"]), claim, benchmarks)
+    assert r["verdict"] == vd.NOT_TESTED and r["not_tested"] == {"reason": "needs CUDA", "would_take": "a GPU"}
+    assert "3.25x" in r["statement"] and "1.50x" in r["statement"] and "200 vs 300 s" in r["statement"]
+    assert r["related"]["cpu_bf16"]["recipe_speedup"] == pytest.approx(1.5)
+    bare = cl.with_related(cl.not_tested_row(claim, claim["not_tested"]), claim, {})
+    assert "related" not in bare and "x faster" not in bare["statement"]
+
+
+# ------------------------------------------------------------------ the whole report, from synthetic runs
+
+def _synthetic_runs(spec):
+    """Every (arm, seed) of the spec: accuracy = 0.85 + an arm offset + a seed wobble."""
+    runs = []
+    for i, arm in enumerate(spec.arms + spec.cumulative):
+        for seed in spec.seeds:
+            runs.append({"arm": arm.name, "seed": seed, "regime": arm.regime, "claims": arm.claims,
+                         "test_accuracy": 0.85 + 0.004 * (i % 5) + 0.001 * seed * (i % 3),
+                         "train_seconds": 30.0 + i, "intra_class_distance": 0.35 + 0.01 * seed * (i % 2),
+                         "n_train": 8000})
+    return runs
+
+
+def test_the_claims_table_from_stored_runs_has_the_schema(tmp_path, monkeypatch):
+    from skillpack.ablation_report import write_ablation_reports
+
+    monkeypatch.chdir(ROOT)  # params.yaml and claims.yaml
+    spec = ab.load_spec("ablations/default.yaml")
+    doc = cl.load_claims()
+    # the static checks build timm models: left out here (test_ablation checks them)
+    doc["claims"] = [{k: v for k, v in c.items() if k != "static"} for c in doc["claims"]]
+    out = write_ablation_reports(spec, _synthetic_runs(spec), tmp_path, command="python -m flows.ablation x",
+                                 claims_doc=doc)
+    table = out["claims"]
+    assert {r["claim"] for r in table} == {c["id"] for c in doc["claims"]}
+    for r in table:
+        assert ROW_KEYS <= set(r)
+        assert r["verdict"] in vd.VERDICTS
+        if r["verdict"] in (vd.REPRODUCED, vd.CONTRADICTED, vd.SMALLER):
+            assert r["p_adjusted"] < vd.ALPHA
+        if r["verdict"] == vd.INCONCLUSIVE:
+            assert r["mde"] is not None
+        if r["arm"]:
+            assert "3 seeds" in r["setup"] and "sp_cnn" in r["setup"] and "epochs" in r["setup"]
+    # one row per arm that tests a claim
+    by_claim = {}
+    for r in table:
+        by_claim.setdefault(r["claim"], []).append(r["arm"])
+    assert by_claim["aug.params"] == ["aug_basic_small_data", "aug_flip_crop", "mixup", "autoaugment"]
+    assert by_claim["loss.longtail"] == ["focal_longtail", "center_longtail"]
+    assert {"clean.dbscan"} <= {r["claim"] for r in table if r["verdict"] == vd.NOT_TESTED}  # no results passed
+    for name in ("ablation.md", "ablation.json", "claims.md", "claims.json", "ablation_deltas.png",
+                 "ablation_waterfall.png"):
+        assert (tmp_path / name).is_file(), name
+
+
+def test_rendering_without_a_run_of_every_arm_says_so(tmp_path, monkeypatch):
+    from skillpack.ablation_report import write_ablation_reports
+
+    monkeypatch.chdir(ROOT)
+    spec = ab.load_spec("ablations/default.yaml")
+    runs = [r for r in _synthetic_runs(spec) if r["arm"] != "cutmix"]
+    with pytest.raises(ValueError, match="cutmix/seed0"):
+        write_ablation_reports(spec, runs, tmp_path, command="x")
+
+
+def test_skillpack_imports_neither_flows_nor_benchmarks_nor_reads_their_results():
+    for path in (ROOT / "skillpack").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("flows", "benchmarks") for n in names), path
+        assert "benchmarks/results" not in path.read_text(), path
