@@ -1,8 +1,6 @@
 """Shared by the benchmarks: machine figures and the results file."""
 from __future__ import annotations
 
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -27,9 +25,9 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    from skillpack.machine import describe
+
+    return describe()
 
 
 def save(name: str, figures: dict) -> Path:

@@ -23,7 +23,7 @@ from skillpack import tracking
 from skillpack.config import flatten
 
 from skillpack.paths import ABLATION_RESULTS as RESULTS
-from skillpack.paths import PREPARED, REPORTS
+from skillpack.paths import COMPRESS_METRICS, PREPARED, REPORTS
 
 VAL_IMAGES = 1000
 
@@ -147,8 +147,11 @@ def load_benchmark_results(folder: Path = BENCHMARK_RESULTS) -> dict[str, dict]:
     """The benchmark results the claims report reads, by benchmark name, where measured."""
     import json
 
-    return {name: json.loads((folder / f"{name}.json").read_text()) for name in CLAIM_BENCHMARKS
-            if (folder / f"{name}.json").is_file()}
+    found = {name: json.loads((folder / f"{name}.json").read_text()) for name in CLAIM_BENCHMARKS
+             if (folder / f"{name}.json").is_file()}
+    if COMPRESS_METRICS.is_file():  # the compress stage's paired comparisons (claims light.*)
+        found["compression"] = json.loads(COMPRESS_METRICS.read_text())
+    return found
 
 
 def render_reports(spec_path: str = "ablations/default.yaml", quick: bool = False) -> dict:

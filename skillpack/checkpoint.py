@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from skillpack.compress import fit_shapes
 from skillpack.config import HeadParams
 from skillpack.models import ImageClassifier, build_classifier
 from skillpack.io import atomic_path
@@ -44,6 +45,7 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
     state = torch.load(path, map_location=map_location, weights_only=True)
     model = build_classifier(state["model_name"], len(state["classes"]), tuple(state["image_shape"]),
                              HeadParams(**state["head"]))
+    fit_shapes(model, state["state_dict"])  # a pruned model has fewer channels than its architecture's default
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model, state

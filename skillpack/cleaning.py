@@ -354,3 +354,21 @@ def read_cleaned(root: str | Path, data_hash: str) -> tuple[np.ndarray, np.ndarr
         raise ValueError(f"{root}/summary.json: made from data {summary.get('data_hash')}, but the prepared "
                          f"store is {data_hash}; run `dvc repro clean`")
     return np.load(root / "train_index.npy"), np.load(root / "train_labels.npy"), summary
+
+
+def cleaned_train_split(images: np.ndarray, labels: np.ndarray, root: str | Path, data_hash: str):
+    """The train split as the clean stage left it: (images, labels, summary) of the kept rows
+    with their labels after the policy; the split unchanged (and an empty summary) when there
+    is no cleaned view. summary["view_hash"] names the view (a new one restarts training)."""
+    from skillpack.io import file_sha256
+
+    root = Path(root)
+    if not (root / "summary.json").is_file():
+        print(f"[train] no {root}: training on the prepared train split as is")
+        return images, labels, {}
+    index, new_labels, summary = read_cleaned(root, data_hash)
+    summary["view_hash"] = file_sha256(root / "actions.csv")[:16]
+    if summary["policy"] != "flag":
+        print(f"[train] clean.policy={summary['policy']}: {summary['keep']} kept as given, "
+              f"{summary['relabel']} relabeled, {summary['drop']} dropped (of {summary['input']})")
+    return images[index], new_labels, summary

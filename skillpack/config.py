@@ -6,6 +6,7 @@ name the field), and `apply_overrides()` takes dotted `key=value` strings such a
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -261,6 +262,36 @@ class EvaluateParams(_Strict):
     explain: ExplainParams = ExplainParams()
 
 
+class QuantizeParams(_Strict):
+    """int8 post-training quantization: ONNX Runtime static QDQ (docs/benchmarks.md says why)."""
+    calibration_images: int = Field(512, ge=1)   # drawn from the training set, seeded
+    calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+
+
+class CompressParams(_Strict):
+    """The compress stage: channel pruning + fine-tuning, a distilled student, int8."""
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)  # intervals over these
+    prune_ratio: float = Field(0.2, ge=0, lt=1)  # share of channels removed (0.2 keeps 80%)
+    prune_importance: Literal["l2", "l1", "bn_scale", "random"] = "l2"
+    finetune_epochs: int = Field(2, ge=1)        # after pruning; the unpruned control gets the same
+    finetune_lr: float = Field(0.01, gt=0)
+    student: ModelName = "sp_dwcnn_m"
+    student_epochs: int = Field(5, ge=1)
+    distill_temperature: float = Field(4.0, gt=0)
+    distill_weight: float = Field(0.7, ge=0, le=1)
+    quantize: QuantizeParams = QuantizeParams()
+
+
+class ExportParams(_Strict):
+    opset: int = Field(18, ge=13)
+    latency_batches: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
+    latency_seconds: float = Field(2.0, gt=0)    # per (variant, runtime, batch): repeats fill this time
+    aoti_cpu: bool = True                        # also build the AOTInductor package for the CPU
+    tensorrt_workspace_mb: int = Field(1024, ge=64)
+    registered_alias: str = "candidate-onnx"     # alias of the ONNX version in the model registry
+
+
 class MlflowParams(_Strict):
     experiment: str = "skillpack"
     registered_model: str = "skillpack-classifier"
@@ -274,6 +305,8 @@ class Params(_Strict):
     clean: CleanParams = CleanParams()
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
+    compress: CompressParams = CompressParams()
+    export: ExportParams = ExportParams()
     mlflow: MlflowParams = MlflowParams()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -281,6 +314,16 @@ class Params(_Strict):
     def flat(self) -> dict[str, object]:
         """Dotted keys -> values, the way MLflow and `dvc params diff` show them."""
         return dict(_flatten(self.model_dump(by_alias=True)))
+
+
+def with_overrides(section: BaseModel, overrides: dict) -> BaseModel:
+    """A validated copy of a params section with dotted overrides ({"optimizer.lr": 0.01})."""
+    raw = section.model_dump(by_alias=True)
+    apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in overrides.items()])
+    try:
+        return type(section).model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(f"{type(section).__name__} with {overrides}: {_problems(err)}") from None
 
 
 def flatten(section: BaseModel, prefix: str) -> dict[str, object]:

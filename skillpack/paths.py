@@ -36,5 +36,13 @@ CURVES_PNG = Path("reports/curves.png")
 PREDICTIONS = Path("reports/predictions.csv")
 EXPLAIN = Path("reports/explain")
 
+COMPRESSED = Path("models/compressed")             # pruned.pt, pruned_distilled.pt, student.pt (first seed)
+COMPRESS_METRICS = Path("reports/compress.json")   # per variant and seed: accuracy, size; the paired comparisons
+
+EXPORTED = Path("models/export")                   # model.onnx, model.int8.onnx, model_<device>.pt2, TensorRT engines
+COMPRESSION_TABLE = Path("reports/compression.json")  # the accuracy-latency table, one row per variant and runtime
+COMPRESSION_REPORT = Path("reports/compression.md")
+MODEL_CARD = Path("reports/model_card.md")
+
 REPORTS = Path("reports")
 ABLATION_RESULTS = Path("ablations/results")

@@ -57,13 +57,17 @@ class TrainedModel:
 
 def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch | None = None,
                 checkpoint: str | Path | None = None, fingerprint: str = "", teacher: nn.Module | None = None,
-                progress: bool = False) -> TrainedModel:
-    """A fresh model of `cfg`, seeded by `seed`, fitted on `data`. With `checkpoint`, every
+                progress: bool = False, init: ImageClassifier | None = None) -> TrainedModel:
+    """A fresh model of `cfg`, seeded by `seed`, fitted on `data`; or, with `init`, a copy of
+    that model trained further (fine-tuning, e.g. after pruning). With `checkpoint`, every
     epoch is saved atomically and a later call with the same cfg, seed and `fingerprint` (name
     the data with it) resumes where the last one stopped."""
+    import copy
+
     x_train, y_train = data.train
     seed_everything(seed)
-    model = build_classifier(cfg.model, data.num_classes, data.image_shape, cfg.head, *channel_stats(x_train))
+    model = copy.deepcopy(init) if init is not None else \
+        build_classifier(cfg.model, data.num_classes, data.image_shape, cfg.head, *channel_stats(x_train))
     trainer = Trainer(model, cfg, seed, checkpoint=checkpoint, data_hash=fingerprint, on_epoch_end=on_epoch,
                       progress=progress, teacher=teacher)
     fit = trainer.fit(x_train, y_train, *data.val)

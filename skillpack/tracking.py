@@ -77,14 +77,14 @@ def log_artifact(path: str | Path, folder: str | None = None) -> None:
     mlflow.log_artifact(str(path), artifact_path=folder)
 
 
-def registered_version_with_weights(registered_name: str, weights_sha256: str) -> str | None:
-    """The version of `registered_name` whose weights have this hash, if one was registered."""
+def registered_version_with_weights(registered_name: str, weights_sha256: str,
+                                    tag: str = "weights_sha256") -> str | None:
+    """The version of `registered_name` whose weights (or file: `tag`) have this hash, if one was registered."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
-        found = MlflowClient().search_model_versions(
-            f"name='{registered_name}' and tags.weights_sha256='{weights_sha256}'")
+        found = MlflowClient().search_model_versions(f"name='{registered_name}' and tags.{tag}='{weights_sha256}'")
     except MlflowException:  # no such registered model yet
         return None
     return str(max(int(v.version) for v in found)) if found else None
@@ -113,6 +113,29 @@ def log_and_register_model(model, example, registered_name: str, alias: str, wei
     client.set_model_version_tag(registered_name, version, "weights_sha256", weights_sha256)
     client.set_registered_model_alias(registered_name, alias, version)
     return version, True
+
+
+def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256: str, description: str = "",
+                        tags: dict | None = None) -> tuple[str, bool]:
+    """Log an ONNX file in the active run and register it as a version of `registered_name`
+    with the alias, the description (the model card) and tags (its metrics): (version, True).
+    A file already registered gets the alias again, no new version: (that version, False)."""
+    import mlflow.onnx
+    import onnx
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    version = registered_version_with_weights(registered_name, file_sha256, tag="onnx_sha256")
+    new = version is None
+    if new:
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="onnx_model",
+                                     registered_model_name=registered_name)
+        version = str(info.registered_model_version)
+        for key, value in {"onnx_sha256": file_sha256, "format": "onnx", **(tags or {})}.items():
+            client.set_model_version_tag(registered_name, version, key, str(value))
+        client.update_model_version(registered_name, version, description=description)
+    client.set_registered_model_alias(registered_name, alias, version)
+    return version, new
 
 
 def runs_frame(experiment: str = "skillpack"):

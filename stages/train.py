@@ -20,28 +20,12 @@ def write_train_log(path, history) -> None:
     write_text(path, buf.getvalue())
 
 
-def apply_cleaned_view(train_x, train_y, data_hash: str):
-    """The train split as the clean stage left it (kept rows, their labels after the policy)."""
-    from skillpack import paths
-    from skillpack.cleaning import read_cleaned
-    from skillpack.io import file_sha256
-
-    if not (paths.CLEANED / "summary.json").is_file():
-        print(f"[train] no {paths.CLEANED}: training on the prepared train split as is")
-        return train_x, train_y, {}
-    index, labels, summary = read_cleaned(paths.CLEANED, data_hash)
-    summary["view_hash"] = file_sha256(paths.CLEANED / "actions.csv")[:16]
-    if summary["policy"] != "flag":
-        print(f"[train] clean.policy={summary['policy']}: {summary['keep']} kept as given, "
-              f"{summary['relabel']} relabeled, {summary['drop']} dropped (of {summary['input']})")
-    return train_x[index], labels, summary
-
-
 def main() -> int:
     import torch
 
     from skillpack import paths, tracking
     from skillpack.checkpoint import load_teacher, save_classifier, weights_sha256
+    from skillpack.cleaning import cleaned_train_split
     from skillpack.config import flatten
     from skillpack.data import PreparedStore
     from skillpack.io import write_json
@@ -53,7 +37,7 @@ def main() -> int:
     store = PreparedStore(paths.PREPARED)
     (train_x, train_y), val = store.arrays("train"), store.arrays("val")
     data_hash = store.data_hash()
-    train_x, train_y, cleaned = apply_cleaned_view(train_x, train_y, data_hash)
+    train_x, train_y, cleaned = cleaned_train_split(train_x, train_y, paths.CLEANED, data_hash)
     data = RunData((train_x, train_y), val, len(store.classes))
     teacher = load_teacher(cfg.loss.distill.teacher) if cfg.loss.distill.teacher else None
     fingerprint = f"{data_hash}:{cleaned.get('view_hash', 'uncleaned')}"  # a new cleaned view restarts training

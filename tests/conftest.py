@@ -22,6 +22,9 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 TINY_OVERRIDES = {
     "data.max_train": 2000, "data.max_test": 1000, "train.epochs": 2, "train.batch_size": 128,
     "train.schedule.warmup_epochs": 0, "clean.oof.folds": 2, "clean.oof.epochs": 1,
+    "compress.seeds": [0, 1], "compress.finetune_epochs": 1, "compress.student": "sp_dwcnn_s",
+    "compress.student_epochs": 1, "compress.quantize.calibration_images": 128,
+    "export.latency_batches": [1, 8], "export.latency_seconds": 0.05, "export.aoti_cpu": False,
 }
 
 

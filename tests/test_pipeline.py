@@ -1,12 +1,15 @@
 """End to end: `dvc repro` in a temporary git repo on a small real subset, then MLflow's DB."""
 import json
+import re
 import sys
+
+import numpy as np
 
 from mlflow import MlflowClient
 
 from conftest import TINY_OVERRIDES, make_project_repo, project_env, run
 
-STAGES = {"prepare", "validate", "oof", "clean", "train", "evaluate"}
+STAGES = {"prepare", "validate", "oof", "clean", "train", "evaluate", "compress", "export"}
 
 
 def test_repro_produces_metrics_plots_and_a_registered_model(tiny_repo):
@@ -136,3 +139,51 @@ def test_leaky_imagefolder_stops_dvc_repro_at_validate(tmp_path):
     counts = report["counts"]
     assert counts["found"] == counts["prepared"] + counts["quarantined"] + counts["subset_excluded"]
     assert counts["quarantined"] == 2
+
+
+def test_compress_and_export_make_checked_deployable_models(tiny_repo):
+    compressed = json.loads((tiny_repo / "reports" / "compress.json").read_text())
+    variants = compressed["variants"]
+    assert variants["pruned"]["params"] < variants["baseline"]["params"]
+    assert variants["student"]["model"] == "sp_dwcnn_s"
+    assert set(compressed["comparisons"]) == {"pruned", "pruned_distilled", "student_distilled"}
+    for c in compressed["comparisons"].values():
+        assert len(c["differences_points"]) == len(TINY_OVERRIDES["compress.seeds"])
+    table = json.loads((tiny_repo / "reports" / "compression.json").read_text())
+    by_runtime = {c["runtime"]: c for c in table["parity"]}
+    assert by_runtime["onnx fp32"]["max_abs_diff"] < 1e-4 and by_runtime["onnx fp32"]["top1_agreement"] == 1.0
+    assert by_runtime["onnx int8"]["top1_agreement"] >= 0.9
+    assert table["skipped"]["tensorrt fp16"].startswith("skipped: ")
+    rows = {(r["variant"], r["runtime"]) for r in table["rows"]}
+    assert {("baseline", "eager torch"), ("pruned", "eager torch"), ("student_distilled", "eager torch"),
+            ("baseline", "onnx fp32"), ("baseline", "onnx int8")} <= rows
+    for r in table["rows"]:
+        assert set(r["latency"]) == {"1", "8"} and all(c["p50_ms"] <= c["p95_ms"] for c in r["latency"].values())
+    report = (tiny_repo / "reports" / "compression.md").read_text()
+    assert "| pruned | eager torch |" in report and "tensorrt fp16" in report
+    card = (tiny_repo / "reports" / "model_card.md").read_text()
+    assert "uint8" in card and "Trouser" in card
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(tiny_repo / "models" / "export" / "model.onnx"))
+    pixels = np.load(tiny_repo / "data" / "prepared" / "test_images.npy")[:4]
+    assert session.run(None, {"pixels": pixels})[0].shape == (4, 10)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("skillpack-classifier", "candidate-onnx")
+    assert version.tags["format"] == "onnx" and "uint8" in version.description
+
+
+def test_changing_the_prune_ratio_reruns_only_compress_and_export(tiny_repo):
+    params = tiny_repo / "params.yaml"
+    original = params.read_text()
+    run([sys.executable, "-m", "dvc", "repro"], tiny_repo, env=project_env(tiny_repo))  # settle earlier tests' edits
+    try:
+        params.write_text(original.replace("prune_ratio: 0.2", "prune_ratio: 0.3"))
+        proc = run([sys.executable, "-m", "dvc", "repro"], tiny_repo, env=project_env(tiny_repo))
+        ran = set(re.findall(r"Running stage '([a-z_]+)'", proc.stdout))
+        assert ran == {"check_params", "compress", "export"}, proc.stdout[-2000:]
+        compressed = json.loads((tiny_repo / "reports" / "compress.json").read_text())
+        assert compressed["prune_ratio"] == 0.3
+    finally:
+        params.write_text(original)
+        run([sys.executable, "-m", "dvc", "repro"], tiny_repo, env=project_env(tiny_repo))

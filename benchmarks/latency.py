@@ -1,0 +1,147 @@
+"""Inference latency of the trained model in every runtime this machine has, in one run.
+
+    python -m benchmarks.latency                                   # CPU: eager, ONNX fp32, ONNX int8, AOTInductor
+    python -m benchmarks.latency --batches 1 64 1024 --seconds 3   # on a CUDA machine: + eager GPU, AOTInductor fp16, TensorRT
+
+Reads models/model.pt and the prepared test set (`dvc repro train`; on a machine without the
+pipeline, pass --model and --data), exports to a temporary folder with the functions of the
+export stage, checks every runtime against eager PyTorch on --parity-images test images, and
+times each at each batch (median and 95th percentile per call). reports/compress.json, when
+present, gives the pruning and distillation figures. Writes benchmarks/results/latency.json
+and prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import save
+from skillpack import export, paths
+from skillpack.checkpoint import load_classifier
+from skillpack.compress import calibration_images, quantize_onnx_int8
+from skillpack.metrics import accuracy
+
+
+def build_runtimes(model, shape, folder: Path, train_images, cuda: bool, aoti_cpu: bool) -> tuple[dict, dict, dict]:
+    """{runtime: runner}, {runtime: build seconds}, {runtime: skip reason}."""
+    runners, build_s, skipped = {"eager cpu": export.eager_runner(model)}, {}, {}
+    t0 = time.perf_counter()
+    onnx_file = export.export_onnx(model, folder / "model.onnx", shape)
+    build_s["onnx fp32"] = time.perf_counter() - t0
+    runners["onnx fp32"] = export.onnx_runner(export.onnx_session(onnx_file, torch.get_num_threads()))
+    t0 = time.perf_counter()
+    int8 = quantize_onnx_int8(onnx_file, folder / "model.int8.onnx", calibration_images(train_images, 512, 0))
+    build_s["onnx int8"] = time.perf_counter() - t0
+    runners["onnx int8"] = export.onnx_runner(export.onnx_session(int8, torch.get_num_threads()))
+    if aoti_cpu:
+        t0 = time.perf_counter()
+        runners["aoti cpu"] = export.aoti_runner(export.build_aoti(model, folder / "cpu.pt2", shape, "cpu"))
+        build_s["aoti cpu"] = time.perf_counter() - t0
+    if cuda:
+        gpu_model = export.raw_pixels(model, torch.float32, "cuda")
+        runners["eager gpu"] = lambda x: gpu_model(torch.from_numpy(x).cuda()).cpu().numpy()
+        t0 = time.perf_counter()
+        package = export.build_aoti(model, folder / "cuda_fp16.pt2", shape, "cuda", torch.float16)
+        build_s["aoti gpu fp16"] = time.perf_counter() - t0
+        runners["aoti gpu fp16"] = export.aoti_runner(package, "cuda")
+    reason = export.tensorrt_unavailable()
+    for precision in ("fp16", "int8"):
+        if reason:
+            skipped[f"tensorrt {precision}"] = f"skipped: {reason}"
+            continue
+        t0 = time.perf_counter()
+        engine = export.build_tensorrt_engine(onnx_file, folder / f"{precision}.engine", shape, precision,
+                                              calibration_images(train_images, 512, 0),
+                                              timing_cache=folder / "timing.cache")
+        build_s[f"tensorrt {precision}"] = time.perf_counter() - t0
+        runners[f"tensorrt {precision}"] = export.tensorrt_runner(engine)
+    return runners, build_s, skipped
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(paths.MODEL_FILE))
+    parser.add_argument("--data", default=str(paths.PREPARED))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 64])
+    parser.add_argument("--seconds", type=float, default=2.0, help="timing per (runtime, batch)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--parity-images", type=int, default=10_000)
+    parser.add_argument("--no-aoti-cpu", action="store_true", help="skip the CPU AOTInductor build (~30 s)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from skillpack.data import PreparedStore
+
+    store = PreparedStore(args.data)
+    test_x, test_y = (np.array(a) for a in store.arrays("test"))
+    model, _ = load_classifier(args.model)
+    cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory() as folder:
+        runners, build_s, skipped = build_runtimes(model, store.image_shape, Path(folder), store.arrays("train")[0],
+                                                   cuda, not args.no_aoti_cpu)
+        x, y = test_x[:args.parity_images], test_y[:args.parity_images]
+        reference = export.logits_of(runners["eager cpu"], x)
+        checks = {name: {**export.parity(reference, export.logits_of(run, x)).as_dict(),
+                         "test_accuracy": accuracy(export.logits_of(run, x), y)} for name, run in runners.items()}
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        latency = {name: {str(b): export.measure_latency(run, test_x[:b], args.seconds, sync=sync).as_dict()
+                          for b in args.batches} for name, run in runners.items()}
+    figures = summary(latency, checks, cuda)
+    figures.update({"runtimes": {name: {"latency": latency[name], **checks[name], "build_s": build_s.get(name)}
+                                 for name in runners},
+                    "skipped": skipped, "batches": args.batches, "parity_images": len(y), "model": args.model})
+    figures.update(compression_figures())
+    print(markdown(figures))
+    print(f"wrote {save('latency', figures)}")
+    return figures
+
+
+def summary(latency: dict, checks: dict, cuda: bool) -> dict:
+    """The keys docs and claims quote, from batch 1."""
+    b1 = {name: cells["1"]["p50_ms"] for name, cells in latency.items() if "1" in cells}
+    out = {"eager_b1_ms": b1.get("eager cpu"), "onnx_b1_ms": b1.get("onnx fp32"), "int8_b1_ms": b1.get("onnx int8"),
+           "onnx_vs_eager_b1": b1["onnx fp32"] / b1["eager cpu"] if "onnx fp32" in b1 else None,
+           "int8_vs_onnx_b1": b1["onnx int8"] / b1["onnx fp32"] if "onnx int8" in b1 else None,
+           "fp32_max_abs_diff": checks["onnx fp32"]["max_abs_diff"],
+           "int8_top1_agreement": checks["onnx int8"]["top1_agreement"],
+           "int8_acc_drop_points": 100 * (checks["eager cpu"]["test_accuracy"] - checks["onnx int8"]["test_accuracy"]),
+           "fastest_b1": min(b1, key=b1.get), "device": "cuda" if cuda else "cpu"}
+    if cuda:
+        out.update(gpu_name=torch.cuda.get_device_name(0), eager_gpu_b1_ms=b1.get("eager gpu"),
+                   aoti_gpu_b1_ms=b1.get("aoti gpu fp16"))
+        out["aoti_vs_eager_gpu_b1"] = out["aoti_gpu_b1_ms"] / out["eager_gpu_b1_ms"]
+        for precision in ("fp16", "int8"):
+            out[f"tensorrt_{precision}_b1_ms"] = b1.get(f"tensorrt {precision}")
+    return out
+
+
+def compression_figures() -> dict:
+    """Pruning and distillation effects from the compress stage, when it ran."""
+    if not paths.COMPRESS_METRICS.is_file():
+        return {"pruned_acc_drop_points": None, "distill_gain_points": None}
+    comparisons = json.loads(paths.COMPRESS_METRICS.read_text())["comparisons"]
+    return {"pruned_acc_drop_points": -comparisons["pruned"]["delta_points"],
+            "distill_gain_points": comparisons["student_distilled"]["delta_points"],
+            "compress_comparisons": comparisons}
+
+
+def markdown(f: dict) -> str:
+    batches = f["batches"]
+    lines = ["| runtime | test acc | max abs diff vs eager | top-1 agreement | build s | "
+             + " | ".join(f"b{b} p50 / p95 ms" for b in batches) + " |", "|---|---|---|---|---|" + "---|" * len(batches)]
+    for name, r in f["runtimes"].items():
+        build = "-" if r["build_s"] is None else f"{r['build_s']:.1f}"
+        cells = [f"{r['latency'][str(b)]['p50_ms']:.3f} / {r['latency'][str(b)]['p95_ms']:.3f}" for b in batches]
+        lines.append(f"| {name} | {r['test_accuracy']:.4f} | {r['max_abs_diff']:.1e} | {r['top1_agreement']:.4f} | "
+                     f"{build} | " + " | ".join(cells) + " |")
+    lines += [f"| {name} | {reason} |" for name, reason in f["skipped"].items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

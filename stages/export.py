@@ -1,0 +1,154 @@
+"""export: the trained model in deployable forms, each checked against eager PyTorch on the
+whole test set and timed: ONNX fp32 (uint8 pixels in, preprocessing inside, dynamic batch),
+ONNX int8 (ONNX Runtime static QDQ, calibrated on training images), an AOTInductor package
+(CPU, and CUDA fp16 where a GPU is present), TensorRT FP16 / INT8 engines where TensorRT and a
+GPU are present (else a recorded skip). Renders reports/compression.{json,md} with the
+compress stage's variants, the model card, and registers the ONNX model in MLflow."""
+from __future__ import annotations
+
+from stages.common import params_from_argv, run_stage
+
+
+def runtimes_of_baseline(baseline, cfg, quantize, store, train_images, seed: int):
+    """Build every deployable form of the baseline: {runtime: (runner, file or None)}, {runtime: skip reason}."""
+    import torch
+
+    from skillpack import paths
+    from skillpack.compress import calibration_images, quantize_onnx_int8
+    from skillpack.export import (aoti_runner, build_aoti, build_tensorrt_engine, export_onnx, onnx_runner,
+                                  onnx_session, tensorrt_runner, tensorrt_unavailable)
+
+    shape, threads = store.image_shape, torch.get_num_threads()
+    onnx_file = export_onnx(baseline, paths.EXPORTED / "model.onnx", shape, cfg.opset)
+    calibration = calibration_images(train_images, quantize.calibration_images, seed)
+    int8_file = quantize_onnx_int8(onnx_file, paths.EXPORTED / "model.int8.onnx", calibration,
+                                   method=quantize.calibrate_method, per_channel=quantize.per_channel)
+    built = {"onnx fp32": (onnx_runner(onnx_session(onnx_file, threads)), onnx_file),
+             "onnx int8": (onnx_runner(onnx_session(int8_file, threads)), int8_file)}
+    skipped = {}
+    if cfg.aoti_cpu:
+        package = build_aoti(baseline, paths.EXPORTED / "model_cpu.pt2", shape, "cpu")
+        built["aoti cpu"] = (aoti_runner(package, "cpu"), package)
+    if torch.cuda.is_available():
+        package = build_aoti(baseline, paths.EXPORTED / "model_cuda_fp16.pt2", shape, "cuda", torch.float16)
+        built["aoti cuda fp16"] = (aoti_runner(package, "cuda"), package)
+    else:
+        skipped["aoti cuda fp16"] = "skipped: no CUDA device (the CPU package is built and checked instead)"
+    reason = tensorrt_unavailable()
+    for precision in ("fp16", "int8"):
+        if reason is not None:
+            skipped[f"tensorrt {precision}"] = f"skipped: {reason}"
+            continue
+        engine = build_tensorrt_engine(onnx_file, paths.EXPORTED / f"model_{precision}.engine", shape, precision,
+                                       calibration, workspace_mb=cfg.tensorrt_workspace_mb,
+                                       timing_cache=paths.EXPORTED / "tensorrt.cache")
+        built[f"tensorrt {precision}"] = (tensorrt_runner(engine), engine)
+    return built, skipped
+
+
+def torch_variants(baseline, meta):
+    """The eager models to time: the trained one and the compress stage's."""
+    from skillpack import paths
+    from skillpack.checkpoint import load_classifier
+
+    models = {"baseline": (baseline, paths.MODEL_FILE)}
+    for name in ("pruned", "pruned_distilled", "student_distilled"):
+        path = paths.COMPRESSED / f"{name}.pt"
+        models[name] = (load_classifier(path)[0], path)
+    return models
+
+
+def latency_cells(runner, images, batches, seconds, sync=lambda: None) -> dict:
+    from skillpack.export import measure_latency
+
+    return {str(b): measure_latency(runner, images[:b], seconds, sync=sync).as_dict() for b in batches}
+
+
+def main() -> int:
+    import json
+    import time
+
+    import numpy as np
+    import torch
+
+    from skillpack import paths, tracking
+    from skillpack.checkpoint import load_classifier
+    from skillpack.compression_report import compression_markdown, model_card
+    from skillpack.data import PreparedStore
+    from skillpack.export import eager_runner, logits_of, parity
+    from skillpack.io import file_sha256, write_json, write_text
+    from skillpack.machine import describe, one_line
+    from skillpack.metrics import accuracy
+
+    params = params_from_argv()
+    cfg = params.export
+    torch.set_num_threads(params.train.threads)
+    t0 = time.perf_counter()
+    store = PreparedStore(paths.PREPARED)
+    test_x, test_y = store.arrays("test")
+    test_x = np.array(test_x)  # in memory and writable: every runtime is timed on the same array
+    train_x, _ = store.arrays("train")
+    compressed = json.loads(paths.COMPRESS_METRICS.read_text())
+    baseline, meta = load_classifier(paths.MODEL_FILE)
+    reference = logits_of(eager_runner(baseline), test_x)
+    built, skipped = runtimes_of_baseline(baseline, cfg, params.compress.quantize, store, train_x, params.seed)
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    rows, checks = [], []
+    for name, (model, path) in torch_variants(baseline, meta).items():
+        info = compressed["variants"][name]
+        acc = info["test_accuracy"]
+        rows.append({"variant": name, "runtime": "eager torch", "model": info["model"], "params": info["params"],
+                     "macs": info["macs"], "file_bytes": path.stat().st_size,
+                     "test_accuracy": acc.get("trained", sum(acc.values()) / len(acc)),
+                     "vs_control": compressed["comparisons"].get(name),
+                     "latency": latency_cells(eager_runner(model), test_x, cfg.latency_batches, cfg.latency_seconds)})
+    base_acc = accuracy(reference, test_y)
+    for runtime, (runner, path) in built.items():
+        logits = logits_of(runner, test_x)
+        check = {"variant": "baseline", "runtime": runtime, **parity(reference, logits).as_dict(),
+                 "test_accuracy": accuracy(logits, test_y)}
+        check["accuracy_drop_points"] = 100 * (base_acc - check["test_accuracy"])
+        checks.append(check)
+        rows.append({"variant": "baseline", "runtime": runtime, "model": meta["model_name"],
+                     "params": rows[0]["params"], "macs": rows[0]["macs"], "file_bytes": path.stat().st_size,
+                     "test_accuracy": check["test_accuracy"], "top1_agreement": check["top1_agreement"],
+                     "latency": latency_cells(runner, test_x, cfg.latency_batches, cfg.latency_seconds,
+                                              sync if "cuda" in runtime or "tensorrt" in runtime else lambda: None)})
+    machine = describe()
+    table = {"rows": rows, "parity": checks, "skipped": skipped, "latency_batches": cfg.latency_batches,
+             "seeds": compressed["seeds"], "n_test": int(len(test_y)), "data_hash": store.data_hash(),
+             "machine": machine, "machine_line": one_line(machine), "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(paths.COMPRESSION_TABLE, table)
+    write_text(paths.COMPRESSION_REPORT, compression_markdown(table))
+    card = model_card({
+        "registered_model": params.mlflow.registered_model, "model": meta["model_name"], "classes": store.classes,
+        "image_shape": list(store.image_shape), "data_source": params.data.source, "data_hash": store.data_hash(),
+        "n_train": int(len(train_x)), "n_test": int(len(test_y)), "git_commit": tracking.git_commit(),
+        "epochs": params.train.epochs, "seed": params.seed,
+        "metrics": {"test_accuracy (eager)": base_acc,
+                    **{f"test_accuracy ({c['runtime']})": c["test_accuracy"] for c in checks}},
+        "files": {str(path): runtime for runtime, (_, path) in built.items()}})
+    write_text(paths.MODEL_CARD, card)
+    onnx_file = built["onnx fp32"][1]
+    with tracking.stage_run("export", params.mlflow.experiment, params={"export.opset": cfg.opset},
+                            data_hash=store.data_hash()):
+        flat = {f"{c['runtime']}.{k}".replace(" ", "_"): c[k] for c in checks
+                for k in ("max_abs_diff", "top1_agreement", "test_accuracy")}
+        tracking.log_metrics(flat)
+        for path in (paths.COMPRESSION_TABLE, paths.COMPRESSION_REPORT, paths.MODEL_CARD):
+            tracking.log_artifact(path, "export")
+        version, new = tracking.register_onnx_model(onnx_file, params.mlflow.registered_model, cfg.registered_alias,
+                                                    file_sha256(onnx_file), description=card,
+                                                    tags={k: f"{v:.6g}" for k, v in flat.items()})
+    for c in checks:
+        print(f"[export] {c['runtime']}: max |logit diff| {c['max_abs_diff']:.2e}, top-1 agreement "
+              f"{c['top1_agreement']:.4f}, test accuracy {c['test_accuracy']:.4f} ({c['accuracy_drop_points']:+.2f} points)")
+    for runtime, reason in skipped.items():
+        print(f"[export] {runtime}: {reason}")
+    print(f"[export] ONNX {'registered as' if new else 'unchanged:'} {params.mlflow.registered_model} v{version} "
+          f"@{cfg.registered_alias}; {paths.COMPRESSION_REPORT}, {paths.MODEL_CARD} in {table['seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,87 @@
+"""Export: ONNX with the preprocessing inside (uint8 pixels in), int8 that agrees with fp32,
+an AOTInductor package compiled for the CPU, and TensorRT's clear skip where it cannot run."""
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from skillpack import export
+from skillpack.compress import calibration_images, quantize_onnx_int8
+from skillpack.config import HeadParams, TrainParams
+from skillpack.models import build_classifier
+from skillpack.runs import RunData, train_model
+
+from conftest import small_split
+
+
+@pytest.fixture(scope="module")
+def trained(fmnist):
+    x, y = small_split(fmnist, 2500)
+    cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64})
+    model = train_model(cfg, RunData((x[:2000], y[:2000]), (x[2000:], y[2000:]), 10), seed=0).model.cpu().eval()
+    test = fmnist.splits["test"]
+    return model, x[:2000], np.array(test.images[:600]), test.labels[:600]
+
+
+def test_onnx_takes_uint8_pixels_with_a_dynamic_batch_and_matches_eager(trained, tmp_path):
+    model, _, images, _ = trained
+    path = export.export_onnx(model, tmp_path / "m.onnx", (28, 28, 1))
+    graph = onnx.load(str(path)).graph
+    pixels = graph.input[0]
+    assert pixels.name == "pixels" and pixels.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    dims = pixels.type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [28, 28, 1]  # batch is symbolic
+    run = export.onnx_runner(export.onnx_session(path, threads=1))
+    for batch in (1, 7, 600):
+        reference = export.eager_runner(model)(images[:batch])
+        assert np.abs(run(images[:batch]) - reference).max() < 1e-4
+    # the normalisation is inside: the raw pixels give the eager model's logits on normalised input
+    with torch.no_grad():
+        by_hand = model.classify(model.backbone((torch.from_numpy(images[:5]).permute(0, 3, 1, 2).float()
+                                                 - model.mean) / model.std)).numpy()
+    assert np.abs(run(images[:5]) - by_hand).max() < 1e-4
+
+
+def test_int8_agrees_with_fp32_on_at_least_97_percent(trained, tmp_path):
+    model, train_images, images, labels = trained
+    fp32 = export.export_onnx(model, tmp_path / "m.onnx", (28, 28, 1))
+    int8 = quantize_onnx_int8(fp32, tmp_path / "m.int8.onnx", calibration_images(train_images, 256, seed=0))
+    assert int8.stat().st_size < 0.6 * fp32.stat().st_size  # int8 weights
+    reference = export.logits_of(export.onnx_runner(export.onnx_session(fp32, 1)), images)
+    quantized = export.logits_of(export.onnx_runner(export.onnx_session(int8, 1)), images)
+    check = export.parity(reference, quantized)
+    assert check.top1_agreement >= 0.97, check
+    assert 0 < check.max_abs_diff  # it really is another computation
+
+
+def test_aoti_package_compiles_for_the_cpu_and_matches_eager(tmp_path):
+    torch.manual_seed(0)
+    model = build_classifier("sp_cnn_s", 10, (28, 28, 1), HeadParams(), [72.9], [90.0]).eval()
+    package = export.build_aoti(model, tmp_path / "m.pt2", (28, 28, 1), "cpu")
+    run = export.aoti_runner(package, "cpu")
+    images = np.random.default_rng(0).integers(0, 256, (9, 28, 28, 1), dtype=np.uint8)
+    for batch in (1, 9):  # the batch axis stayed dynamic through torch.export
+        assert np.abs(run(images[:batch]) - export.eager_runner(model)(images[:batch])).max() < 1e-4
+
+
+def test_tensorrt_says_why_it_cannot_run_here():
+    reason = export.tensorrt_unavailable()
+    try:
+        import tensorrt  # noqa: F401
+        installed = True
+    except ImportError:
+        installed = False
+    if installed and torch.cuda.is_available():
+        assert reason is None
+    else:
+        assert reason and ("not installed" in reason or "no CUDA device" in reason)
+        if not installed:
+            with pytest.raises(ImportError):
+                export.build_tensorrt_engine("missing.onnx", "x.engine", (28, 28, 1))
+
+
+def test_latency_reports_median_and_95th_percentile():
+    import time
+
+    lat = export.measure_latency(lambda _: time.sleep(0.002), None, seconds=0.05, warmup=1, min_repeats=10)
+    assert lat.repeats >= 10 and 2.0 <= lat.p50_ms <= lat.p95_ms
