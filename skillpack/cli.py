@@ -3,6 +3,9 @@
     skillpack models [--size 28 --chans 1 --classes 10]   list model names with params and MACs
     skillpack explain <model.pt> [--split test] [key=value ...]  Grad-CAM, t-SNE, calibration, errors
     skillpack recipe <name>                               a recipe as `dvc exp run` -S flags
+    skillpack serve [--model m.onnx | --registry] [--host 127.0.0.1 --port 8000] [key=value ...]
+                                                          the inference service (Prometheus /metrics)
+    skillpack alerts [--out docker/prometheus]            alert rules + promtool tests from params monitor:
     skillpack stage <name> [key=value ...]                run one pipeline stage with overrides  (*)
     skillpack pipeline [--force]                          the Prefect pipeline flow              (*)
 
@@ -62,6 +65,45 @@ def cmd_recipe(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from skillpack.config import load_params
+    from skillpack.serving.app import build_service
+    from skillpack.serving.model import load_onnx, load_registered
+
+    params = load_params(args.params, args.overrides)
+    cfg = params.serve.model_copy(update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v})
+    if args.registry or (args.model is None and cfg.model is None):
+        model = load_registered(params.mlflow.registered_model, cfg.alias, cfg.fallback_alias, cfg.threads)
+    else:
+        model = load_onnx(args.model or cfg.model, cfg.threads)
+    test_images = _test_images(args.data)
+    app = build_service(model, cfg, test_images)
+    print(f"serving {model.name} v{model.version} from {model.source} on http://{cfg.host}:{cfg.port} "
+          f"(drift reference: {'the test set' if test_images is not None else 'none'})", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+    return 0
+
+
+def _test_images(prepared: str):
+    from pathlib import Path
+
+    import numpy as np
+
+    path = Path(prepared) / "test_images.npy"
+    return np.load(path) if path.is_file() else None
+
+
+def cmd_alerts(args) -> int:
+    from skillpack.config import load_params
+    from skillpack.monitoring import write_alerts
+
+    written = write_alerts(load_params(args.params, args.overrides).monitor, args.out)
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
 def add_plugin_commands(sub) -> None:
     """Commands registered by other packages under the entry-point group `skillpack.commands`:
     each entry point is a function that adds its subparser to `sub`."""
@@ -92,6 +134,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("recipe", help="print a recipe of recipes.yaml as `dvc exp run` -S flags")
     p.add_argument("name")
     p.set_defaults(fn=cmd_recipe)
+    p = sub.add_parser("serve", help="the HTTP inference service with Prometheus metrics")
+    p.add_argument("--model", help="an exported ONNX file (default: params serve.model)")
+    p.add_argument("--registry", action="store_true", help="the registry's version by alias (serve.alias, then "
+                                                           "serve.fallback_alias)")
+    p.add_argument("--host", help="bind address (default: params serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data", default="data/prepared", help="prepared store whose test set is the drift reference")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. serve.max_batch=16")
+    p.set_defaults(fn=cmd_serve)
+    p = sub.add_parser("alerts", help="write the Prometheus alert rules and their promtool tests from params")
+    p.add_argument("--out", default="docker/prometheus")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. monitor.p95_latency_ms_max.threshold=50")
+    p.set_defaults(fn=cmd_alerts)
     add_plugin_commands(sub)
     args = parser.parse_args(argv)
     return args.fn(args)

@@ -292,6 +292,42 @@ class ExportParams(_Strict):
     registered_alias: str = "candidate-onnx"     # alias of the ONNX version in the model registry
 
 
+class ServeParams(_Strict):
+    """The inference service (`skillpack serve`)."""
+    host: str = "127.0.0.1"                  # loopback unless told otherwise
+    port: int = Field(8000, ge=1, le=65535)
+    model: str | None = "models/export/model.onnx"  # an exported ONNX file; null = the registry, by alias
+    alias: str = "champion"                  # registry alias tried first ...
+    fallback_alias: str = "candidate-onnx"   # ... then this one, with a log line
+    top_k: int = Field(3, ge=1)
+    max_batch: int = Field(64, ge=1)         # images per request
+    max_body_bytes: int = Field(8 << 20, ge=1024)
+    max_pixels: int = Field(4096 * 4096, ge=1)  # per image, read from its header before decoding
+    threads: int = Field(1, ge=1)            # ONNX Runtime intra-op threads per request
+    feedback_window: int = Field(500, ge=1)  # rolling accuracy over the last N labelled predictions
+    drift_window: int = Field(1000, ge=10)   # predictions compared with the test set's distribution
+    remembered_predictions: int = Field(100_000, ge=1)  # ids /feedback can still refer to
+
+
+class AlertParams(_Strict):
+    threshold: float
+    for_: str = Field("5m", alias="for", pattern=r"^\d+[smh]$")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class MonitorParams(_Strict):
+    """Thresholds of the alert rules generated into docker/prometheus/alerts.yml."""
+    job: str = "skillpack"                   # Prometheus job label of the service
+    rate_window: str = Field("1m", pattern=r"^\d+[smh]$")  # window of rate() in the rules
+    min_feedback: int = Field(50, ge=1)      # the accuracy rule waits for this many labels in the window
+    accuracy_min: AlertParams = AlertParams(threshold=0.85, **{"for": "10m"})
+    p95_latency_ms_max: AlertParams = AlertParams(threshold=20.0, **{"for": "5m"})
+    memory_mb_max: AlertParams = AlertParams(threshold=1024.0, **{"for": "5m"})
+    error_rate_max: AlertParams = AlertParams(threshold=0.01, **{"for": "5m"})
+    drift_max: AlertParams = AlertParams(threshold=0.25, **{"for": "15m"})  # total variation distance
+
+
 class MlflowParams(_Strict):
     experiment: str = "skillpack"
     registered_model: str = "skillpack-classifier"
@@ -307,6 +343,8 @@ class Params(_Strict):
     evaluate: EvaluateParams = EvaluateParams()
     compress: CompressParams = CompressParams()
     export: ExportParams = ExportParams()
+    serve: ServeParams = ServeParams()
+    monitor: MonitorParams = MonitorParams()
     mlflow: MlflowParams = MlflowParams()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

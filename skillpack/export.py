@@ -57,8 +57,15 @@ def _batch_dim() -> dict:
 
 # -- ONNX ---------------------------------------------------------------------------------
 
-def export_onnx(model: ImageClassifier, path: str | Path, image_shape: tuple[int, int, int], opset: int = 18) -> Path:
-    """ONNX file (torch.onnx's dynamo exporter) with a dynamic batch axis, written atomically."""
+def export_onnx(model: ImageClassifier, path: str | Path, image_shape: tuple[int, int, int], opset: int = 18,
+                metadata: dict | None = None) -> Path:
+    """ONNX file (torch.onnx's dynamo exporter) with a dynamic batch axis, written atomically.
+    `metadata` (class names, model name, ...) goes into the file's metadata_props as JSON, so
+    the file alone is enough to serve it (skillpack.serving reads it back)."""
+    import json
+
+    import onnx
+
     from skillpack.io import atomic_path
 
     path = Path(path)
@@ -67,7 +74,22 @@ def export_onnx(model: ImageClassifier, path: str | Path, image_shape: tuple[int
                                     output_names=[OUTPUT], dynamic_shapes=_batch_dim(), opset_version=opset,
                                     dynamo=True, verbose=False)
         program.save(str(tmp))
+        if metadata:
+            proto = onnx.load(str(tmp))
+            for key, value in {"image_shape": list(image_shape), **metadata}.items():
+                proto.metadata_props.add(key=key, value=json.dumps(value))
+            onnx.save(proto, str(tmp))
     return path
+
+
+def onnx_metadata(path: str | Path) -> dict:
+    """The JSON metadata export_onnx wrote into the file."""
+    import json
+
+    import onnxruntime as ort
+
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
+    return {key: json.loads(value) for key, value in meta.items()}
 
 
 def onnx_session(path: str | Path, threads: int = 2):

@@ -44,5 +44,11 @@ COMPRESSION_TABLE = Path("reports/compression.json")  # the accuracy-latency tab
 COMPRESSION_REPORT = Path("reports/compression.md")
 MODEL_CARD = Path("reports/model_card.md")
 
+PROMETHEUS = Path("docker/prometheus")             # alerts.yml, alerts_test.yml, prometheus.yml (stage alerts)
+ALERT_RULES = PROMETHEUS / "alerts.yml"
+ALERT_TESTS = PROMETHEUS / "alerts_test.yml"
+SCRAPE_CONFIG = PROMETHEUS / "prometheus.yml"
+PIPELINE_PROM = Path("reports/pipeline.prom")      # batch figures, node_exporter textfile-collector format
+
 REPORTS = Path("reports")
 ABLATION_RESULTS = Path("ablations/results")

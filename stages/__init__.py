@@ -1,6 +1,6 @@
 """One module per DVC stage: `python -m stages.<name>`. Stages do not import Prefect."""
 
-NAMES = ("check_params", "prepare", "validate", "oof", "clean", "train", "evaluate")
+NAMES = ("check_params", "prepare", "validate", "oof", "clean", "train", "evaluate", "compress", "export", "alerts")
 
 
 def add_stage_command(sub) -> None:

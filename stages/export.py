@@ -9,7 +9,7 @@ from __future__ import annotations
 from stages.common import params_from_argv, run_stage
 
 
-def runtimes_of_baseline(baseline, cfg, quantize, store, train_images, seed: int):
+def runtimes_of_baseline(baseline, cfg, quantize, store, train_images, seed: int, metadata: dict):
     """Build every deployable form of the baseline: {runtime: (runner, file or None)}, {runtime: skip reason}."""
     import torch
 
@@ -19,7 +19,7 @@ def runtimes_of_baseline(baseline, cfg, quantize, store, train_images, seed: int
                                   onnx_session, tensorrt_runner, tensorrt_unavailable)
 
     shape, threads = store.image_shape, torch.get_num_threads()
-    onnx_file = export_onnx(baseline, paths.EXPORTED / "model.onnx", shape, cfg.opset)
+    onnx_file = export_onnx(baseline, paths.EXPORTED / "model.onnx", shape, cfg.opset, metadata)
     calibration = calibration_images(train_images, quantize.calibration_images, seed)
     int8_file = quantize_onnx_int8(onnx_file, paths.EXPORTED / "model.int8.onnx", calibration,
                                    method=quantize.calibrate_method, per_channel=quantize.per_channel)
@@ -64,6 +64,17 @@ def latency_cells(runner, images, batches, seconds, sync=lambda: None) -> dict:
     return {str(b): measure_latency(runner, images[:b], seconds, sync=sync).as_dict() for b in batches}
 
 
+def pipeline_figures(base_acc: float, checks: list[dict], rows: list[dict]) -> dict[str, float]:
+    """What a batch run exports for Prometheus: accuracies and p50 / p95 latencies per runtime."""
+    figures = {"test_accuracy": base_acc}
+    figures.update({f"test_accuracy_{c['runtime']}": c["test_accuracy"] for c in checks})
+    for r in rows:
+        for batch, cell in r["latency"].items():
+            for q in ("p50_ms", "p95_ms"):
+                figures[f"latency_{q}_{r['variant']}_{r['runtime']}_b{batch}"] = cell[q]
+    return figures
+
+
 def main() -> int:
     import json
     import time
@@ -72,13 +83,14 @@ def main() -> int:
     import torch
 
     from skillpack import paths, tracking
-    from skillpack.checkpoint import load_classifier
+    from skillpack.checkpoint import load_classifier, weights_sha256
     from skillpack.compression_report import compression_markdown, model_card
     from skillpack.data import PreparedStore
     from skillpack.export import eager_runner, logits_of, parity
     from skillpack.io import file_sha256, write_json, write_text
     from skillpack.machine import describe, one_line
     from skillpack.metrics import accuracy
+    from skillpack.monitoring import textfile_metrics
 
     params = params_from_argv()
     cfg = params.export
@@ -91,7 +103,10 @@ def main() -> int:
     compressed = json.loads(paths.COMPRESS_METRICS.read_text())
     baseline, meta = load_classifier(paths.MODEL_FILE)
     reference = logits_of(eager_runner(baseline), test_x)
-    built, skipped = runtimes_of_baseline(baseline, cfg, params.compress.quantize, store, train_x, params.seed)
+    metadata = {"classes": store.classes, "model_name": meta["model_name"], "data_hash": store.data_hash(),
+                "weights_sha256": weights_sha256(baseline)}
+    built, skipped = runtimes_of_baseline(baseline, cfg, params.compress.quantize, store, train_x, params.seed,
+                                          metadata)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     rows, checks = [], []
     for name, (model, path) in torch_variants(baseline, meta).items():
@@ -129,6 +144,8 @@ def main() -> int:
                     **{f"test_accuracy ({c['runtime']})": c["test_accuracy"] for c in checks}},
         "files": {str(path): runtime for runtime, (_, path) in built.items()}})
     write_text(paths.MODEL_CARD, card)
+    write_text(paths.PIPELINE_PROM, textfile_metrics(pipeline_figures(base_acc, checks, rows),
+                                                     {"model": meta["model_name"], "data": store.data_hash()}))
     onnx_file = built["onnx fp32"][1]
     with tracking.stage_run("export", params.mlflow.experiment, params={"export.opset": cfg.opset},
                             data_hash=store.data_hash()):

@@ -75,5 +75,5 @@ def test_stage_paths_in_dvc_yaml_are_the_ones_the_code_uses():
         used = _path_names_used(ROOT / "stages" / f"{stage}.py")
         for name in used - {"REPORTS", "PARAMS"}:
             path = constants[name]
-            assert any(path == d or path.startswith(d + "/") for d in declared), \
+            assert any(path == d or path.startswith(d + "/") or d.startswith(path + "/") for d in declared), \
                 f"{stage}: the code uses paths.{name} ({path}), dvc.yaml does not declare it"

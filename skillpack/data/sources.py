@@ -185,15 +185,30 @@ register_source("cifar100")(_cifar_source("cifar100"))
 
 # ---------------------------------------------------------------- ImageFolder
 
-def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+class ImageTooLarge(ValueError):
+    pass
+
+
+def decode_image(source, size: int, channels: int, max_pixels: int | None = None) -> np.ndarray:
+    """The one decoding every image goes through, in prepare and in the inference service: a
+    path or a binary file object -> uint8 size x size x channels (first frame, converted to
+    grey or RGB, resized bilinear). `max_pixels` refuses larger images from their header,
+    before any pixel is decoded (decompression bombs)."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(source) as img:
+        width, height = img.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
         img.seek(0)  # first frame of an animated gif
         img = img.convert("L" if channels == 1 else "RGB")
         img = img.resize((size, size), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
+
+
+def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
+    return decode_image(path, size, channels)
 
 
 def _scan_folder(folder: Path, classes: list[str], size: int, channels: int, split: str, quarantine: list):

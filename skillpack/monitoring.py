@@ -1,0 +1,152 @@
+"""Prometheus alert rules from params.yaml `monitor:`, the promtool unit tests that prove each
+rule fires on a breach and stays quiet otherwise, and the scrape config of the service.
+
+    skillpack alerts            # or the DVC stage `alerts`: docker/prometheus/{alerts,alerts_test,prometheus}.yml
+
+The metric names are those of skillpack.serving.metrics.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from skillpack.config import MonitorParams
+
+RULES_FILE, TESTS_FILE, SCRAPE_FILE = "alerts.yml", "alerts_test.yml", "prometheus.yml"
+TEST_INTERVAL_S = 15
+
+
+def _minutes(duration: str) -> float:
+    value, unit = int(duration[:-1]), duration[-1]
+    return value * {"s": 1 / 60, "m": 1, "h": 60}[unit]
+
+
+def _rule(name: str, expr: str, cfg, severity: str, summary: str) -> dict:
+    return {"alert": name, "expr": expr, "for": cfg.for_, "labels": {"severity": severity},
+            "annotations": {"summary": summary}}
+
+
+def alert_rules(m: MonitorParams) -> dict:
+    """The rule groups: accuracy, p95 latency, memory, error rate, prediction drift."""
+    job, w = f'job="{m.job}"', m.rate_window
+    rules = [
+        _rule("SkillpackAccuracyLow",
+              f"skillpack_rolling_accuracy{{{job}}} < {m.accuracy_min.threshold} "
+              f"and skillpack_feedback_in_window{{{job}}} >= {m.min_feedback}", m.accuracy_min, "critical",
+              f"rolling accuracy from /feedback below {m.accuracy_min.threshold} "
+              f"(at least {m.min_feedback} labels in the window)"),
+        _rule("SkillpackLatencyP95High",
+              f"1000 * histogram_quantile(0.95, sum by (job, le) (rate(skillpack_request_latency_seconds_bucket"
+              f"{{{job},endpoint=\"/predict\"}}[{w}]))) > {m.p95_latency_ms_max.threshold}",
+              m.p95_latency_ms_max, "warning", f"/predict p95 latency above {m.p95_latency_ms_max.threshold} ms"),
+        _rule("SkillpackMemoryHigh", f"process_resident_memory_bytes{{{job}}} / 1048576 > {m.memory_mb_max.threshold}",
+              m.memory_mb_max, "warning", f"resident memory above {m.memory_mb_max.threshold} MB"),
+        _rule("SkillpackErrorRateHigh",
+              f"sum by (job) (rate(skillpack_requests_total{{{job},status=~\"5..\"}}[{w}])) "
+              f"/ sum by (job) (rate(skillpack_requests_total{{{job}}}[{w}])) > {m.error_rate_max.threshold}",
+              m.error_rate_max, "critical", f"share of 5xx responses above {m.error_rate_max.threshold}"),
+        _rule("SkillpackPredictionDrift", f"skillpack_drift_class_distance{{{job}}} > {m.drift_max.threshold}",
+              m.drift_max, "warning", f"predicted classes drifted from the test set's distribution "
+                                      f"(total variation distance above {m.drift_max.threshold})"),
+    ]
+    return {"groups": [{"name": "skillpack", "rules": rules}]}
+
+
+# -- promtool unit tests -------------------------------------------------------------------
+
+def _series(name: str, labels: dict, start: float, step: float, n: int) -> dict:
+    body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{body}}}", "values": f"{start:g}+{step:g}x{n}"}
+
+
+def _latency_buckets(job: str, p95_ms: float, n: int) -> list[dict]:
+    """Counters of a histogram whose every observation lies in (2 p95/3, 4 p95/3] seconds-wise,
+    so histogram_quantile(0.95) lands near 1.3 x p95_ms."""
+    low, high = 2 * p95_ms / 3000, 4 * p95_ms / 3000
+    name, labels = "skillpack_request_latency_seconds_bucket", {"job": job, "endpoint": "/predict"}
+    return [_series(name, {**labels, "le": f"{low:g}"}, 0, 0, n), _series(name, {**labels, "le": f"{high:g}"}, 0, 60, n),
+            _series(name, {**labels, "le": "+Inf"}, 0, 60, n)]
+
+
+def _case(m: MonitorParams, alert: str, cfg, series: list[dict], fires: bool) -> dict:
+    minutes = _minutes(cfg.for_) + 3
+    rule = next(r for r in alert_rules(m)["groups"][0]["rules"] if r["alert"] == alert)
+    expected = [{"exp_labels": {"severity": rule["labels"]["severity"], "job": m.job},
+                 "exp_annotations": rule["annotations"]}] if fires else []
+    return {"interval": f"{TEST_INTERVAL_S}s", "input_series": series,
+            "alert_rule_test": [{"eval_time": f"{int(minutes)}m", "alertname": alert, "exp_alerts": expected}],
+            "name": f"{alert} {'fires on a breach' if fires else 'stays quiet'}"}
+
+
+def rule_tests(m: MonitorParams) -> dict:
+    """For every rule a breach that must fire after its `for:` and a near miss that must not."""
+    n = int(60 / TEST_INTERVAL_S * (max(_minutes(a.for_) for a in (m.accuracy_min, m.p95_latency_ms_max,
+                                                                      m.memory_mb_max, m.error_rate_max,
+                                                                      m.drift_max)) + 6))
+    job = {"job": m.job}
+
+    def gauge(name, value):
+        return _series(name, job, value, 0, n)
+
+    acc, mem, err, drift = m.accuracy_min.threshold, m.memory_mb_max.threshold, m.error_rate_max.threshold, \
+        m.drift_max.threshold
+    requests = 600  # per minute
+    tests = [
+        _case(m, "SkillpackAccuracyLow", m.accuracy_min,
+              [gauge("skillpack_rolling_accuracy", acc / 2), gauge("skillpack_feedback_in_window", m.min_feedback)], True),
+        _case(m, "SkillpackAccuracyLow", m.accuracy_min,  # too few labels to judge
+              [gauge("skillpack_rolling_accuracy", acc / 2), gauge("skillpack_feedback_in_window", m.min_feedback - 1)],
+              False),
+        _case(m, "SkillpackAccuracyLow", m.accuracy_min,
+              [gauge("skillpack_rolling_accuracy", min(1.0, (1 + acc) / 2)),
+               gauge("skillpack_feedback_in_window", m.min_feedback)], False),
+        _case(m, "SkillpackLatencyP95High", m.p95_latency_ms_max,
+              _latency_buckets(m.job, 1.5 * m.p95_latency_ms_max.threshold, n), True),
+        _case(m, "SkillpackLatencyP95High", m.p95_latency_ms_max,
+              _latency_buckets(m.job, 0.5 * m.p95_latency_ms_max.threshold, n), False),
+        _case(m, "SkillpackMemoryHigh", m.memory_mb_max,
+              [gauge("process_resident_memory_bytes", 2 * mem * 1048576)], True),
+        _case(m, "SkillpackMemoryHigh", m.memory_mb_max,
+              [gauge("process_resident_memory_bytes", 0.5 * mem * 1048576)], False),
+    ]
+    for share, fires in ((min(1.0, 2 * err), True), (err / 2, False)):
+        step = requests * TEST_INTERVAL_S / 60
+        tests.append(_case(m, "SkillpackErrorRateHigh", m.error_rate_max, [
+            _series("skillpack_requests_total", {**job, "endpoint": "/predict", "status": "200"}, 0,
+                    step * (1 - share), n),
+            _series("skillpack_requests_total", {**job, "endpoint": "/predict", "status": "500"}, 0, step * share, n)],
+            fires))
+    tests += [_case(m, "SkillpackPredictionDrift", m.drift_max, [gauge("skillpack_drift_class_distance", value)], fires)
+              for value, fires in ((min(1.0, 2 * drift), True), (drift / 2, False))]
+    return {"rule_files": [RULES_FILE], "evaluation_interval": f"{TEST_INTERVAL_S}s", "tests": tests}
+
+
+def scrape_config(m: MonitorParams, target: str = "127.0.0.1:8000", interval: str = "15s") -> dict:
+    return {"global": {"scrape_interval": interval, "evaluation_interval": interval},
+            "rule_files": [RULES_FILE],
+            "scrape_configs": [{"job_name": m.job, "static_configs": [{"targets": [target]}]}]}
+
+
+def write_alerts(m: MonitorParams, out: str | Path, target: str = "127.0.0.1:8000") -> list[Path]:
+    from skillpack.io import write_text
+
+    out = Path(out)
+    header = "# Generated from params.yaml monitor: by `skillpack alerts` (DVC stage alerts). Do not edit.\n"
+    files = {RULES_FILE: alert_rules(m), TESTS_FILE: rule_tests(m), SCRAPE_FILE: scrape_config(m, target)}
+    for name, body in files.items():
+        write_text(out / name, header + yaml.safe_dump(body, sort_keys=False, width=200))
+    return [out / name for name in files]
+
+
+def textfile_metrics(figures: dict[str, float], labels: dict[str, str] | None = None) -> str:
+    """Batch figures (the pipeline's test accuracy, export latencies) in the node_exporter
+    textfile-collector format: a batch job leaves a file behind for the exporter to serve, with
+    no Pushgateway to run and no stale series to delete when the job stops existing."""
+    label = ",".join(f'{k}="{v}"' for k, v in (labels or {}).items())
+    lines = []
+    for name, value in figures.items():
+        metric = "skillpack_pipeline_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
+        lines += [f"# TYPE {metric} gauge", f"{metric}{{{label}}} {float(value):.9g}"]
+    return "\n".join(lines) + "\n"

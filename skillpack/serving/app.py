@@ -1,0 +1,193 @@
+"""The HTTP inference service.
+
+    POST /predict   one image as the raw body (image/*, application/octet-stream) or one or more
+                    as multipart/form-data files; -> top-k classes and probabilities, the model
+                    version and a prediction id per image
+    POST /feedback  {"id": <prediction id>, "label": <class name or index>} -> live accuracy
+    GET  /healthz   the process answers
+    GET  /readyz    the model is loaded
+    GET  /metrics   Prometheus text format
+
+Every image goes through skillpack.data.sources.decode_image, the decoding of the prepare
+stage, so the service sees the pixels training saw. Bad input is a 4xx with a JSON body
+{"error": ...} naming what is wrong, never a 5xx: bodies, batches and pixels are bounded.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections import OrderedDict
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from skillpack.config import ServeParams
+from skillpack.serving.metrics import ServiceMetrics
+from skillpack.serving.model import ServedModel
+
+RAW_TYPES = ("image/", "application/octet-stream")
+
+
+class BadInput(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (Content-Length first)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadInput(413, f"body of {int(declared):,} bytes is over the limit of {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadInput(413, f"body is over the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # starlette's cache: form() parses these bytes instead of the spent stream
+    return body
+
+
+def decode(data: bytes, name: str, model: ServedModel, cfg: ServeParams) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    from skillpack.data.sources import ImageTooLarge, decode_image
+
+    if not data:
+        raise BadInput(400, f"{name}: empty image")
+    h, w, c = model.image_shape
+    try:
+        return decode_image(io.BytesIO(data), h, c, max_pixels=cfg.max_pixels)
+    except ImageTooLarge as err:
+        raise BadInput(413, f"{name}: {err}") from None
+    except (UnidentifiedImageError, Image.DecompressionBombError) as err:
+        raise BadInput(400, f"{name}: not an image PIL can read ({type(err).__name__})") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as err:  # truncated or corrupt data
+        raise BadInput(400, f"{name}: corrupt image ({type(err).__name__}: {err})") from None
+
+
+async def images_of(request: Request, model: ServedModel, cfg: ServeParams) -> np.ndarray:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        await read_body(request, cfg.max_body_bytes)
+        try:
+            form = await request.form(max_files=cfg.max_batch, max_fields=cfg.max_batch)
+        except Exception as err:  # python-multipart's and starlette's parse errors
+            raise BadInput(400, f"multipart body: {err}") from None
+        files = [(key, value) for key, value in form.multi_items() if hasattr(value, "read")]
+        if not files:
+            raise BadInput(400, "multipart body without a file part (send the image as a file field)")
+        return np.stack([decode(await f.read(), f.filename or key, model, cfg) for key, f in files])
+    if kind.startswith(RAW_TYPES):
+        return decode(await read_body(request, cfg.max_body_bytes), "body", model, cfg)[None]
+    raise BadInput(415, f"content type {kind or 'none'!r}: send image/* or application/octet-stream (one image), "
+                        f"or multipart/form-data (one or more files)")
+
+
+class Predictions:
+    """The last `capacity` prediction ids and their predicted class, for /feedback."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.items = capacity, OrderedDict()
+
+    def add(self, predicted: int) -> str:
+        key = uuid.uuid4().hex
+        self.items[key] = predicted
+        if len(self.items) > self.capacity:
+            self.items.popitem(last=False)
+        return key
+
+    def pop(self, key: str) -> int | None:
+        return self.items.pop(key, None)
+
+
+def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics) -> FastAPI:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    app = FastAPI(title="skillpack", description=__doc__)
+    remembered = Predictions(cfg.remembered_predictions)
+    metrics.model.info({"name": model.name, "version": model.version, "source": model.source})
+    known = {"/predict", "/feedback", "/healthz", "/readyz", "/metrics"}
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        t0 = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except BadInput as err:
+            response = JSONResponse({"error": err.message}, status_code=err.status)
+        endpoint = request.url.path if request.url.path in known else "other"
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+        metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(BadInput)
+    async def bad_input(request: Request, err: BadInput):
+        return JSONResponse({"error": err.message}, status_code=err.status)
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        images = await images_of(request, model, cfg)
+        if len(images) > cfg.max_batch:
+            raise BadInput(413, f"{len(images)} images: at most {cfg.max_batch} per request")
+        probs = model.probabilities(images)
+        top = np.argsort(-probs, axis=1)[:, :cfg.top_k]
+        predicted, confidence = top[:, 0], probs[np.arange(len(probs)), top[:, 0]]
+        metrics.observe_predictions(predicted, confidence)
+        return {"model": {"name": model.name, "version": model.version},
+                "predictions": [{"id": remembered.add(int(k)),
+                                 "top_k": [{"class": model.classes[j], "probability": float(probs[i, j])} for j in row]}
+                                for i, (k, row) in enumerate(zip(predicted, top))]}
+
+    @app.post("/feedback")
+    async def feedback(request: Request):
+        try:
+            body = json.loads(await read_body(request, 4096) or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadInput(400, "feedback: the body is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or "label" not in body:
+            raise BadInput(422, 'feedback: expected {"id": "<prediction id>", "label": "<class name or index>"}')
+        label = body["label"]
+        if isinstance(label, str) and label in model.classes:
+            label = model.classes.index(label)
+        if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(model.classes):
+            raise BadInput(422, f"feedback: label {body['label']!r} is not one of the {len(model.classes)} classes")
+        predicted = remembered.pop(body["id"])
+        if predicted is None:
+            raise BadInput(404, f"feedback: unknown prediction id {body['id']!r} (or already labelled, or too old)")
+        metrics.observe_feedback(predicted == label)
+        return {"id": body["id"], "correct": predicted == label}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        return {"status": "ready", "model": model.name, "version": model.version}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def reference_distribution(model: ServedModel, test_images: np.ndarray | None) -> tuple[np.ndarray | None, float | None]:
+    """Predicted-class shares and mean top-1 probability on the test set: the drift reference."""
+    if test_images is None or not len(test_images):
+        return None, None
+    probs = np.concatenate([model.probabilities(test_images[i:i + 1024]) for i in range(0, len(test_images), 1024)])
+    counts = np.bincount(probs.argmax(1), minlength=len(model.classes))
+    return counts / counts.sum(), float(probs.max(1).mean())
+
+
+def build_service(model: ServedModel, cfg: ServeParams, test_images: np.ndarray | None = None) -> FastAPI:
+    reference, confidence = reference_distribution(model, test_images)
+    return create_app(model, cfg, ServiceMetrics(model.classes, reference, confidence, cfg.feedback_window,
+                                                 cfg.drift_window))

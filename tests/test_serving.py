@@ -1,0 +1,248 @@
+"""The inference service over real HTTP (uvicorn on 127.0.0.1): predictions equal to evaluate's,
+feedback-driven accuracy, Prometheus metrics, bad input answered with 4xx (a fuzz run), and
+alert rules evaluated by a real Prometheus server scraping the service."""
+import io
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from skillpack import export
+from skillpack.config import MonitorParams, ServeParams, TrainParams
+from skillpack.runs import RunData, evaluate_model, train_model
+from skillpack.serving.app import build_service
+from skillpack.serving.model import load_onnx
+
+from conftest import small_split
+
+CFG = ServeParams(max_body_bytes=64 * 1024, max_pixels=1024 * 1024, max_batch=8, feedback_window=20, top_k=3)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningServer:
+    """uvicorn serving `app` in a thread, on a free loopback port."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error",
+                                                    access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert self.server.started, "uvicorn did not start"
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served(fmnist, tmp_path_factory):
+    x, y = small_split(fmnist, 2500)
+    cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64})
+    model = train_model(cfg, RunData((x[:2000], y[:2000]), (x[2000:], y[2000:]), 10), seed=0).model.cpu().eval()
+    path = export.export_onnx(model, tmp_path_factory.mktemp("serve") / "model.onnx", (28, 28, 1),
+                              metadata={"classes": fmnist.classes, "model_name": "sp_cnn_s"})
+    test = fmnist.splits["test"]
+    return model, load_onnx(path), np.array(test.images[:400]), test.labels[:400]
+
+
+@pytest.fixture(scope="module")
+def service(served):
+    _, onnx_model, images, _ = served
+    with RunningServer(build_service(onnx_model, CFG, images)) as url:
+        yield url
+
+
+def png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_the_service_gives_the_probabilities_evaluate_gives(served, service):
+    model, _, images, _ = served
+    expected = torch.softmax(evaluate_model(model, images[:20], np.zeros(20, int)).logits, 1).numpy()
+    for i in range(20):
+        r = httpx.post(f"{service}/predict", content=png(images[i]), headers={"content-type": "image/png"})
+        assert r.status_code == 200, r.text
+        top = r.json()["predictions"][0]["top_k"]
+        assert len(top) == CFG.top_k
+        for entry in top:
+            k = served[1].classes.index(entry["class"])
+            assert entry["probability"] == pytest.approx(float(expected[i, k]), abs=1e-5)
+
+
+def test_a_multipart_batch_gets_one_prediction_each_and_feedback_drives_live_accuracy(served, service):
+    _, model, images, labels = served
+    files = [("images", (f"{i}.png", png(images[i]), "image/png")) for i in range(5)]
+    r = httpx.post(f"{service}/predict", files=files)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["predictions"]) == 5 and body["model"]["name"] == "sp_cnn_s"
+    right = 0
+    for p, label in zip(body["predictions"], labels[:5]):
+        fb = httpx.post(f"{service}/feedback", json={"id": p["id"], "label": model.classes[label]})
+        assert fb.status_code == 200
+        right += fb.json()["correct"] == (p["top_k"][0]["class"] == model.classes[label])
+    assert right == 5
+    metrics = httpx.get(f"{service}/metrics").text
+    window = [line for line in metrics.splitlines() if line.startswith("skillpack_feedback_in_window")]
+    assert float(window[0].split()[-1]) >= 5
+    again = httpx.post(f"{service}/feedback", json={"id": body["predictions"][0]["id"], "label": 0})
+    assert again.status_code == 404  # a prediction is labelled once
+
+
+def test_metrics_name_latency_requests_classes_confidence_memory_model_and_drift(service):
+    text = httpx.get(f"{service}/metrics").text
+    for name in ("skillpack_request_latency_seconds_bucket", "skillpack_requests_total", "skillpack_predictions_total",
+                 "skillpack_confidence_bucket", "skillpack_rolling_accuracy", "process_resident_memory_bytes",
+                 "skillpack_model_info", "skillpack_drift_class_distance", "skillpack_drift_confidence_shift"):
+        assert name in text, name
+    assert 'endpoint="/predict"' in text and 'status="200"' in text
+
+
+def bomb_png(side: int = 2048) -> bytes:
+    """A tiny file whose header declares side x side pixels (a decompression bomb in miniature)."""
+    buf = io.BytesIO()
+    Image.new("1", (side, side)).save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def malformed_requests(image: np.ndarray) -> dict[str, callable]:
+    good = png(image)
+    big = bytes(CFG.max_body_bytes + 10)
+    return {
+        "non-image bytes": lambda c, u: c.post(f"{u}/predict", content=b"hello, not a picture" * 5,
+                                               headers={"content-type": "image/png"}),
+        "truncated png": lambda c, u: c.post(f"{u}/predict", content=good[:len(good) // 2],
+                                             headers={"content-type": "image/png"}),
+        "zero-length body": lambda c, u: c.post(f"{u}/predict", content=b"", headers={"content-type": "image/png"}),
+        "wrong content type": lambda c, u: c.post(f"{u}/predict", content=good, headers={"content-type": "text/plain"}),
+        "json to predict": lambda c, u: c.post(f"{u}/predict", json={"image": "x"}),
+        "multipart without a file": lambda c, u: c.post(
+            f"{u}/predict", content=b'--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--\r\n',
+            headers={"content-type": "multipart/form-data; boundary=x"}),
+        "broken multipart": lambda c, u: c.post(f"{u}/predict", content=b"--x\r\ngarbage",
+                                                headers={"content-type": "multipart/form-data; boundary=x"}),
+        "body over the byte limit": lambda c, u: c.post(f"{u}/predict", content=big,
+                                                        headers={"content-type": "application/octet-stream"}),
+        "pixel bomb": lambda c, u: c.post(f"{u}/predict", content=bomb_png(), headers={"content-type": "image/png"}),
+        "too many images": lambda c, u: c.post(f"{u}/predict", files=[("f", (f"{i}.png", good, "image/png"))
+                                                                      for i in range(CFG.max_batch + 1)]),
+        "feedback not json": lambda c, u: c.post(f"{u}/feedback", content=b"{nope"),
+        "feedback unknown id": lambda c, u: c.post(f"{u}/feedback", json={"id": "nope", "label": 0}),
+        "feedback bad label": lambda c, u: c.post(f"{u}/feedback", json={"id": "nope", "label": 99}),
+        "get on predict": lambda c, u: c.get(f"{u}/predict"),
+    }
+
+
+def test_bad_input_never_crashes_the_service_and_gets_a_4xx_that_says_why(served, service):
+    kinds = malformed_requests(served[2][0])
+    assert len(kinds) >= 8
+    seen = {}
+    with httpx.Client(timeout=30) as client:
+        for i in range(520):
+            name = list(kinds)[i % len(kinds)]
+            r = kinds[name](client, service)
+            seen.setdefault(name, set()).add(r.status_code)
+            assert 400 <= r.status_code < 500, (name, r.status_code, r.text[:200])
+            if r.status_code != 405:
+                assert r.json()["error"], name
+        assert client.get(f"{service}/healthz").json() == {"status": "ok"}
+        # a colour image of another size is not an error: it is converted and resized as prepare does
+        odd = np.random.default_rng(0).integers(0, 256, (40, 33, 3), dtype=np.uint8)
+        assert client.post(f"{service}/predict", content=png(odd), headers={"content-type": "image/png"}).status_code == 200
+    assert seen["pixel bomb"] == {413} and seen["body over the byte limit"] == {413}
+    assert seen["wrong content type"] == {415} and seen["feedback unknown id"] == {404}
+
+
+# -- a real Prometheus ---------------------------------------------------------------------
+
+def test_prometheus_fires_the_breached_alert_and_keeps_the_other_quiet(served, tmp_path):
+    from skillpack.monitoring import write_alerts
+
+    binary = shutil.which("prometheus")
+    assert binary, "prometheus missing: `apt-get install prometheus` (.ci/run does it)"
+    monitor = MonitorParams.model_validate({
+        "rate_window": "10s",
+        "p95_latency_ms_max": {"threshold": 0.001, "for": "2s"},     # set low: any traffic breaches it
+        "memory_mb_max": {"threshold": 1_000_000.0, "for": "2s"}})   # set high: must stay inactive
+    _, model, images, _ = served
+    with RunningServer(build_service(model, CFG, images)) as url:
+        write_alerts(monitor, tmp_path, target=url.removeprefix("http://"))
+        config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
+        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+        port = free_port()
+        proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            api, body, deadline = f"http://127.0.0.1:{port}/api/v1", png(images[0]), time.time() + 90
+            states = {}
+            while time.time() < deadline:
+                httpx.post(f"{url}/predict", content=body, headers={"content-type": "image/png"})
+                try:
+                    alerts = httpx.get(f"{api}/alerts", timeout=2).json()["data"]["alerts"]
+                except (httpx.HTTPError, json.JSONDecodeError, KeyError):
+                    time.sleep(0.2)
+                    continue
+                states = {a["labels"]["alertname"]: a["state"] for a in alerts}
+                if states.get("SkillpackLatencyP95High") == "firing":
+                    break
+                time.sleep(0.1)
+            assert states.get("SkillpackLatencyP95High") == "firing", states
+            assert "SkillpackMemoryHigh" not in states  # inactive rules list no alerts
+            rules = httpx.get(f"{api}/rules").json()["data"]["groups"][0]["rules"]
+            assert {r["name"]: r["state"] for r in rules}["SkillpackMemoryHigh"] == "inactive"
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_generated_rules_pass_promtool_check_and_their_unit_tests(tmp_path):
+    from skillpack.monitoring import write_alerts
+
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool missing: `apt-get install prometheus` (.ci/run does it)"
+    write_alerts(MonitorParams(), tmp_path)
+    check = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert check.returncode == 0 and "5 rules found" in check.stdout, check.stdout + check.stderr
+    tests = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    # the tests can fail: a rule whose threshold moved past its breach is caught
+    rules = (tmp_path / "alerts.yml").read_text().replace("> 1024.0", "> 4096.0")
+    (tmp_path / "alerts.yml").write_text(rules)
+    broken = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert broken.returncode != 0 and "SkillpackMemoryHigh" in broken.stdout + broken.stderr
+
+
+def test_the_committed_rules_are_the_ones_params_yaml_generates():
+    from skillpack.config import load_params
+    from skillpack.monitoring import alert_rules
+
+    committed = yaml.safe_load(Path("docker/prometheus/alerts.yml").read_text())
+    assert committed == alert_rules(load_params("params.yaml").monitor)
