@@ -22,12 +22,12 @@ export PYTHONUNBUFFERED ?= 1
 # elsewhere pip picks the torch build that fits (pyproject.toml gives ranges only).
 TORCH_PIN := $(shell python3 -c 'import platform,sys; print("torch==2.14.1 torchvision==0.29.1" if platform.system()=="Linux" and platform.machine()=="x86_64" and sys.version_info[:2]==(3,11) else "")' 2>/dev/null)
 
-.PHONY: run test install data bench ablate lint clean-run
+.PHONY: run test install data tools serve bench ablate lint clean-run
 run: install data
 	dvc repro
 	dvc metrics show
 
-test: install data
+test: install data tools
 	$(PY) -m pytest -q
 
 install: $(STAMP)
@@ -47,6 +47,17 @@ data:
 	fi
 	@if [ -d $(FMNIST_DIR) ]; then echo "data: Fashion-MNIST at $(FMNIST_DIR)"; else echo "data: $(FMNIST_DIR) missing; prepare will try torchvision's download"; fi
 
+# Prometheus + promtool for the alerting tests (a real server scrapes the service), from Debian.
+tools:
+	@if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq prometheus || (apt-get update -qq && apt-get install -y -qq prometheus)) >/dev/null; \
+	fi
+	@command -v promtool >/dev/null && echo "tools: $$(promtool --version 2>&1 | head -1)" || echo "tools: promtool missing (apt-get install prometheus)"
+
+# The inference service on the exported model (127.0.0.1:8000; Prometheus scrapes /metrics).
+serve: install
+	$(PY) -m skillpack.cli serve
+
 # The default CPU ablation (reports/ablation.md, reports/claims.md), its own DVC pipeline.
 ablate: install data
 	dvc repro validate
@@ -59,6 +70,8 @@ bench: install data
 	$(PY) -m benchmarks.cleaning
 	$(PY) -m benchmarks.cleaning --settings symmetric_0.2 --train-seeds 0 1 2
 	$(PY) -m benchmarks.cleaning_policies
+	$(PY) -m benchmarks.latency
+	$(PY) -m benchmarks.serve_load
 
 lint: install
 	$(VENV)/bin/hadolint docker/Dockerfile

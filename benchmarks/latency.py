@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import save
+from benchmarks.docs import latency_table
 from skillpack import export, paths
 from skillpack.checkpoint import load_classifier
 from skillpack.compress import calibration_images, quantize_onnx_int8
@@ -96,7 +97,7 @@ def main(argv=None) -> dict:
                                  for name in runners},
                     "skipped": skipped, "batches": args.batches, "parity_images": len(y), "model": args.model})
     figures.update(compression_figures())
-    print(markdown(figures))
+    print("\n".join(latency_table(figures)))
     print(f"wrote {save('latency', figures)}")
     return figures
 
@@ -128,19 +129,6 @@ def compression_figures() -> dict:
     return {"pruned_acc_drop_points": -comparisons["pruned"]["delta_points"],
             "distill_gain_points": comparisons["student_distilled"]["delta_points"],
             "compress_comparisons": comparisons}
-
-
-def markdown(f: dict) -> str:
-    batches = f["batches"]
-    lines = ["| runtime | test acc | max abs diff vs eager | top-1 agreement | build s | "
-             + " | ".join(f"b{b} p50 / p95 ms" for b in batches) + " |", "|---|---|---|---|---|" + "---|" * len(batches)]
-    for name, r in f["runtimes"].items():
-        build = "-" if r["build_s"] is None else f"{r['build_s']:.1f}"
-        cells = [f"{r['latency'][str(b)]['p50_ms']:.3f} / {r['latency'][str(b)]['p95_ms']:.3f}" for b in batches]
-        lines.append(f"| {name} | {r['test_accuracy']:.4f} | {r['max_abs_diff']:.1e} | {r['top1_agreement']:.4f} | "
-                     f"{build} | " + " | ".join(cells) + " |")
-    lines += [f"| {name} | {reason} |" for name, reason in f["skipped"].items()]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -82,12 +82,5 @@ def main(argv: list[str] | None = None) -> None:
                       "test_accuracy": result["metrics"].get("test_accuracy")}))
 
 
-def add_pipeline_command(sub) -> None:
-    """`skillpack pipeline [--force]` (entry point of the group skillpack.commands)."""
-    p = sub.add_parser("pipeline", help="run the Prefect pipeline flow")
-    p.add_argument("--force", action="store_true")
-    p.set_defaults(fn=lambda args: main(["--force"] if args.force else []) or 0)
-
-
 if __name__ == "__main__":
     main()

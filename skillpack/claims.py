@@ -196,13 +196,33 @@ def params_value(claim: dict, check: dict, params_path: str | Path = "params.yam
             "setup": f"{check['key']} of {Path(params_path).name}"}
 
 
+def alerting(claim: dict, check: dict, benchmarks: dict | None = None, **_) -> dict:
+    """The alert check of the serve_load benchmark: a real Prometheus scraping the service with
+    the rules generated from params monitor:, one threshold set to be breached."""
+    found = ((benchmarks or {}).get(check["benchmark"]) or {}).get("alerting")
+    setup = (f"`python -m benchmarks.{check['benchmark']}`: Prometheus scraping the service every second, the rules "
+             f"of params monitor: with the p95 latency threshold set below reach")
+    if not found:
+        return {"measured": None, "claimed": None, "setup": setup,
+                "statement": f"not measured yet: run `python -m benchmarks.{check['benchmark']}`"}
+    fired = found["fired_after_s"]
+    text = (f"metrics for accuracy (from /feedback), p95 latency, memory, 5xx rate and drift, with one alert rule "
+            f"each: the breached {found['breached_rule']} "
+            + (f"fired after {fired:.1f} s" if fired is not None else "did NOT fire")
+            + f"; {len(found['quiet_rules'])} rules stayed inactive ({', '.join(found['quiet_rules'])}); promtool: "
+            f"{found['promtool_tests']} unit tests (a breach fires, a near miss stays quiet) "
+            + ("passed" if found["promtool_passed"] else "FAILED"))
+    return {"measured": {k: found[k] for k in ("fired_after_s", "quiet_rules", "promtool_tests", "promtool_passed")},
+            "claimed": None, "statement": text, "setup": setup}
+
+
 STATIC_CHECKS = {"parameter_count": parameter_count, "focal_weight_ratio": focal_weight_ratio,
-                 "onecycle_shape": onecycle_shape, "params_value": params_value}
+                 "onecycle_shape": onecycle_shape, "params_value": params_value, "alerting": alerting}
 
 
-def static_row(claim: dict, params_path: str | Path = "params.yaml") -> dict:
+def static_row(claim: dict, params_path: str | Path = "params.yaml", benchmarks: dict | None = None) -> dict:
     check = claim["static"]
-    out = STATIC_CHECKS[check["check"]](claim, check, params_path=params_path)
+    out = STATIC_CHECKS[check["check"]](claim, check, params_path=params_path, benchmarks=benchmarks)
     statement = out["statement"] + (f" ({claim['note']})" if claim.get("note") else "")
     return row(claim, STATIC, statement, measured=out["measured"], claimed=out["claimed"], setup=out["setup"])
 
@@ -372,7 +392,7 @@ def claims_table(claims_doc: dict, comparisons: list, setups: dict[str, str], fa
     compression = compression_rows(claims, benchmarks["compression"]) if benchmarks.get("compression") else {}
     table = []
     for claim in claims:
-        rows = ([static_row(claim, params_path)] if claim.get("static") else [])
+        rows = ([static_row(claim, params_path, benchmarks)] if claim.get("static") else [])
         rows += ablation_rows(claim, comparisons, setups, family) + cleaning.get(claim["id"], [])
         rows += compression.get(claim["id"], [])
         if claim.get("not_tested"):

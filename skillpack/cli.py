@@ -68,14 +68,15 @@ def cmd_recipe(args) -> int:
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from skillpack.config import load_params
+    from skillpack.config import load_section
     from skillpack.serving.app import build_service
     from skillpack.serving.model import load_onnx, load_registered
 
-    params = load_params(args.params, args.overrides)
-    cfg = params.serve.model_copy(update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v})
+    cfg = load_section(args.params, "serve", args.overrides)  # the service reads only its own section
+    cfg = cfg.model_copy(update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v})
     if args.registry or (args.model is None and cfg.model is None):
-        model = load_registered(params.mlflow.registered_model, cfg.alias, cfg.fallback_alias, cfg.threads)
+        registered = load_section(args.params, "mlflow", args.overrides).registered_model
+        model = load_registered(registered, cfg.alias, cfg.fallback_alias, cfg.threads)
     else:
         model = load_onnx(args.model or cfg.model, cfg.threads)
     test_images = _test_images(args.data)

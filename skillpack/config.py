@@ -65,12 +65,11 @@ class AugmentParams(_Strict):
 
     @model_validator(mode="after")
     def _policy_options_are_the_policys(self):
-        from skillpack.data.augment import policy_option_names
-
         if self.policy is None:
             if self.policy_options:
                 raise ValueError(f"policy_options {sorted(self.policy_options)} given but policy is null")
             return self
+        from skillpack.data.augment import policy_option_names  # torch: only when a policy is named
         unknown = set(self.policy_options) - policy_option_names(self.policy)
         if unknown:
             raise ValueError(f"policy_options: unknown {sorted(unknown)} for {self.policy}; it takes "
@@ -419,6 +418,21 @@ def apply_overrides(raw: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         except yaml.YAMLError as err:
             raise ParamsError(f"override {item!r}: the value is not valid YAML ({err.problem})") from None
     return raw
+
+
+def load_section(path: str | Path, name: str, overrides: list[str] | tuple[str, ...] = ()) -> BaseModel:
+    """One section of params.yaml, validated alone (with overrides under it, `serve.port=9000`):
+    for a process that reads nothing else - the inference service, which so never imports
+    torch to check a training model's name."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (run from the repository root)")
+    raw = apply_overrides(yaml.safe_load(path.read_text()) or {}, overrides)
+    field = Params.model_fields[name]
+    try:
+        return field.annotation.model_validate(raw.get(field.alias or name, {}))
+    except ValidationError as err:
+        raise ParamsError(f"{path}: invalid params - {name}.{_problems(err)}") from None
 
 
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:

@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from skillpack.models import ImageClassifier
-
-INPUT, OUTPUT = "pixels", "logits"
+from skillpack.onnx_runtime import INPUT, OUTPUT, onnx_metadata, onnx_runner, onnx_session  # noqa: F401 (re-exported)
 
 
 class RawPixels(nn.Module):
@@ -80,29 +79,6 @@ def export_onnx(model: ImageClassifier, path: str | Path, image_shape: tuple[int
                 proto.metadata_props.add(key=key, value=json.dumps(value))
             onnx.save(proto, str(tmp))
     return path
-
-
-def onnx_metadata(path: str | Path) -> dict:
-    """The JSON metadata export_onnx wrote into the file."""
-    import json
-
-    import onnxruntime as ort
-
-    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    return {key: json.loads(value) for key, value in meta.items()}
-
-
-def onnx_session(path: str | Path, threads: int = 2):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_runner(session) -> Callable[[np.ndarray], np.ndarray]:
-    return lambda pixels: session.run([OUTPUT], {INPUT: np.ascontiguousarray(pixels)})[0]
 
 
 def eager_runner(model: ImageClassifier) -> Callable[[np.ndarray], np.ndarray]:

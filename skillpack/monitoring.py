@@ -150,3 +150,67 @@ def textfile_metrics(figures: dict[str, float], labels: dict[str, str] | None = 
         metric = "skillpack_pipeline_" + re.sub(r"[^a-zA-Z0-9_]", "_", name)
         lines += [f"# TYPE {metric} gauge", f"{metric}{{{label}}} {float(value):.9g}"]
     return "\n".join(lines) + "\n"
+
+
+# -- a real Prometheus, for tests and the load benchmark -----------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrometheusServer:
+    """Debian's `prometheus` on a free loopback port, scraping `target` every second with the
+    rules generated from `monitor`; `rule_states()` reads every rule's state from its HTTP API."""
+
+    def __init__(self, monitor: MonitorParams, folder: str | Path, target: str):
+        import shutil
+
+        self.binary = shutil.which("prometheus")
+        if self.binary is None:
+            raise FileNotFoundError("prometheus missing: `apt-get install prometheus`")
+        self.folder, self.port = Path(folder), _free_port()
+        write_alerts(monitor, self.folder, target)
+        config = yaml.safe_load((self.folder / SCRAPE_FILE).read_text())
+        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        (self.folder / SCRAPE_FILE).write_text(yaml.safe_dump(config))
+        self.api = f"http://127.0.0.1:{self.port}/api/v1"
+
+    def __enter__(self) -> "PrometheusServer":
+        import subprocess
+
+        self.proc = subprocess.Popen([self.binary, f"--config.file={self.folder / SCRAPE_FILE}",
+                                      f"--storage.tsdb.path={self.folder / 'tsdb'}",
+                                      f"--web.listen-address=127.0.0.1:{self.port}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def rule_states(self) -> dict[str, str]:
+        """alert name -> inactive | pending | firing ({} until the server answers)."""
+        import httpx
+
+        try:
+            groups = httpx.get(f"{self.api}/rules", timeout=2).json()["data"]["groups"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return {}
+        return {rule["name"]: rule["state"] for group in groups for rule in group["rules"]}
+
+    def wait_until_firing(self, alert: str, timeout: float, between=lambda: None) -> tuple[dict, float | None]:
+        """Call `between()` (traffic) until `alert` fires: (every rule's state, seconds it took)."""
+        import time
+
+        start, states = time.perf_counter(), {}
+        while time.perf_counter() - start < timeout:
+            between()
+            states = self.rule_states()
+            if states.get(alert) == "firing":
+                return states, time.perf_counter() - start
+            time.sleep(0.1)
+        return states, None

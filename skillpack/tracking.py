@@ -115,21 +115,27 @@ def log_and_register_model(model, example, registered_name: str, alias: str, wei
     return version, True
 
 
-def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256: str, description: str = "",
+def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256: str, example, description: str = "",
                         tags: dict | None = None) -> tuple[str, bool]:
-    """Log an ONNX file in the active run and register it as a version of `registered_name`
-    with the alias, the description (the model card) and tags (its metrics): (version, True).
-    A file already registered gets the alias again, no new version: (that version, False)."""
-    import mlflow.onnx
-    import onnx
+    """Log an ONNX file as a pyfunc (skillpack/serving/pyfunc.py: raw uint8 images in, class
+    names and probabilities out; signature and input example of raw pixels) in the active run
+    and register it as a version of `registered_name` with the alias, the description (the
+    model card) and tags (its metrics): (version, True). A file already registered gets the
+    alias again, no new version: (that version, False)."""
+    import mlflow.pyfunc
+    import onnxruntime
     from mlflow import MlflowClient
 
     client = MlflowClient()
     version = registered_version_with_weights(registered_name, file_sha256, tag="onnx_sha256")
     new = version is None
     if new:
-        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="onnx_model",
-                                     registered_model_name=registered_name)
+        code = Path(__file__).resolve().parent / "serving" / "pyfunc.py"
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(code), artifacts={"onnx": str(onnx_path)}, input_example=example,
+            pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy", "pandas",
+                              f"mlflow=={mlflow.__version__}"],
+            registered_model_name=registered_name)
         version = str(info.registered_model_version)
         for key, value in {"onnx_sha256": file_sha256, "format": "onnx", **(tags or {})}.items():
             client.set_model_version_tag(registered_name, version, key, str(value))

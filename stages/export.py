@@ -155,7 +155,7 @@ def main() -> int:
         for path in (paths.COMPRESSION_TABLE, paths.COMPRESSION_REPORT, paths.MODEL_CARD):
             tracking.log_artifact(path, "export")
         version, new = tracking.register_onnx_model(onnx_file, params.mlflow.registered_model, cfg.registered_alias,
-                                                    file_sha256(onnx_file), description=card,
+                                                    file_sha256(onnx_file), test_x[:2], description=card,
                                                     tags={k: f"{v:.6g}" for k, v in flat.items()})
     for c in checks:
         print(f"[export] {c['runtime']}: max |logit diff| {c['max_abs_diff']:.2e}, top-1 agreement "

@@ -171,6 +171,17 @@ def test_compress_and_export_make_checked_deployable_models(tiny_repo):
     client = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
     version = client.get_model_version_by_alias("skillpack-classifier", "candidate-onnx")
     assert version.tags["format"] == "onnx" and "uint8" in version.description
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    registered = mlflow.pyfunc.load_model("models:/skillpack-classifier@candidate-onnx")
+    assert registered.metadata.get_input_schema().inputs[0].type == np.dtype("uint8")
+    table = registered.predict(pixels)
+    classes = json.loads((tiny_repo / "data" / "prepared" / "classes.json").read_text())
+    assert list(table.columns[:2]) == ["class", "probability"] and set(table["class"]) <= set(classes)
+    assert np.allclose(table[[f"p_{c}" for c in classes]].sum(axis=1), 1.0, atol=1e-5)
+    expected = session.run(None, {"pixels": pixels})[0].argmax(1)
+    assert [classes.index(c) for c in table["class"]] == expected.tolist()
 
 
 def test_changing_the_prune_ratio_reruns_only_compress_and_export(tiny_repo):
@@ -187,3 +198,16 @@ def test_changing_the_prune_ratio_reruns_only_compress_and_export(tiny_repo):
     finally:
         params.write_text(original)
         run([sys.executable, "-m", "dvc", "repro"], tiny_repo, env=project_env(tiny_repo))
+
+
+def test_the_service_loads_the_registered_model_by_alias_with_a_fallback(tiny_repo, monkeypatch, caplog):
+    from skillpack.serving.model import load_registered
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    monkeypatch.setenv("SKILLPACK_ROOT", str(tiny_repo))
+    with caplog.at_level("WARNING", logger="skillpack.serving"):
+        served = load_registered("skillpack-classifier", "champion", "candidate-onnx")
+    assert served.version.endswith("@candidate-onnx") and served.source == "models:/skillpack-classifier@candidate-onnx"
+    assert "no alias 'champion'; falling back to 'candidate-onnx'" in caplog.text
+    pixels = np.load(tiny_repo / "data" / "prepared" / "test_images.npy")[:3]
+    assert np.allclose(served.probabilities(pixels).sum(axis=1), 1.0, atol=1e-5)

@@ -2,7 +2,6 @@
 feedback-driven accuracy, Prometheus metrics, bad input answered with 4xx (a fuzz run), and
 alert rules evaluated by a real Prometheus server scraping the service."""
 import io
-import json
 import shutil
 import socket
 import subprocess
@@ -182,45 +181,21 @@ def test_bad_input_never_crashes_the_service_and_gets_a_4xx_that_says_why(served
 # -- a real Prometheus ---------------------------------------------------------------------
 
 def test_prometheus_fires_the_breached_alert_and_keeps_the_other_quiet(served, tmp_path):
-    from skillpack.monitoring import write_alerts
+    from skillpack.monitoring import PrometheusServer
 
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus missing: `apt-get install prometheus` (.ci/run does it)"
     monitor = MonitorParams.model_validate({
         "rate_window": "10s",
         "p95_latency_ms_max": {"threshold": 0.001, "for": "2s"},     # set low: any traffic breaches it
         "memory_mb_max": {"threshold": 1_000_000.0, "for": "2s"}})   # set high: must stay inactive
     _, model, images, _ = served
+    body = png(images[0])
     with RunningServer(build_service(model, CFG, images)) as url:
-        write_alerts(monitor, tmp_path, target=url.removeprefix("http://"))
-        config = yaml.safe_load((tmp_path / "prometheus.yml").read_text())
-        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        proc = subprocess.Popen([binary, f"--config.file={tmp_path / 'prometheus.yml'}",
-                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            api, body, deadline = f"http://127.0.0.1:{port}/api/v1", png(images[0]), time.time() + 90
-            states = {}
-            while time.time() < deadline:
-                httpx.post(f"{url}/predict", content=body, headers={"content-type": "image/png"})
-                try:
-                    alerts = httpx.get(f"{api}/alerts", timeout=2).json()["data"]["alerts"]
-                except (httpx.HTTPError, json.JSONDecodeError, KeyError):
-                    time.sleep(0.2)
-                    continue
-                states = {a["labels"]["alertname"]: a["state"] for a in alerts}
-                if states.get("SkillpackLatencyP95High") == "firing":
-                    break
-                time.sleep(0.1)
-            assert states.get("SkillpackLatencyP95High") == "firing", states
-            assert "SkillpackMemoryHigh" not in states  # inactive rules list no alerts
-            rules = httpx.get(f"{api}/rules").json()["data"]["groups"][0]["rules"]
-            assert {r["name"]: r["state"] for r in rules}["SkillpackMemoryHigh"] == "inactive"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        with PrometheusServer(monitor, tmp_path, url.removeprefix("http://")) as prometheus:
+            states, seconds = prometheus.wait_until_firing(
+                "SkillpackLatencyP95High", timeout=90,
+                between=lambda: httpx.post(f"{url}/predict", content=body, headers={"content-type": "image/png"}))
+    assert seconds is not None and states["SkillpackLatencyP95High"] == "firing", states
+    assert states["SkillpackMemoryHigh"] == "inactive", states
 
 
 def test_generated_rules_pass_promtool_check_and_their_unit_tests(tmp_path):

@@ -28,8 +28,8 @@ class ServedModel:
 
 
 def load_onnx(path: str | Path, threads: int = 1, version: str | None = None) -> ServedModel:
-    from skillpack.export import onnx_metadata, onnx_runner, onnx_session
     from skillpack.io import file_sha256
+    from skillpack.onnx_runtime import onnx_metadata, onnx_runner, onnx_session
 
     path = Path(path)
     if not path.is_file():

@@ -1,0 +1,138 @@
+"""Render the measured sections of docs/benchmarks.md from the results JSON (never by hand).
+
+    python -m benchmarks.docs           # rewrite every <!-- rendered: NAME --> ... <!-- end: NAME --> block
+    python -m benchmarks.docs --check   # exit 1 when a block differs from what its JSON renders
+
+tests/test_docs.py runs the check, so a figure in these blocks cannot drift from its results file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from skillpack import paths
+from skillpack.machine import one_line
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _machine(figures: dict) -> str:
+    m = figures.get("machine") or figures.get("machine_at_run")
+    return one_line(m) if m else "machine not recorded"
+
+
+def latency_table(f: dict) -> list[str]:
+    """The runtimes of a latency.json as markdown rows (also what benchmarks.latency prints)."""
+    batches = f["batches"]
+    lines = ["| runtime | test acc | max abs logit diff vs eager | top-1 agreement | build s | "
+             + " | ".join(f"batch {b}" for b in batches) + " |", "|---|---|---|---|---|" + "---|" * len(batches)]
+    for name, r in f["runtimes"].items():
+        build = "-" if r["build_s"] is None else f"{r['build_s']:.1f}"
+        cells = [f"{r['latency'][str(b)]['p50_ms']:.3f} / {r['latency'][str(b)]['p95_ms']:.3f}" for b in batches]
+        lines.append(f"| {name} | {r['test_accuracy']:.4f} | {r['max_abs_diff']:.1e} | {r['top1_agreement']:.4f} | "
+                     f"{build} | " + " | ".join(cells) + " |")
+    return lines + [f"| {name} | {reason} |" + " |" * (3 + len(batches)) for name, reason in f["skipped"].items()]
+
+
+def latency_block() -> str:
+    f = _load(RESULTS / "latency.json")
+    if f is None:
+        return "Not measured yet: `python -m benchmarks.latency`."
+    lines = [f"`python -m benchmarks.latency` on {_machine(f)}; {f['parity_images']:,} test images for the parity "
+             f"columns; per call of the raw-pixel model, median / 95th percentile in ms.", "", *latency_table(f)]
+    lines += ["", f"- ONNX Runtime fp32 at batch 1: **{f['onnx_vs_eager_b1']:.2f}x** the eager latency "
+                  f"({f['onnx_b1_ms']:.3f} vs {f['eager_b1_ms']:.3f} ms); fp32 logits within "
+                  f"{f['fp32_max_abs_diff']:.1e} of eager.",
+              f"- int8 (ONNX Runtime static QDQ): {f['int8_b1_ms']:.3f} ms at batch 1 = {f['int8_vs_onnx_b1']:.2f}x "
+              f"ONNX fp32; top-1 agreement with eager {f['int8_top1_agreement']:.4f}, accuracy drop "
+              f"{f['int8_acc_drop_points']:+.2f} points.",
+              f"- Fastest at batch 1 on this machine: **{f['fastest_b1']}**."]
+    if f.get("pruned_acc_drop_points") is not None:
+        lines.append(f"- From the compress stage: pruning to 80% of channels costs {f['pruned_acc_drop_points']:+.2f} "
+                     f"points against the same fine-tune unpruned; distillation gains the student "
+                     f"{f['distill_gain_points']:+.2f} points (intervals: the compression table below).")
+    return "\n".join(lines)
+
+
+def compression_block() -> str:
+    table = _load(ROOT / paths.COMPRESSION_TABLE)
+    compressed = _load(ROOT / paths.COMPRESS_METRICS)
+    if table is None or compressed is None:
+        return "Not measured yet: `dvc repro export`."
+    lines = [f"`dvc repro export` (compress over seeds {compressed['seeds']}: fine-tune {compressed['finetune_epochs']} "
+             f"epochs, student {compressed['student']} x {compressed['student_epochs']} epochs; "
+             f"{compressed['seconds'] / 60:.1f} min) on {table['machine_line']}. Test accuracy: mean over the seeds; "
+             f"each variant against its control, paired by seed, 95% t-interval, Holm over the three comparisons.", "",
+             "| variant | params | MMACs | test acc | vs control (points) |", "|---|---|---|---|---|"]
+    for name, v in compressed["variants"].items():
+        acc = v["test_accuracy"]
+        mean = sum(acc.values()) / len(acc)
+        c = compressed["comparisons"].get(name)
+        diff = (f"{c['delta_points']:+.2f} [{c['ci_low_points']:+.2f}, {c['ci_high_points']:+.2f}] vs {c['control']}, "
+                f"Holm p {c['p_adjusted']:.3g}") if c else "-"
+        lines.append(f"| {name} ({v['model']}) | {v['params']:,} | {v['macs'] / 1e6:.2f} | {mean:.4f} | {diff} |")
+    lines += ["", "Runtimes of the trained model (whole test set):", "",
+              "| runtime | max abs logit diff | top-1 agreement | test acc | drop (points) |", "|---|---|---|---|---|"]
+    lines += [f"| {p['runtime']} | {p['max_abs_diff']:.1e} | {p['top1_agreement']:.4f} | {p['test_accuracy']:.4f} | "
+              f"{p['accuracy_drop_points']:+.2f} |" for p in table["parity"]]
+    lines += [f"| {name} | {reason} | | | |" for name, reason in table["skipped"].items()]
+    return "\n".join(lines)
+
+
+def serve_block() -> str:
+    f = _load(RESULTS / "serve_load.json")
+    if f is None:
+        return "Not measured yet: `python -m benchmarks.serve_load`."
+    lines = [f"`python -m benchmarks.serve_load` on {_machine(f)}: {f['clients']} concurrent keep-alive clients for "
+             f"{f['seconds']:g} s, {f['malformed_share']:.1%} malformed requests ({f['load_generator']}).", "",
+             "| req/s (all) | req/s (well-formed) | p50 ms | p95 ms | p99 ms | 5xx | statuses | RSS before -> after |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| {f['req_per_s']:.0f} | {f['ok_per_s']:.0f} | {f['p50_ms']:.2f} | {f['p95_ms']:.2f} | {f['p99_ms']:.2f} | "
+             f"{f['status_5xx']} | {f['status_counts']} | {f['rss_mb_before']:.0f} -> {f['rss_mb_after']:.0f} MB "
+             f"({f['rss_growth']:+.1%}) |"]
+    a = f.get("alerting")
+    if a:
+        fired = f"fired after {a['fired_after_s']:.1f} s" if a["fired_after_s"] is not None else "did not fire"
+        lines += ["", f"Alerting: a real Prometheus scraping the service every second with the generated rules, the "
+                      f"p95 latency threshold set below reach: {a['breached_rule']} {fired}; inactive: "
+                      f"{', '.join(a['quiet_rules'])}. promtool: {a['promtool_tests']} rule unit tests "
+                      f"{'passed' if a['promtool_passed'] else 'FAILED'}."]
+    return "\n".join(lines)
+
+
+BLOCKS = {"latency": latency_block, "compression": compression_block, "serve_load": serve_block}
+
+
+def render(text: str) -> str:
+    for name, block in BLOCKS.items():
+        pattern = re.compile(rf"(<!-- rendered: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + block() + "\n" + m.group(2), text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    current = DOC.read_text()
+    rendered = render(current)
+    if args.check:
+        stale = [n for n in BLOCKS if f"<!-- rendered: {n} -->" in current and render(current) != current]
+        print("docs/benchmarks.md is stale: run `python -m benchmarks.docs`" if stale else "up to date")
+        return 1 if stale else 0
+    DOC.write_text(rendered)
+    print(f"rendered {', '.join(BLOCKS)} into {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
