@@ -223,8 +223,9 @@ def run_key(seed: int, params: Params, data_hash: str, options: dict) -> str:
     chain's first steps are one-at-a-time arms too)."""
     from skillpack.engine import config_hash
 
-    # clean.* never reaches an ablation run (they train on the prepared split), so it is left out
-    return f"s{seed}-{config_hash(params.model_dump(by_alias=True, exclude={'clean'}), options, data_hash)}"
+    # a run reads train.* and the seed (skillpack.runs.train_and_evaluate) and the prepared data
+    # (data_hash, options): other sections - cleaning, export, serving - never change its result
+    return f"s{seed}-{config_hash(params.train.model_dump(), options, data_hash)}"
 
 
 # ------------------------------------------------------------------ data regimes

@@ -327,6 +327,13 @@ class MonitorParams(_Strict):
     drift_max: AlertParams = AlertParams(threshold=0.25, **{"for": "15m"})  # total variation distance
 
 
+class RetrainParams(_Strict):
+    """flows/retrain.py: when the new candidate replaces the champion."""
+    champion_alias: str = "champion"
+    margin_points: float = 0.0        # the interval's lower end must clear this (test-accuracy points)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+
 class MlflowParams(_Strict):
     experiment: str = "skillpack"
     registered_model: str = "skillpack-classifier"
@@ -344,6 +351,7 @@ class Params(_Strict):
     export: ExportParams = ExportParams()
     serve: ServeParams = ServeParams()
     monitor: MonitorParams = MonitorParams()
+    retrain: RetrainParams = RetrainParams()
     mlflow: MlflowParams = MlflowParams()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -50,6 +50,16 @@ def setup(experiment: str = "skillpack") -> str:
     return mlflow.set_experiment(experiment).experiment_id
 
 
+def stage_run_name(stage: str, params: dict | None, data_hash: str) -> str:
+    """`<stage> <short hash of its params and data>`: re-runs with other inputs are told apart
+    in the UI, and the same inputs get the same name."""
+    import hashlib
+    import json
+
+    blob = json.dumps([params or {}, data_hash], sort_keys=True, default=str).encode()
+    return f"{stage} {hashlib.sha256(blob).hexdigest()[:8]}"
+
+
 @contextmanager
 def stage_run(stage: str, experiment: str, params: dict | None = None, data_hash: str = "",
               extra_tags: dict | None = None):
@@ -58,7 +68,7 @@ def stage_run(stage: str, experiment: str, params: dict | None = None, data_hash
     setup(experiment)
     tags = {"stage": stage, "git_commit": git_commit(), "data_hash": data_hash, **(extra_tags or {})}
     parent = os.environ.get(PARENT_ENV) or None
-    with mlflow.start_run(run_name=stage, parent_run_id=parent, tags=tags) as run:
+    with mlflow.start_run(run_name=stage_run_name(stage, params, data_hash), parent_run_id=parent, tags=tags) as run:
         if params:
             mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})
         yield run
@@ -170,3 +180,22 @@ def log_child_run(parent_run_id: str, experiment: str, name: str, params: dict, 
                      tags=[RunTag(k, str(v)) for k, v in tags.items()])
     client.set_terminated(run.info.run_id)
     return run.info.run_id
+
+
+def apply_promotion(registered_name: str, candidate_version: str, champion_alias: str, decision) -> str:
+    """Record a promotion decision on the candidate version (tags + a line in its description)
+    and move `champion_alias` to it when the decision says so. Returns the champion's version."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in {"promotion.promoted": decision.promote, "promotion.reason": decision.reason,
+                       "promotion.delta_points": decision.delta_points, "promotion.ci_low_points": decision.ci_low_points,
+                       "promotion.ci_high_points": decision.ci_high_points, "promotion.p": decision.p}.items():
+        client.set_model_version_tag(registered_name, candidate_version, key, str(value))
+    version = client.get_model_version(registered_name, candidate_version)
+    client.update_model_version(registered_name, candidate_version,
+                                description=f"{version.description or ''}\n\n**Promotion:** {decision.reason}".strip())
+    if decision.promote:
+        client.set_registered_model_alias(registered_name, champion_alias, candidate_version)
+        return str(candidate_version)
+    return str(client.get_model_version_by_alias(registered_name, champion_alias).version)

@@ -78,6 +78,10 @@ def test_result_store_key_changes_with_config_seed_and_data(tmp_path):
     assert k != ab.run_key(0, p0, "data2", {"max_train": 600})
     assert k != ab.run_key(0, p0, "data1", {"max_train": 700})
     assert k != ab.run_key(0, ab.run_params(spec, spec.arm("label_smoothing"), 0), "data1", {"max_train": 600})
+    # what a run does not read does not invalidate its stored result
+    unrelated = p0.model_copy(update={"serve": p0.serve.model_copy(update={"port": 9999}),
+                                      "clean": p0.clean.model_copy(update={"policy": "drop"})})
+    assert k == ab.run_key(0, unrelated, "data1", {"max_train": 600})
     store = ab.ResultStore(tmp_path)
     assert store.get(k) is None
     store.put(k, {"test_accuracy": 0.5})

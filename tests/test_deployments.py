@@ -33,7 +33,9 @@ def _wait_for_deployment(client, name: str, proc, timeout: float = 120):
     raise AssertionError(f"deployment {name} not registered within {timeout}s")
 
 
-def test_served_deployments_are_scheduled_and_run_the_pipeline(tiny_repo, prefect_server):
+def test_served_deployments_are_scheduled_and_the_nightly_retrain_records_its_decision(tiny_repo, prefect_server):
+    from mlflow import MlflowClient
+
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL
@@ -43,14 +45,19 @@ def test_served_deployments_are_scheduled_and_run_the_pipeline(tiny_repo, prefec
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         with get_client(sync_client=True) as client:
-            nightly = _wait_for_deployment(client, "skillpack-pipeline/nightly", proc)
+            nightly = _wait_for_deployment(client, "skillpack-retrain/nightly", proc)
             weekly = _wait_for_deployment(client, "skillpack-ablation/weekly", proc)
             assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
             assert [s.schedule.cron for s in weekly.schedules] == ["0 3 * * 6"]
             assert weekly.parameters == {"spec_path": "ablations/default.yaml"}
             assert all(s.active for s in nightly.schedules + weekly.schedules)
-        flow_run = run_deployment("skillpack-pipeline/nightly", parameters={"stages": ["validate"]}, timeout=240)
+        flow_run = run_deployment("skillpack-retrain/nightly", timeout=600)
         assert flow_run.state.is_completed(), flow_run.state
+        registry = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
+        champion = registry.get_model_version_by_alias("skillpack-classifier", "champion")
+        candidate = registry.get_model_version_by_alias("skillpack-classifier", "candidate-onnx")
+        assert champion.version == candidate.version  # the first candidate becomes the champion ...
+        assert "no champion yet" in champion.tags["promotion.reason"]  # ... and says why
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -31,6 +31,7 @@ def test_repro_produces_metrics_plots_and_a_registered_model(tiny_repo):
     assert STAGES <= set(by_stage)
     commit = run(["git", "rev-parse", "HEAD"], tiny_repo).stdout.strip()
     for stage in STAGES:
+        assert re.fullmatch(rf"{stage} [0-9a-f]{{8}}", by_stage[stage].info.run_name), by_stage[stage].info.run_name
         tags = by_stage[stage].data.tags
         assert tags["git_commit"] == commit
         assert len(tags["data_hash"]) == 16
@@ -211,3 +212,39 @@ def test_the_service_loads_the_registered_model_by_alias_with_a_fallback(tiny_re
     assert "no alias 'champion'; falling back to 'candidate-onnx'" in caplog.text
     pixels = np.load(tiny_repo / "data" / "prepared" / "test_images.npy")[:3]
     assert np.allclose(served.probabilities(pixels).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_mlflow_models_serve_answers_class_names_for_raw_pixels(tiny_repo):
+    """What MLflow users expect: `mlflow models serve` on the registered version, raw uint8 in."""
+    import subprocess
+    import time
+
+    import httpx
+
+    from test_serving import free_port
+
+    port = free_port()
+    env = project_env(tiny_repo)
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                             "models:/skillpack-classifier@candidate-onnx", "--env-manager", "local", "-h", "127.0.0.1",
+                             "-p", str(port), "-w", "1"], cwd=tiny_repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        pixels = np.load(tiny_repo / "data" / "prepared" / "test_images.npy")[:3]
+        deadline, reply = time.time() + 120, None
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                reply = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": pixels.tolist()}, timeout=10)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert reply is not None and reply.status_code == 200, proc.stderr.read()[-2000:] if proc.poll() else reply
+        rows = reply.json()["predictions"]
+        classes = json.loads((tiny_repo / "data" / "prepared" / "classes.json").read_text())
+        assert len(rows) == 3 and all(r["class"] in classes and 0 < r["probability"] <= 1 for r in rows)
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)

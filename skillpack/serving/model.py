@@ -42,7 +42,7 @@ def load_onnx(path: str | Path, threads: int = 1, version: str | None = None) ->
                        meta.get("model_name", path.stem), version or file_sha256(path)[:12], str(path))
 
 
-def load_registered(registered_name: str, alias: str, fallback_alias: str, threads: int = 1) -> ServedModel:
+def load_registered(registered_name: str, alias: str, fallback_alias: str | None = None, threads: int = 1) -> ServedModel:
     """The ONNX file of the version `alias` points to, else `fallback_alias`'s (logged)."""
     import mlflow
     from mlflow import MlflowClient
@@ -52,12 +52,12 @@ def load_registered(registered_name: str, alias: str, fallback_alias: str, threa
 
     tracking.setup()
     client = MlflowClient()
-    for chosen in (alias, fallback_alias):
+    for chosen in (a for a in (alias, fallback_alias) if a):
         try:
             version = client.get_model_version_by_alias(registered_name, chosen)
         except MlflowException:
             log.warning("model registry: %s has no alias %r%s", registered_name, chosen,
-                        f"; falling back to {fallback_alias!r}" if chosen == alias else "")
+                        f"; falling back to {fallback_alias!r}" if chosen == alias and fallback_alias else "")
             continue
         folder = Path(mlflow.artifacts.download_artifacts(version.source))
         onnx_files = sorted(folder.rglob("*.onnx"))
@@ -66,4 +66,5 @@ def load_registered(registered_name: str, alias: str, fallback_alias: str, threa
         served = load_onnx(onnx_files[0], threads, version=f"{version.version}@{chosen}")
         served.source = f"models:/{registered_name}@{chosen}"
         return served
-    raise FileNotFoundError(f"model registry: {registered_name} has neither alias {alias!r} nor {fallback_alias!r}")
+    raise FileNotFoundError(f"model registry: {registered_name} has no alias {alias!r}"
+                            + (f" nor {fallback_alias!r}" if fallback_alias else ""))
