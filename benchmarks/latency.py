@@ -12,6 +12,8 @@ and prints a markdown table.
 """
 from __future__ import annotations
 
+import stages.default_omp  # noqa: F401  (first: OpenMP's default wait policy while timing)
+
 import argparse
 import json
 import tempfile
@@ -95,7 +97,8 @@ def main(argv=None) -> dict:
     figures = summary(latency, checks, cuda)
     figures.update({"runtimes": {name: {"latency": latency[name], **checks[name], "build_s": build_s.get(name)}
                                  for name in runners},
-                    "skipped": skipped, "batches": args.batches, "parity_images": len(y), "model": args.model})
+                    "skipped": skipped, "batches": args.batches, "omp_wait_policy": stages.default_omp.WAIT_POLICY,
+                    "parity_images": len(y), "model": args.model})
     figures.update(compression_figures())
     print("\n".join(latency_table(figures)))
     print(f"wrote {save('latency', figures)}")

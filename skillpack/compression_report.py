@@ -58,7 +58,7 @@ def compression_markdown(table: dict) -> str:
         f"paired by seed (95% t-interval; Holm over the comparisons of this table). The intervals cover seed "
         f"noise only (one trained baseline, one test set).", "",
         f"Latency: wall time per call of the raw-pixel model (uint8 in, logits out), median / 95th percentile "
-        f"in ms, on {table['machine_line']}.", "",
+        f"in ms, on {table['machine_line']}, OpenMP wait policy {table.get('omp_wait_policy', 'default')}.", "",
         "| variant | runtime | params | MMACs | file | test acc | vs control (points) | agreement with eager | "
         + " | ".join(f"batch {b} p50 / p95 ms" for b in batches) + " |",
         "|---|---|---|---|---|---|---|---|" + "---|" * len(batches)]

@@ -144,11 +144,14 @@ def build_aoti(model: ImageClassifier, path: str | Path, image_shape: tuple[int,
     """torch.export the raw-pixel model (dynamic batch) and compile it ahead of time into a
     self-contained .pt2 package for `device` (compile time is the caller's to measure)."""
     import torch._inductor
+    import torch._inductor.config
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wrapped = raw_pixels(model, dtype, device)
-    with torch.no_grad():
+    # compile in this process: inductor's pool of compile workers would otherwise stay behind
+    # and share the cores with every latency measured after the build
+    with torch.no_grad(), torch._inductor.config.patch(compile_threads=1):
         program = torch.export.export(wrapped, (_example(image_shape, device=device),), dynamic_shapes=_batch_dim())
         torch._inductor.aoti_compile_and_package(program, package_path=str(path))
     return path

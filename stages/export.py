@@ -6,6 +6,8 @@ GPU are present (else a recorded skip). Renders reports/compression.{json,md} wi
 compress stage's variants, the model card, and registers the ONNX model in MLflow."""
 from __future__ import annotations
 
+import stages.default_omp  # noqa: F401  (first: OpenMP's default wait policy while timing)
+
 from stages.common import params_from_argv, run_stage
 
 
@@ -132,7 +134,8 @@ def main() -> int:
     machine = describe()
     table = {"rows": rows, "parity": checks, "skipped": skipped, "latency_batches": cfg.latency_batches,
              "seeds": compressed["seeds"], "n_test": int(len(test_y)), "data_hash": store.data_hash(),
-             "machine": machine, "machine_line": one_line(machine), "seconds": round(time.perf_counter() - t0, 1)}
+             "machine": machine, "machine_line": one_line(machine), "seconds": round(time.perf_counter() - t0, 1),
+             "omp_wait_policy": stages.default_omp.WAIT_POLICY}
     write_json(paths.COMPRESSION_TABLE, table)
     write_text(paths.COMPRESSION_REPORT, compression_markdown(table))
     card = model_card({

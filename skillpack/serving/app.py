@@ -178,16 +178,18 @@ def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics) ->
     return app
 
 
-def reference_distribution(model: ServedModel, test_images: np.ndarray | None) -> tuple[np.ndarray | None, float | None]:
-    """Predicted-class shares and mean top-1 probability on the test set: the drift reference."""
+def reference_distribution(model: ServedModel, test_images: np.ndarray | None,
+                           batch: int) -> tuple[np.ndarray | None, float | None]:
+    """Predicted-class shares and mean top-1 probability on the test set: the drift reference.
+    In batches no larger than a request's: ONNX Runtime's memory arena keeps its peak."""
     if test_images is None or not len(test_images):
         return None, None
-    probs = np.concatenate([model.probabilities(test_images[i:i + 1024]) for i in range(0, len(test_images), 1024)])
+    probs = np.concatenate([model.probabilities(test_images[i:i + batch]) for i in range(0, len(test_images), batch)])
     counts = np.bincount(probs.argmax(1), minlength=len(model.classes))
     return counts / counts.sum(), float(probs.max(1).mean())
 
 
 def build_service(model: ServedModel, cfg: ServeParams, test_images: np.ndarray | None = None) -> FastAPI:
-    reference, confidence = reference_distribution(model, test_images)
+    reference, confidence = reference_distribution(model, test_images, cfg.max_batch)
     return create_app(model, cfg, ServiceMetrics(model.classes, reference, confidence, cfg.feedback_window,
                                                  cfg.drift_window))
