@@ -40,7 +40,9 @@ def test_repro_produces_metrics_plots_and_a_registered_model(tiny_repo):
     assert "val_acc" in train.data.metrics
     assert by_stage["evaluate"].data.metrics["test_accuracy"] == metrics["test_accuracy"]
     version = client.get_model_version_by_alias("skillpack-classifier", "candidate")
-    assert version.run_id == train.info.run_id
+    # the version comes from a train stage run (other tests re-run train on this shared repo: a
+    # re-run with unchanged weights registers nothing new, so it need not be the latest run)
+    assert client.get_run(version.run_id).data.tags["stage"] == "train"
     artifacts = {a.path for a in client.list_artifacts(by_stage["evaluate"].info.run_id)}
     assert {"confusion.png", "curves.png", "metrics.json"} <= artifacts
 
@@ -206,10 +208,10 @@ def test_the_service_loads_the_registered_model_by_alias_with_a_fallback(tiny_re
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_repo / 'mlflow.db'}")
     monkeypatch.setenv("SKILLPACK_ROOT", str(tiny_repo))
-    with caplog.at_level("WARNING", logger="skillpack.serving"):
-        served = load_registered("skillpack-classifier", "champion", "candidate-onnx")
+    with caplog.at_level("WARNING", logger="skillpack.serving"):  # an alias no test sets (champion may exist)
+        served = load_registered("skillpack-classifier", "no-such-alias", "candidate-onnx")
     assert served.version.endswith("@candidate-onnx") and served.source == "models:/skillpack-classifier@candidate-onnx"
-    assert "no alias 'champion'; falling back to 'candidate-onnx'" in caplog.text
+    assert "no alias 'no-such-alias'; falling back to 'candidate-onnx'" in caplog.text
     pixels = np.load(tiny_repo / "data" / "prepared" / "test_images.npy")[:3]
     assert np.allclose(served.probabilities(pixels).sum(axis=1), 1.0, atol=1e-5)
 
