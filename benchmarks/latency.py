@@ -17,7 +17,6 @@ import stages.default_omp  # noqa: F401  (first: OpenMP's default wait policy wh
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,44 +26,21 @@ from benchmarks.common import save
 from benchmarks.docs import latency_table
 from skillpack import export, paths
 from skillpack.checkpoint import load_classifier
-from skillpack.compress import calibration_images, quantize_onnx_int8
+from skillpack.compress import calibration_images
 from skillpack.metrics import accuracy
 
 
-def build_runtimes(model, shape, folder: Path, train_images, cuda: bool, aoti_cpu: bool) -> tuple[dict, dict, dict]:
-    """{runtime: runner}, {runtime: build seconds}, {runtime: skip reason}."""
-    runners, build_s, skipped = {"eager cpu": export.eager_runner(model)}, {}, {}
-    t0 = time.perf_counter()
-    onnx_file = export.export_onnx(model, folder / "model.onnx", shape)
-    build_s["onnx fp32"] = time.perf_counter() - t0
-    runners["onnx fp32"] = export.onnx_runner(export.onnx_session(onnx_file, torch.get_num_threads()))
-    t0 = time.perf_counter()
-    int8 = quantize_onnx_int8(onnx_file, folder / "model.int8.onnx", calibration_images(train_images, 512, 0))
-    build_s["onnx int8"] = time.perf_counter() - t0
-    runners["onnx int8"] = export.onnx_runner(export.onnx_session(int8, torch.get_num_threads()))
-    if aoti_cpu:
-        t0 = time.perf_counter()
-        runners["aoti cpu"] = export.aoti_runner(export.build_aoti(model, folder / "cpu.pt2", shape, "cpu"))
-        build_s["aoti cpu"] = time.perf_counter() - t0
-    if cuda:
+def runners_of(model, shape, folder: Path, train_images, aoti_cpu: bool) -> tuple[dict, dict, dict]:
+    """{runtime: runner}, {runtime: build seconds}, {runtime: skip reason}: eager PyTorch (on the GPU
+    too where there is one) and every runtime the export stage builds."""
+    built, skipped = export.build_runtimes(model, shape, folder, calibration_images(train_images, 512, 0),
+                                           aoti_cpu=aoti_cpu)
+    runners = {"eager cpu": export.eager_runner(model)}
+    if torch.cuda.is_available():
         gpu_model = export.raw_pixels(model, torch.float32, "cuda")
         runners["eager gpu"] = lambda x: gpu_model(torch.from_numpy(x).cuda()).cpu().numpy()
-        t0 = time.perf_counter()
-        package = export.build_aoti(model, folder / "cuda_fp16.pt2", shape, "cuda", torch.float16)
-        build_s["aoti gpu fp16"] = time.perf_counter() - t0
-        runners["aoti gpu fp16"] = export.aoti_runner(package, "cuda")
-    reason = export.tensorrt_unavailable()
-    for precision in ("fp16", "int8"):
-        if reason:
-            skipped[f"tensorrt {precision}"] = f"skipped: {reason}"
-            continue
-        t0 = time.perf_counter()
-        engine = export.build_tensorrt_engine(onnx_file, folder / f"{precision}.engine", shape, precision,
-                                              calibration_images(train_images, 512, 0),
-                                              timing_cache=folder / "timing.cache")
-        build_s[f"tensorrt {precision}"] = time.perf_counter() - t0
-        runners[f"tensorrt {precision}"] = export.tensorrt_runner(engine)
-    return runners, build_s, skipped
+    runners.update({name: b.run for name, b in built.items()})
+    return runners, {name: b.build_s for name, b in built.items()}, skipped
 
 
 def main(argv=None) -> dict:
@@ -85,15 +61,14 @@ def main(argv=None) -> dict:
     model, _ = load_classifier(args.model)
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as folder:
-        runners, build_s, skipped = build_runtimes(model, store.image_shape, Path(folder), store.arrays("train")[0],
-                                                   cuda, not args.no_aoti_cpu)
+        runners, build_s, skipped = runners_of(model, store.image_shape, Path(folder), store.arrays("train")[0],
+                                               not args.no_aoti_cpu)
         x, y = test_x[:args.parity_images], test_y[:args.parity_images]
         reference = export.logits_of(runners["eager cpu"], x)
-        checks = {name: {**export.parity(reference, export.logits_of(run, x)).as_dict(),
-                         "test_accuracy": accuracy(export.logits_of(run, x), y)} for name, run in runners.items()}
+        checks = {name: parity_and_accuracy(reference, export.logits_of(run, x), y) for name, run in runners.items()}
         sync = torch.cuda.synchronize if cuda else (lambda: None)
-        latency = {name: {str(b): export.measure_latency(run, test_x[:b], args.seconds, sync=sync).as_dict()
-                          for b in args.batches} for name, run in runners.items()}
+        latency = {name: export.latency_by_batch(run, test_x, args.batches, args.seconds, sync)
+                   for name, run in runners.items()}
     figures = summary(latency, checks, cuda)
     figures.update({"runtimes": {name: {"latency": latency[name], **checks[name], "build_s": build_s.get(name)}
                                  for name in runners},
@@ -103,6 +78,10 @@ def main(argv=None) -> dict:
     print("\n".join(latency_table(figures)))
     print(f"wrote {save('latency', figures)}")
     return figures
+
+
+def parity_and_accuracy(reference, logits, labels) -> dict:
+    return {**export.parity(reference, logits).as_dict(), "test_accuracy": accuracy(logits, labels)}
 
 
 def summary(latency: dict, checks: dict, cuda: bool) -> dict:
@@ -117,7 +96,7 @@ def summary(latency: dict, checks: dict, cuda: bool) -> dict:
            "fastest_b1": min(b1, key=b1.get), "device": "cuda" if cuda else "cpu"}
     if cuda:
         out.update(gpu_name=torch.cuda.get_device_name(0), eager_gpu_b1_ms=b1.get("eager gpu"),
-                   aoti_gpu_b1_ms=b1.get("aoti gpu fp16"))
+                   aoti_gpu_b1_ms=b1.get("aoti cuda fp16"))
         out["aoti_vs_eager_gpu_b1"] = out["aoti_gpu_b1_ms"] / out["eager_gpu_b1_ms"]
         for precision in ("fp16", "int8"):
             out[f"tensorrt_{precision}_b1_ms"] = b1.get(f"tensorrt {precision}")

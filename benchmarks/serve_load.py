@@ -16,7 +16,6 @@ import asyncio
 import io
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,7 @@ import numpy as np
 
 from benchmarks.common import save
 from skillpack import paths
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from skillpack.monitoring import free_port
 
 
 def rss_mb(pid: int) -> float:

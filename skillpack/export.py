@@ -109,6 +109,59 @@ def parity(reference: np.ndarray, candidate: np.ndarray) -> Parity:
     return Parity(float(np.abs(reference - candidate).max()), accuracy(candidate, reference.argmax(1)))
 
 
+# -- every runtime at once ----------------------------------------------------------------
+
+@dataclass
+class BuiltRuntime:
+    run: Callable[[np.ndarray], np.ndarray]
+    file: Path
+    build_s: float
+
+
+def build_runtimes(model: ImageClassifier, image_shape: tuple[int, int, int], folder: str | Path,
+                   calibration: np.ndarray, *, opset: int = 18, metadata: dict | None = None, aoti_cpu: bool = True,
+                   quantize_method: str = "minmax", per_channel: bool = True, tensorrt_workspace_mb: int = 1024,
+                   threads: int | None = None) -> tuple[dict[str, BuiltRuntime], dict[str, str]]:
+    """Every deployable form of `model` this machine can build, into `folder` (the export
+    stage's and the latency benchmark's one way to make them): ONNX fp32, ONNX int8, an
+    AOTInductor package for the CPU and, on CUDA, in fp16, TensorRT FP16 / INT8 where it can run.
+    Returns {runtime: built}, {runtime: why it was skipped}."""
+    from skillpack.compress import quantize_onnx_int8
+
+    folder, threads = Path(folder), threads or torch.get_num_threads()
+    built, skipped = {}, {}
+
+    def timed(name: str, make: Callable[[], Path], runner: Callable[[Path], Callable]) -> Path:
+        t0 = time.perf_counter()
+        path = make()
+        built[name] = BuiltRuntime(runner(path), path, time.perf_counter() - t0)
+        return path
+
+    onnx_file = timed("onnx fp32", lambda: export_onnx(model, folder / "model.onnx", image_shape, opset, metadata),
+                      lambda p: onnx_runner(onnx_session(p, threads)))
+    timed("onnx int8", lambda: quantize_onnx_int8(onnx_file, folder / "model.int8.onnx", calibration,
+                                                  method=quantize_method, per_channel=per_channel),
+          lambda p: onnx_runner(onnx_session(p, threads)))
+    if aoti_cpu:
+        timed("aoti cpu", lambda: build_aoti(model, folder / "model_cpu.pt2", image_shape, "cpu"), aoti_runner)
+    if torch.cuda.is_available():
+        timed("aoti cuda fp16", lambda: build_aoti(model, folder / "model_cuda_fp16.pt2", image_shape, "cuda",
+                                                   torch.float16), lambda p: aoti_runner(p, "cuda"))
+    else:
+        skipped["aoti cuda fp16"] = "skipped: no CUDA device (the CPU package is built and checked instead)"
+    reason = tensorrt_unavailable()
+    for precision in ("fp16", "int8"):
+        if reason is not None:
+            skipped[f"tensorrt {precision}"] = f"skipped: {reason}"
+            continue
+        timed(f"tensorrt {precision}",
+              lambda: build_tensorrt_engine(onnx_file, folder / f"model_{precision}.engine", image_shape, precision,
+                                            calibration, workspace_mb=tensorrt_workspace_mb,
+                                            timing_cache=folder / "tensorrt.cache"),
+              tensorrt_runner)
+    return built, skipped
+
+
 # -- latency -------------------------------------------------------------------------------
 
 @dataclass
@@ -135,6 +188,12 @@ def measure_latency(run: Callable[[np.ndarray], object], pixels: np.ndarray, sec
         sync()
         times.append(time.perf_counter() - t0)
     return Latency(1e3 * float(np.median(times)), 1e3 * float(np.percentile(times, 95)), len(times))
+
+
+def latency_by_batch(run: Callable[[np.ndarray], object], images: np.ndarray, batches: list[int], seconds: float,
+                     sync: Callable[[], None] = lambda: None) -> dict[str, dict]:
+    """{batch: Latency as a dict} for the first `batch` images, batch by batch."""
+    return {str(b): measure_latency(run, images[:b], seconds, sync=sync).as_dict() for b in batches}
 
 
 # -- AOTInductor ---------------------------------------------------------------------------

@@ -154,7 +154,8 @@ def textfile_metrics(figures: dict[str, float], labels: dict[str, str] | None = 
 
 # -- a real Prometheus, for tests and the load benchmark -----------------------------------
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for a server started next)."""
     import socket
 
     with socket.socket() as s:
@@ -172,7 +173,7 @@ class PrometheusServer:
         self.binary = shutil.which("prometheus")
         if self.binary is None:
             raise FileNotFoundError("prometheus missing: `apt-get install prometheus`")
-        self.folder, self.port = Path(folder), _free_port()
+        self.folder, self.port = Path(folder), free_port()
         write_alerts(monitor, self.folder, target)
         config = yaml.safe_load((self.folder / SCRAPE_FILE).read_text())
         config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}

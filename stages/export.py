@@ -11,43 +11,6 @@ import stages.default_omp  # noqa: F401  (first: OpenMP's default wait policy wh
 from stages.common import params_from_argv, run_stage
 
 
-def runtimes_of_baseline(baseline, cfg, quantize, store, train_images, seed: int, metadata: dict):
-    """Build every deployable form of the baseline: {runtime: (runner, file or None)}, {runtime: skip reason}."""
-    import torch
-
-    from skillpack import paths
-    from skillpack.compress import calibration_images, quantize_onnx_int8
-    from skillpack.export import (aoti_runner, build_aoti, build_tensorrt_engine, export_onnx, onnx_runner,
-                                  onnx_session, tensorrt_runner, tensorrt_unavailable)
-
-    shape, threads = store.image_shape, torch.get_num_threads()
-    onnx_file = export_onnx(baseline, paths.EXPORTED / "model.onnx", shape, cfg.opset, metadata)
-    calibration = calibration_images(train_images, quantize.calibration_images, seed)
-    int8_file = quantize_onnx_int8(onnx_file, paths.EXPORTED / "model.int8.onnx", calibration,
-                                   method=quantize.calibrate_method, per_channel=quantize.per_channel)
-    built = {"onnx fp32": (onnx_runner(onnx_session(onnx_file, threads)), onnx_file),
-             "onnx int8": (onnx_runner(onnx_session(int8_file, threads)), int8_file)}
-    skipped = {}
-    if cfg.aoti_cpu:
-        package = build_aoti(baseline, paths.EXPORTED / "model_cpu.pt2", shape, "cpu")
-        built["aoti cpu"] = (aoti_runner(package, "cpu"), package)
-    if torch.cuda.is_available():
-        package = build_aoti(baseline, paths.EXPORTED / "model_cuda_fp16.pt2", shape, "cuda", torch.float16)
-        built["aoti cuda fp16"] = (aoti_runner(package, "cuda"), package)
-    else:
-        skipped["aoti cuda fp16"] = "skipped: no CUDA device (the CPU package is built and checked instead)"
-    reason = tensorrt_unavailable()
-    for precision in ("fp16", "int8"):
-        if reason is not None:
-            skipped[f"tensorrt {precision}"] = f"skipped: {reason}"
-            continue
-        engine = build_tensorrt_engine(onnx_file, paths.EXPORTED / f"model_{precision}.engine", shape, precision,
-                                       calibration, workspace_mb=cfg.tensorrt_workspace_mb,
-                                       timing_cache=paths.EXPORTED / "tensorrt.cache")
-        built[f"tensorrt {precision}"] = (tensorrt_runner(engine), engine)
-    return built, skipped
-
-
 def torch_variants(baseline, meta):
     """The eager models to time: the trained one and the compress stage's."""
     from skillpack import paths
@@ -58,12 +21,6 @@ def torch_variants(baseline, meta):
         path = paths.COMPRESSED / f"{name}.pt"
         models[name] = (load_classifier(path)[0], path)
     return models
-
-
-def latency_cells(runner, images, batches, seconds, sync=lambda: None) -> dict:
-    from skillpack.export import measure_latency
-
-    return {str(b): measure_latency(runner, images[:b], seconds, sync=sync).as_dict() for b in batches}
 
 
 def pipeline_figures(base_acc: float, checks: list[dict], rows: list[dict]) -> dict[str, float]:
@@ -88,7 +45,8 @@ def main() -> int:
     from skillpack.checkpoint import load_classifier, weights_sha256
     from skillpack.compression_report import compression_markdown, model_card
     from skillpack.data import PreparedStore
-    from skillpack.export import eager_runner, logits_of, parity
+    from skillpack.compress import calibration_images
+    from skillpack.export import build_runtimes, eager_runner, latency_by_batch, logits_of, parity
     from skillpack.io import file_sha256, write_json, write_text
     from skillpack.machine import describe, one_line
     from skillpack.metrics import accuracy
@@ -107,8 +65,12 @@ def main() -> int:
     reference = logits_of(eager_runner(baseline), test_x)
     metadata = {"classes": store.classes, "model_name": meta["model_name"], "data_hash": store.data_hash(),
                 "weights_sha256": weights_sha256(baseline)}
-    built, skipped = runtimes_of_baseline(baseline, cfg, params.compress.quantize, store, train_x, params.seed,
-                                          metadata)
+    quantize = params.compress.quantize
+    built, skipped = build_runtimes(baseline, store.image_shape, paths.EXPORTED,
+                                    calibration_images(train_x, quantize.calibration_images, params.seed),
+                                    opset=cfg.opset, metadata=metadata, aoti_cpu=cfg.aoti_cpu,
+                                    quantize_method=quantize.calibrate_method, per_channel=quantize.per_channel,
+                                    tensorrt_workspace_mb=cfg.tensorrt_workspace_mb)
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     rows, checks = [], []
     for name, (model, path) in torch_variants(baseline, meta).items():
@@ -118,9 +80,11 @@ def main() -> int:
                      "macs": info["macs"], "file_bytes": path.stat().st_size,
                      "test_accuracy": acc.get("trained", sum(acc.values()) / len(acc)),
                      "vs_control": compressed["comparisons"].get(name),
-                     "latency": latency_cells(eager_runner(model), test_x, cfg.latency_batches, cfg.latency_seconds)})
+                     "latency": latency_by_batch(eager_runner(model), test_x, cfg.latency_batches,
+                                                 cfg.latency_seconds)})
     base_acc = accuracy(reference, test_y)
-    for runtime, (runner, path) in built.items():
+    for runtime, runtime_built in built.items():
+        runner, path = runtime_built.run, runtime_built.file
         logits = logits_of(runner, test_x)
         check = {"variant": "baseline", "runtime": runtime, **parity(reference, logits).as_dict(),
                  "test_accuracy": accuracy(logits, test_y)}
@@ -129,8 +93,8 @@ def main() -> int:
         rows.append({"variant": "baseline", "runtime": runtime, "model": meta["model_name"],
                      "params": rows[0]["params"], "macs": rows[0]["macs"], "file_bytes": path.stat().st_size,
                      "test_accuracy": check["test_accuracy"], "top1_agreement": check["top1_agreement"],
-                     "latency": latency_cells(runner, test_x, cfg.latency_batches, cfg.latency_seconds,
-                                              sync if "cuda" in runtime or "tensorrt" in runtime else lambda: None)})
+                     "latency": latency_by_batch(runner, test_x, cfg.latency_batches, cfg.latency_seconds,
+                                                 sync if "cuda" in runtime or "tensorrt" in runtime else lambda: None)})
     machine = describe()
     table = {"rows": rows, "parity": checks, "skipped": skipped, "latency_batches": cfg.latency_batches,
              "seeds": compressed["seeds"], "n_test": int(len(test_y)), "data_hash": store.data_hash(),
@@ -145,11 +109,11 @@ def main() -> int:
         "epochs": params.train.epochs, "seed": params.seed,
         "metrics": {"test_accuracy (eager)": base_acc,
                     **{f"test_accuracy ({c['runtime']})": c["test_accuracy"] for c in checks}},
-        "files": {str(path): runtime for runtime, (_, path) in built.items()}})
+        "files": {str(b.file): runtime for runtime, b in built.items()}})
     write_text(paths.MODEL_CARD, card)
     write_text(paths.PIPELINE_PROM, textfile_metrics(pipeline_figures(base_acc, checks, rows),
                                                      {"model": meta["model_name"], "data": store.data_hash()}))
-    onnx_file = built["onnx fp32"][1]
+    onnx_file = built["onnx fp32"].file
     with tracking.stage_run("export", params.mlflow.experiment, params={"export.opset": cfg.opset},
                             data_hash=store.data_hash()):
         flat = {f"{c['runtime']}.{k}".replace(" ", "_"): c[k] for c in checks

@@ -223,7 +223,7 @@ def test_mlflow_models_serve_answers_class_names_for_raw_pixels(tiny_repo):
 
     import httpx
 
-    from test_serving import free_port
+    from skillpack.monitoring import free_port
 
     port = free_port()
     env = project_env(tiny_repo)

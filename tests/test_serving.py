@@ -3,7 +3,6 @@ feedback-driven accuracy, Prometheus metrics, bad input answered with 4xx (a fuz
 alert rules evaluated by a real Prometheus server scraping the service."""
 import io
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -20,17 +19,12 @@ from skillpack import export
 from skillpack.config import MonitorParams, ServeParams, TrainParams
 from skillpack.runs import RunData, evaluate_model, train_model
 from skillpack.serving.app import build_service
+from skillpack.monitoring import free_port
 from skillpack.serving.model import load_onnx
 
 from conftest import small_split
 
 CFG = ServeParams(max_body_bytes=64 * 1024, max_pixels=1024 * 1024, max_batch=8, feedback_window=20, top_k=3)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RunningServer:

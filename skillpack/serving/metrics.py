@@ -40,23 +40,34 @@ class ServiceMetrics:
         self.accuracy.set(float("nan"))
         self.classes = classes
         self.reference, self.reference_confidence = reference_distribution, reference_confidence
+        # sliding windows with running sums: a request costs O(its images), not O(window)
         self.recent_classes: deque[int] = deque(maxlen=drift_window)
         self.recent_confidence: deque[float] = deque(maxlen=drift_window)
         self.labelled: deque[bool] = deque(maxlen=feedback_window)
+        self.class_counts = np.zeros(len(classes), dtype=np.int64)
+        self.confidence_sum, self.right = 0.0, 0
 
     def observe_predictions(self, predicted: np.ndarray, confidence: np.ndarray) -> None:
         for k, p in zip(predicted.tolist(), confidence.tolist()):
             self.predictions.labels(self.classes[k]).inc()
             self.confidence.observe(p)
+            if len(self.recent_classes) == self.recent_classes.maxlen:
+                self.class_counts[self.recent_classes[0]] -= 1
+                self.confidence_sum -= self.recent_confidence[0]
             self.recent_classes.append(k)
             self.recent_confidence.append(p)
+            self.class_counts[k] += 1
+            self.confidence_sum += p
         if self.reference is not None:
-            counts = np.bincount(np.fromiter(self.recent_classes, int), minlength=len(self.classes))
-            self.drift.set(0.5 * float(np.abs(counts / counts.sum() - self.reference).sum()))
+            shares = self.class_counts / len(self.recent_classes)
+            self.drift.set(0.5 * float(np.abs(shares - self.reference).sum()))
         if self.reference_confidence is not None:
-            self.confidence_shift.set(float(np.mean(self.recent_confidence)) - self.reference_confidence)
+            self.confidence_shift.set(self.confidence_sum / len(self.recent_confidence) - self.reference_confidence)
 
     def observe_feedback(self, correct: bool) -> None:
+        if len(self.labelled) == self.labelled.maxlen:
+            self.right -= self.labelled[0]
         self.labelled.append(correct)
-        self.accuracy.set(float(np.mean(self.labelled)))
+        self.right += correct
+        self.accuracy.set(self.right / len(self.labelled))
         self.feedback_count.set(len(self.labelled))
