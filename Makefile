@@ -1,4 +1,4 @@
-# make run   - set up everything (venv, packages, data) and rebuild the pipeline with `dvc repro`
+# make run   - set up everything (venv, packages, data) and rebuild the pipeline (flows.pipeline: `dvc repro` per stage)
 # make test  - set up everything and run the test suite
 # Both are idempotent: a second call only does what is missing.
 SHELL := /bin/bash
@@ -23,8 +23,9 @@ export PYTHONUNBUFFERED ?= 1
 TORCH_PIN := $(shell python3 -c 'import platform,sys; print("torch==2.14.1 torchvision==0.29.1" if platform.system()=="Linux" and platform.machine()=="x86_64" and sys.version_info[:2]==(3,11) else "")' 2>/dev/null)
 
 .PHONY: run test install data tools serve bench ablate lint clean-run
+# The pipeline flow: `dvc repro` stage by stage under one MLflow parent run (Prefect's ephemeral server).
 run: install data
-	dvc repro
+	$(PY) -m flows.pipeline
 	dvc metrics show
 
 test: install data tools
@@ -47,12 +48,14 @@ data:
 	fi
 	@if [ -d $(FMNIST_DIR) ]; then echo "data: Fashion-MNIST at $(FMNIST_DIR)"; else echo "data: $(FMNIST_DIR) missing; prepare will try torchvision's download"; fi
 
-# Prometheus + promtool for the alerting tests (a real server scrapes the service), from Debian.
+# Prometheus + promtool for the alerting tests (a real server scrapes the service) and amtool
+# (prometheus-alertmanager) for the compose stack's Alertmanager config, from Debian.
 tools:
-	@if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		(apt-get install -y -qq prometheus || (apt-get update -qq && apt-get install -y -qq prometheus)) >/dev/null; \
+	@if ! (command -v promtool && command -v amtool) >/dev/null && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq prometheus prometheus-alertmanager || (apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager)) >/dev/null; \
 	fi
 	@command -v promtool >/dev/null && echo "tools: $$(promtool --version 2>&1 | head -1)" || echo "tools: promtool missing (apt-get install prometheus)"
+	@command -v amtool >/dev/null && echo "tools: $$(amtool --version 2>&1 | head -1)" || echo "tools: amtool missing (apt-get install prometheus-alertmanager)"
 
 # The inference service on the exported model (127.0.0.1:8000; Prometheus scrapes /metrics).
 serve: install
@@ -74,4 +77,4 @@ bench: install data
 	$(PY) -m benchmarks.serve_load
 
 lint: install
-	$(VENV)/bin/hadolint docker/Dockerfile
+	$(VENV)/bin/hadolint --failure-threshold style $(filter-out %.dockerignore,$(wildcard docker/Dockerfile.*))

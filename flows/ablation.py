@@ -6,6 +6,15 @@ reports and charts.
     python -m flows.ablation ablations/default.yaml --quick    # CI profile
     python -m flows.ablation ablations/default.yaml --report-only  # re-render the reports from
                                         # reports/ablation.json's stored runs and benchmarks/results/*.json
+    python -m flows.ablation ablations/default.yaml --task-runner dask --workers 2   # one run's override
+
+Where the (arm, seed) runs execute is params.yaml `ablation.task_runner` (read by
+`runner_params`, nowhere else): `thread` (Prefect's thread pool, in this process), `dask`
+(prefect-dask: a local cluster of `workers` processes with one thread each, or the cluster at
+`address`) or `ray` (prefect-ray, an optional extra: `pip install 'skillpack[ray]'`). A
+flow run may override it (the `task_runner` parameter; the CLI flags above). In a Dask or
+Ray worker every run trains with `torch_threads` (default 1) torch threads; a run's stored
+result is keyed by its config and data, not by where or on how many threads it ran.
 """
 from __future__ import annotations
 
@@ -16,11 +25,12 @@ from pathlib import Path
 import skillpack  # noqa: F401  (environment defaults first)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from skillpack import ablation as ab
 from skillpack import tracking
-from skillpack.config import flatten
+from skillpack.config import TaskRunnerParams, flatten
 
 from skillpack.paths import ABLATION_RESULTS as RESULTS
 from skillpack.paths import COMPRESS_METRICS, PREPARED, REPORTS
@@ -75,7 +85,9 @@ def _log_child(parent_run_id: str, params, result: dict, data_hash: str) -> None
 
 @task(name="ablation-run")
 def run_arm_seed(spec_path: str, arm_name: str, seed: int, quick: bool, parent_run_id: str,
-                 teachers: dict[str, str]) -> dict:
+                 teachers: dict[str, str], torch_threads: int | None = None) -> dict:
+    import torch
+
     from skillpack.checkpoint import load_classifier
     from skillpack.runs import RunData, train_and_evaluate
 
@@ -85,6 +97,8 @@ def run_arm_seed(spec_path: str, arm_name: str, seed: int, quick: bool, parent_r
     store, data = _load_data()
     options = ab.regime_options(spec, arm.regime)
     key = ab.run_key(seed, params, store.data_hash(), options)
+    if torch_threads:  # where the run executes, not what it computes: the key above stays
+        params = params.model_copy(update={"train": params.train.model_copy(update={"threads": torch_threads})})
     results = ab.ResultStore(RESULTS / spec.name / ("quick" if quick else "full"))
     labels = dict(arm=arm.name, seed=seed, regime=arm.regime, claims=arm.claims, key=key)
     cached = results.get(key)
@@ -101,18 +115,77 @@ def run_arm_seed(spec_path: str, arm_name: str, seed: int, quick: bool, parent_r
     result.update(labels)
     _log_child(parent_run_id, params, result, store.data_hash())
     results.put(key, result)
-    get_run_logger().info("%s seed %d: test accuracy %.4f in %.0fs", arm.name, seed, result["test_accuracy"],
-                          result["train_seconds"])
+    get_run_logger().info("%s seed %d: test accuracy %.4f in %.0fs (pid %d, %d torch threads)", arm.name, seed,
+                          result["test_accuracy"], result["train_seconds"], os.getpid(), torch.get_num_threads())
     return result
 
 
-@flow(name="skillpack-ablation", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
-def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False) -> dict:
+# ------------------------------------------------------------------ task runners
+
+def runner_params(overrides: dict | None = None, params_path: str | Path = "params.yaml") -> TaskRunnerParams:
+    """params.yaml's ablation.task_runner, with a flow run's overrides ({"kind": "dask", ...})."""
+    from skillpack.config import load_params, with_overrides
+
+    runner = load_params(params_path).ablation.task_runner
+    return with_overrides(runner, overrides) if overrides else runner
+
+
+def build_task_runner(runner: TaskRunnerParams, api_url: str | None = None):
+    """The Prefect task runner of `runner`: thread pool, Dask (a local cluster of worker
+    processes with one thread each, or a running one) or Ray. `api_url`: the Prefect API the
+    local workers report to (the flow's own, so that they never start a temporary server each;
+    the workers of a running cluster need PREFECT_API_URL set where they run)."""
+    if runner.kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=runner.workers)
+    env = {"PREFECT_API_URL": api_url} if api_url else {}
+    if runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if runner.address:
+            return DaskTaskRunner(address=runner.address)
+        # processes, not threads: torch's thread pool is per process. Dask's nanny also sets
+        # OMP_NUM_THREADS=1 in each worker before it starts (distributed.nanny.pre-spawn-environ).
+        return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                              cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1,
+                                              "processes": True, "dashboard_address": None, "env": env})
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError:
+        raise SystemExit("ablation.task_runner.kind=ray needs prefect-ray: pip install 'skillpack[ray]'") from None
+    if runner.address:
+        return RayTaskRunner(address=runner.address)
+    return RayTaskRunner(init_kwargs={"num_cpus": runner.workers, "runtime_env": {"env_vars": env}})
+
+
+def torch_threads(runner: TaskRunnerParams) -> int | None:
+    """Torch threads of each run: train.threads in the thread pool (None), 1 per Dask/Ray worker."""
+    return runner.torch_threads or (None if runner.kind == "thread" else 1)
+
+
+@flow(name="skillpack-ablation-runs")
+def run_grid(spec_path: str, quick: bool, names: list[str], seeds: list[int], parent_run_id: str,
+             teachers: dict[str, str], torch_threads: int | None = None) -> list[dict]:
+    """Every (arm, seed) of the spec as one task on this flow's task runner (ablation sets it)."""
+    # The task as the package names it: Dask / Ray workers import it by that name, and this
+    # file may be running as __main__ (python -m) or as a file a deployment loaded.
+    from flows.ablation import run_arm_seed
+
+    futures = [run_arm_seed.with_options(task_run_name=f"{name}-seed{seed}").submit(
+               spec_path, name, seed, quick, parent_run_id, teachers, torch_threads)
+               for name in names for seed in seeds]
+    return [f.result() for f in futures]
+
+
+@flow(name="skillpack-ablation", log_prints=True)
+def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, task_runner: dict | None = None) -> dict:
+    """The ablation of `spec_path`; `task_runner` overrides params.yaml's ablation.task_runner
+    for this run ({"kind": "dask", "workers": 4} or {"kind": "dask", "address": "tcp://..."})."""
     import mlflow
 
     from skillpack.ablation_report import write_ablation_reports
 
     spec = ab.load_spec(spec_path, quick)
+    runner = runner_params(task_runner)
     experiment = "skillpack"
     tracking.setup(experiment)
     with mlflow.start_run(run_name=f"ablation:{spec.name}{':quick' if quick else ''}",
@@ -120,10 +193,11 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False) -> 
                           tags={"stage": "ablation", "spec": spec.name, "git_commit": tracking.git_commit()}) as parent:
         teachers = {name: train_teacher(spec_path, name, quick) for name in spec.teachers}
         names = [a.name for a in spec.arms + spec.cumulative]
-        futures = [run_arm_seed.with_options(task_run_name=f"{name}-seed{seed}").submit(
-                   spec_path, name, seed, quick, parent.info.run_id, teachers)
-                   for name in names for seed in spec.seeds]
-        runs = [f.result() for f in futures]
+        print(f"{len(names) * len(spec.seeds)} runs on the {runner.kind} task runner "
+              f"({runner.address or f'{runner.workers} workers'})")
+        api_url = str(FlowRunContext.get().client.api_url)  # the server this flow reports to (maybe temporary)
+        runs = run_grid.with_options(task_runner=build_task_runner(runner, api_url))(
+            spec_path, quick, names, spec.seeds, parent.info.run_id, teachers, torch_threads(runner))
         print(f"{len(runs)} runs, {sum(bool(r.get('cached')) for r in runs)} from the result store")
         outputs = write_ablation_reports(spec, runs, REPORTS, command=_command(spec_path, quick),
                                          benchmarks=load_benchmark_results())
@@ -172,7 +246,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", nargs="?", default="ablations/default.yaml")
     parser.add_argument("--quick", action="store_true", help="the small CI profile of the spec")
-    parser.add_argument("--concurrency", type=int, default=1, help="runs at once (threads x runs <= cores)")
+    parser.add_argument("--task-runner", choices=["thread", "dask", "ray"],
+                        help="this run's ablation.task_runner.kind (default: params.yaml's)")
+    parser.add_argument("--workers", type=int, help="runs at once: threads x runs <= cores (default: params.yaml's)")
+    parser.add_argument("--address", help="dask / ray: a running cluster's address")
     parser.add_argument("--report-only", action="store_true",
                         help="re-render the reports from the stored runs of the last ablation (no training)")
     args = parser.parse_args(argv)
@@ -180,8 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         outputs = render_reports(args.spec, args.quick)
         print("\n".join(str(path) for path in outputs["files"]))
         return
-    runner = ThreadPoolTaskRunner(max_workers=args.concurrency)
-    ablation.with_options(task_runner=runner)(spec_path=args.spec, quick=args.quick)
+    overrides = {k: v for k, v in (("kind", args.task_runner), ("workers", args.workers), ("address", args.address))
+                 if v is not None}
+    ablation(spec_path=args.spec, quick=args.quick, task_runner=overrides or None)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 prefect.yaml stays the single place where names, entrypoints, parameters and schedules are
 written: `prefect deploy --all` registers the same deployments for a work pool instead.
 The Prefect server (PREFECT_API_URL) creates the scheduled runs; this process executes them.
+Served deployments are named `<name>-served`: Prefect pauses a served deployment's schedules
+when the process stops, and a distinct name keeps that from pausing the work pool's ones.
 """
 from __future__ import annotations
 
@@ -27,14 +29,25 @@ def deployment_specs(path: Path = PREFECT_YAML, only: list[str] | None = None) -
     return [s for s in specs if not only or s["name"] in only]
 
 
+SERVED_SUFFIX = "-served"
+
+
+def schedule(spec: dict):
+    """A prefect.yaml schedule entry (cron or interval seconds) as a Prefect schedule."""
+    from prefect.schedules import Cron, Interval
+
+    if "cron" in spec:
+        return Cron(spec["cron"], timezone=spec.get("timezone", "UTC"))
+    return Interval(spec["interval"], timezone=spec.get("timezone", "UTC"))
+
+
 def runner_deployment(spec: dict):
     from prefect.flows import load_flow_from_entrypoint
-    from prefect.schedules import Cron
 
     flow = load_flow_from_entrypoint(str(PREFECT_YAML.parent / spec["entrypoint"]))
-    schedules = [Cron(s["cron"], timezone=s.get("timezone", "UTC")) for s in spec.get("schedules", [])]
-    return flow.to_deployment(name=spec["name"], description=spec.get("description"), tags=spec.get("tags"),
-                              parameters=spec.get("parameters") or {}, schedules=schedules)
+    return flow.to_deployment(name=spec["name"] + SERVED_SUFFIX, description=spec.get("description"),
+                              tags=spec.get("tags"), parameters=spec.get("parameters") or {},
+                              schedules=[schedule(s) for s in spec.get("schedules") or []])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,6 +24,9 @@ from skillpack import paths
 from stages import NAMES as STAGES
 
 ARTIFACT_KEY = "pipeline-metrics"
+# Stages whose failure is a verdict on the inputs (bad params, data failing its expectations):
+# retrying cannot help. The others (training, MLflow/SQLite writes, export) are retried.
+DETERMINISTIC = {"check_params", "validate"}
 
 
 @task(name="dvc-repro")
@@ -49,6 +52,13 @@ def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def run_label() -> str:
+    """The Prefect flow run's name when there is one (MLflow parent run and Prefect run match)."""
+    from prefect.runtime import flow_run
+
+    return flow_run.name or "local"
+
+
 @flow(name="skillpack-pipeline", log_prints=True)
 def pipeline(repo: str = ".", stages: list[str] = list(STAGES), force: bool = False,
              experiment: str = "skillpack") -> dict:
@@ -59,10 +69,13 @@ def pipeline(repo: str = ".", stages: list[str] = list(STAGES), force: bool = Fa
     import mlflow
 
     tracking.setup(experiment)
-    with mlflow.start_run(run_name="pipeline", tags={"stage": "pipeline", "git_commit": tracking.git_commit(repo_path)}) as parent:
-        env[tracking.PARENT_ENV] = parent.info.run_id
+    with mlflow.start_run(run_name=f"pipeline {run_label()}",
+                          tags={"stage": "pipeline", "git_commit": tracking.git_commit(repo_path)}) as parent:
+        env[tracking.PARENT_ENV] = env[tracking.REPRO_ENV] = parent.info.run_id
+        mlflow.set_tag(tracking.REPRO_TAG, parent.info.run_id)
         for stage in stages:
-            repro_stage(stage, str(repo_path), env, force)
+            task = repro_stage if stage in DETERMINISTIC else repro_stage.with_options(retries=2, retry_delay_seconds=30)
+            task(stage, str(repo_path), env, force)
         metrics = read_json(repo_path / paths.METRICS)
         if metrics:
             tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, (dict, bool))})

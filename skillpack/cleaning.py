@@ -320,6 +320,66 @@ def apply_policy(ids: np.ndarray, labels: np.ndarray, detection: Detection, poli
     return CleanedView(index=kept, labels=new_labels[kept], actions=actions)
 
 
+# -- knowing its limits --------------------------------------------------------------------
+
+CANNOT_JUDGE = "cannot judge: the fold models are too weak"
+
+
+class CleaningStopped(ValueError):
+    """A policy would act on more of the training set than clean.max_drop_fraction allows."""
+
+
+def judge_fold_models(oof_probs: np.ndarray, labels: np.ndarray, min_skill: float) -> dict:
+    """Whether the fold models are good enough for their disagreement to mean anything. Chance
+    is what always answering the largest class scores (its share of the labels); skill is
+    (accuracy - chance) / (1 - chance), 0 at chance and 1 when perfect. Below `min_skill`
+    (clean.min_oof_skill), or not above chance, the flags say more about the models than
+    about the labels: `can_judge` is False."""
+    from skillpack.metrics import accuracy
+
+    n = len(labels)
+    acc = accuracy(oof_probs, labels) if n else float("nan")
+    chance = float(np.bincount(labels).max() / n) if n else float("nan")
+    skill = (acc - chance) / (1.0 - chance) if n and chance < 1.0 else 0.0
+    can_judge = bool(n and acc > chance and skill >= min_skill)
+    verdict = {"oof_accuracy": float(acc), "chance": chance, "skill": float(skill), "min_skill": float(min_skill),
+               "can_judge": can_judge}
+    verdict["message"] = (
+        f"fold models' out-of-fold accuracy {acc:.3f}, chance {chance:.3f} (largest class share), "
+        f"skill {skill:.3f} {'>=' if can_judge else '<'} clean.min_oof_skill {min_skill:g}")
+    if not can_judge:
+        verdict["message"] = f"{CANNOT_JUDGE} ({verdict['message']})"
+    return verdict
+
+
+def decide_policy(ids: np.ndarray, labels: np.ndarray, detection: Detection, oof: OutOfFold,
+                  cfg: CleanParams) -> tuple[CleanedView, dict]:
+    """The cleaned view the clean stage writes, and why. With fold models too weak to judge,
+    drop and relabel refuse to act: every sample is kept as given (the flags are still
+    reported). A policy that would drop or relabel more than clean.max_drop_fraction of the
+    training set raises CleaningStopped, naming the numbers."""
+    verdict = judge_fold_models(oof.oof_probs, labels, cfg.min_oof_skill)
+    applied = cfg.policy
+    if cfg.policy != "flag" and not verdict["can_judge"]:
+        applied = "flag"
+        verdict["refused"] = (f"clean.policy={cfg.policy} refused, flagging only: {verdict['message']}; "
+                              f"{int(detection.flag.sum())} of {len(labels)} samples flagged by {cfg.use}")
+    view = apply_policy(ids, labels, detection, applied)
+    counts = view.counts
+    acted = counts["drop"] + counts["relabel"]
+    share = acted / max(counts["input"], 1)
+    decision = {"policy": cfg.policy, "policy_applied": applied, "judge": verdict,
+                "acted_share": share, "max_drop_fraction": cfg.max_drop_fraction}
+    if share > cfg.max_drop_fraction:
+        raise CleaningStopped(
+            f"clean.policy={cfg.policy} on {cfg.use} would {'drop' if cfg.policy == 'drop' else 'relabel'} "
+            f"{acted} of {counts['input']} training samples ({share:.1%}), over clean.max_drop_fraction "
+            f"{cfg.max_drop_fraction:.0%}: stopped, nothing is dropped. Look at reports/flagged.csv, then raise "
+            f"clean.max_drop_fraction, choose a stricter clean.use, or set clean.policy=flag "
+            f"({verdict['message']})")
+    return view, decision
+
+
 def precision_recall_f1(flag: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     tp = int((flag & truth).sum())
     precision = tp / max(int(flag.sum()), 1)

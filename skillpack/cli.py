@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import skillpack  # noqa: F401
 
@@ -105,6 +106,20 @@ def cmd_alerts(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    """Download a public source with torchvision into a folder to use as data.root (machines
+    without Debian's dataset-fashion-mnist)."""
+    from skillpack.data import sources
+
+    dest = Path(args.dest)
+    if args.source == "fashion_mnist":
+        sources._download_fashion_mnist(dest)
+    else:
+        sources.load_source(args.source, download_root=str(dest))
+    print(f"{args.source} in {dest}: set params.yaml data.root: {dest} (data.source: {args.source})")
+    return 0
+
+
 def add_plugin_commands(sub) -> None:
     """Commands registered by other packages under the entry-point group `skillpack.commands`:
     each entry point is a function that adds its subparser to `sub`."""
@@ -150,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("overrides", nargs="*", help="e.g. monitor.p95_latency_ms_max.threshold=50")
     p.set_defaults(fn=cmd_alerts)
+    p = sub.add_parser("fetch", help="download fashion_mnist / cifar10 / cifar100 into a folder for data.root")
+    p.add_argument("source", choices=["fashion_mnist", "cifar10", "cifar100"])
+    p.add_argument("dest", nargs="?", default="data/raw")
+    p.set_defaults(fn=cmd_fetch)
     add_plugin_commands(sub)
     args = parser.parse_args(argv)
     return args.fn(args)

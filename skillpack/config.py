@@ -31,12 +31,16 @@ ModelName = Annotated[str, AfterValidator(_registered_model)]
 
 class DataParams(_Strict):
     source: Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"] = "fashion_mnist"
-    root: str | None = None
+    root: str = "/usr/share/datasets/fashion-mnist"  # the source's files: a dependency of prepare in dvc.yaml
     image_size: int = Field(28, ge=4)
     channels: Literal[1, 3] = 1
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)   # carved from train when the source has no val split
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)  # held out as test when the source has no test split
+    resplit: bool = False               # pool the source's own train/val/test and carve both fractions
     max_train: int | None = Field(None, ge=1)
     max_test: int | None = Field(None, ge=1)
+    max_pixels: int = Field(40_000_000, ge=1)      # imagefolder: per image, from its header, before decoding
+    follow_external_symlinks: bool = False         # imagefolder: read symlinks that leave data.root
 
 
 class ValidateParams(_Strict):
@@ -231,6 +235,8 @@ class CleanParams(_Strict):
     use: Literal["dbscan", "vote", "gradient", "cleanlab", "ensemble", "implausible"] = "implausible"  # drives the policy
     policy: Literal["flag", "drop", "relabel"] = "flag"   # flag: train on everything, only report
     grid_images: int = Field(48, ge=1)
+    min_oof_skill: float = Field(0.5, ge=0, lt=1)      # (oof acc - chance) / (1 - chance) below this: cannot judge
+    max_drop_fraction: float = Field(0.1, ge=0, le=1)  # drop / relabel acting on more of train: the stage stops
 
     @model_validator(mode="after")
     def _ensemble_is_reachable(self):
@@ -325,6 +331,8 @@ class MonitorParams(_Strict):
     memory_mb_max: AlertParams = AlertParams(threshold=1024.0, **{"for": "5m"})
     error_rate_max: AlertParams = AlertParams(threshold=0.01, **{"for": "5m"})
     drift_max: AlertParams = AlertParams(threshold=0.25, **{"for": "15m"})  # total variation distance
+    prometheus_url: str = "http://127.0.0.1:9090"   # flows/monitor.py reads the signals from here
+    retrain_deployment: str = "skillpack-retrain/nightly"  # what the monitor flow runs on low accuracy
 
 
 class RetrainParams(_Strict):
@@ -340,6 +348,18 @@ class MlflowParams(_Strict):
     alias: str = "candidate"
 
 
+class TaskRunnerParams(_Strict):
+    """flows/ablation.py: where the (arm, seed) runs execute (Prefect task runners)."""
+    kind: Literal["thread", "dask", "ray"] = "thread"   # dask: prefect-dask; ray: the optional prefect-ray
+    workers: int = Field(1, ge=1)           # runs at once: threads, or local Dask / Ray worker processes
+    address: str | None = None              # dask / ray: a running cluster (tcp://host:8786, ray://host:10001)
+    torch_threads: int | None = Field(None, ge=1)  # per run; null: train.threads (thread), 1 (dask, ray)
+
+
+class AblationParams(_Strict):
+    task_runner: TaskRunnerParams = TaskRunnerParams()
+
+
 class Params(_Strict):
     seed: int = 0
     data: DataParams = DataParams()
@@ -353,6 +373,7 @@ class Params(_Strict):
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
     mlflow: MlflowParams = MlflowParams()
+    ablation: AblationParams = AblationParams()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

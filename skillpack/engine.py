@@ -2,7 +2,9 @@
 
 Every skill of the train params is wired here: augmentation (skillpack.data.augment), the
 objective (skillpack.losses), optimizer / schedule / EMA (skillpack.optim), the head
-(linear or ArcFace), gradient clipping, channels_last and mixed precision.
+(linear or ArcFace), gradient clipping, channels_last and mixed precision. Under torchrun the
+same loop runs DistributedDataParallel, each rank on its share of every global batch
+(skillpack.distributed says what is and is not equal to one process).
 """
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from skillpack import distributed
 from skillpack.config import TrainParams
 from skillpack.data.augment import BatchAugment
 from skillpack.data.loader import TensorBatches, to_tensor_nchw
-from skillpack.io import atomic_path
+from skillpack.io import atomic_path, load_training_checkpoint
 from skillpack.losses import Objective
 from skillpack.metrics import accuracy, correct
 from skillpack.models import ImageClassifier
@@ -136,6 +139,21 @@ def evaluate_loss_acc(model, images, labels, batch_size, device) -> tuple[float,
     return nn.functional.cross_entropy(logits, labels).item(), accuracy(logits, labels)
 
 
+class TrainForward(nn.Module):
+    """The model and the objective as one module, the one DDP wraps: the objective's own
+    parameters (center-loss centres) are averaged across ranks like the model's."""
+
+    def __init__(self, model: ImageClassifier, objective: Objective):
+        super().__init__()
+        self.model, self.objective = model, objective
+
+    def forward(self, images, targets, teacher_logits=None):
+        hard = None if targets.dtype.is_floating_point else targets
+        embeddings = self.model.embed(images)
+        logits = self.model.classify(embeddings, hard)
+        return self.objective(logits, targets, embeddings, teacher_logits), logits
+
+
 class Trainer:
     """fit() trains `model` with the params in `cfg`; a checkpoint is written atomically after
     every epoch, and a later fit() with the same config and data resumes from it and ends
@@ -148,7 +166,8 @@ class Trainer:
         self.cfg, self.seed, self.data_hash = cfg, seed, data_hash
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.on_epoch_end, self.progress = on_epoch_end, progress
-        self.device = resolve_device(cfg.device)
+        self.world = distributed.setup(resolve_device(cfg.device))  # torchrun: join the process group
+        self.device = self.world.device
         self.amp_dtype = resolve_amp(cfg.amp, self.device)
         self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
@@ -166,7 +185,7 @@ class Trainer:
         return parts
 
     def _save(self, epoch: int, parts: dict, history) -> None:
-        if self.checkpoint is None:
+        if self.checkpoint is None or not self.world.main:
             return
         state = {"epoch": epoch, "fingerprint": self._fingerprint(), "history": [h.as_dict() for h in history]}
         state.update({name: obj.state_dict() for name, obj in parts.items()})
@@ -174,9 +193,11 @@ class Trainer:
             torch.save(state, tmp)
 
     def _resume(self, parts: dict) -> tuple[int, list[EpochResult]]:
-        if self.checkpoint is None or not self.checkpoint.is_file():
+        if self.checkpoint is None:
             return 0, []
-        state = torch.load(self.checkpoint, map_location=self.device, weights_only=True)
+        state = load_training_checkpoint(self.checkpoint, self.device)  # None: none, or moved aside
+        if state is None:
+            return 0, []
         if state.get("fingerprint") != self._fingerprint():
             print(f"[train] {self.checkpoint}: made with other params or data; starting fresh")
             return 0, []
@@ -194,12 +215,15 @@ class Trainer:
     def fit(self, train_images: np.ndarray, train_labels: np.ndarray,
             val_images: np.ndarray, val_labels: np.ndarray) -> FitResult:
         cfg = self.cfg
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(distributed.threads_per_process(cfg.threads))
         use_deterministic_cpu_kernels(self.device)
         x_train, y_train = to_tensor_nchw(train_images), torch.as_tensor(train_labels, dtype=torch.long)
         x_val, y_val = to_tensor_nchw(val_images), torch.as_tensor(val_labels, dtype=torch.long)
         num_classes = self.model.head.weight.shape[0]
         augment = BatchAugment(cfg.augment, num_classes, x_train.shape[1])
+        if cfg.batch_size < self.world.size:
+            raise ValueError(f"train.batch_size={cfg.batch_size} is the global batch: it needs at least one "
+                             f"sample per process ({self.world.size})")
         batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True,
                                 drop_last=len(y_train) > cfg.batch_size)
         objective = Objective(cfg.loss, num_classes, self.model.head.weight.shape[1]).to(self.device)
@@ -209,6 +233,7 @@ class Trainer:
         scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optimizer.lr, cfg.epochs, len(batches))
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = build_ema(self.model, cfg.ema)
+        self.train_forward = self.world.wrap(TrainForward(self.model, objective))
         teacher_cache = self._teacher_cache(x_train, augment)
         # a fixed subset of the training images, as large as the validation set (at least 1,000)
         probe = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(self.seed))[
@@ -222,9 +247,9 @@ class Trainer:
             # Per-epoch seeds: shuffling, augmentation and dropout depend only on (seed, epoch),
             # which is what makes a resumed run bit-identical to an uninterrupted one.
             generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            torch.manual_seed(self.seed * 100_019 + epoch)
+            torch.manual_seed(self.seed * 100_019 + epoch + 1_000_003 * self.world.rank)  # dropout: per rank
             train_loss, train_acc = self._train_epoch(batches, augment, generator, optimizer, scheduler, scaler,
-                                                      objective, teacher_cache, epoch)
+                                                      teacher_cache, epoch)
             evaluated = self.ema.module if self.ema is not None else self.model
             val_loss, val_acc = evaluate_loss_acc(evaluated, x_val, y_val, 1024, self.device)
             tr_loss, tr_acc = evaluate_loss_acc(evaluated, x_train[probe], y_train[probe], 1024, self.device)
@@ -232,18 +257,15 @@ class Trainer:
                                  optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
             history.append(record)
             self._save(epoch, parts, history)
-            if self.on_epoch_end:
+            if self.on_epoch_end and self.world.main:
                 self.on_epoch_end(record, history, evaluated)
         result.train_seconds = time.perf_counter() - t_start
         if self.ema is not None:  # the EMA weights are the result
             self.model.load_state_dict(self.ema.module.state_dict())
         return result
 
-    def _step(self, images, targets, index, optimizer, scaler, objective, teacher_cache, step):
-        hard = None if targets.dtype.is_floating_point else targets
+    def _step(self, images, targets, index, optimizer, scaler, teacher_cache, step):
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            embeddings = self.model.embed(images)
-            logits = self.model.classify(embeddings, hard)
             teacher_logits = None
             if self.teacher is not None:
                 if teacher_cache is not None:
@@ -251,7 +273,7 @@ class Trainer:
                 else:
                     with torch.no_grad():
                         teacher_logits = self.teacher(images)
-            terms = objective(logits, targets, embeddings, teacher_logits)
+            terms, logits = self.train_forward(images, targets, teacher_logits)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["total"]).backward()
         if self.cfg.grad_clip:
@@ -263,25 +285,31 @@ class Trainer:
             self.ema.update(self.model, step=step)  # the global step drives timm's decay warm-up
         return terms["total"].detach(), logits.detach()
 
-    def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, objective, teacher_cache, epoch):
+    def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, teacher_cache, epoch):
         self.model.train()
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         n_correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         bar = tqdm(batches.epoch(generator), total=len(batches), desc=f"epoch {epoch}/{self.cfg.epochs}",
-                   disable=not self.progress, mininterval=1.0, leave=False)
+                   disable=not (self.progress and self.world.main), mininterval=1.0, leave=False)
         for b, (index, images, labels) in enumerate(bar):
             images, targets = augment(images, labels, generator)
+            if self.world.distributed:  # every rank drew the same global batch: train on this rank's share
+                mine = self.world.shard(len(labels))
+                index, images, targets, labels = index[mine], images[mine], targets[mine], labels[mine]
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             targets = targets.to(self.device, non_blocking=True)
             step = (epoch - 1) * len(batches) + b + 1
-            loss, logits = self._step(images, targets, index, optimizer, scaler, objective, teacher_cache, step)
+            loss, logits = self._step(images, targets, index, optimizer, scaler, teacher_cache, step)
             scheduler.step()
             hard = targets.argmax(1) if targets.dtype.is_floating_point else targets
             total_loss += loss.double() * len(labels)
             n_correct += correct(logits, hard)
             seen += len(labels)
         bar.close()
+        self.world.broadcast_buffers(self.model, *([self.ema.module] if self.ema is not None else []))
+        total_loss, n_correct, seen = self.world.sum(
+            torch.stack([total_loss, n_correct, torch.tensor(float(seen), dtype=torch.float64, device=self.device)]))
         if not math.isfinite(total_loss.item()):
             raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
-        return total_loss.item() / max(seen, 1), n_correct.item() / max(seen, 1)
+        return total_loss.item() / max(seen.item(), 1), n_correct.item() / max(seen.item(), 1)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
-from skillpack.config import MonitorParams
+from skillpack.config import AlertParams, MonitorParams
 
 RULES_FILE, TESTS_FILE, SCRAPE_FILE = "alerts.yml", "alerts_test.yml", "prometheus.yml"
 TEST_INTERVAL_S = 15
@@ -23,34 +24,59 @@ def _minutes(duration: str) -> float:
     return value * {"s": 1 / 60, "m": 1, "h": 60}[unit]
 
 
-def _rule(name: str, expr: str, cfg, severity: str, summary: str) -> dict:
-    return {"alert": name, "expr": expr, "for": cfg.for_, "labels": {"severity": severity},
-            "annotations": {"summary": summary}}
+class Signal(NamedTuple):
+    """One production signal: a PromQL expression for its value, the threshold it must stay on
+    the right side of, and (for accuracy) a guard that must hold before the value is judged.
+    The alert rules and the monitor flow both come from this one table."""
+    alert: str
+    name: str            # the params.yaml monitor: key
+    value: str           # PromQL: the signal's value per job
+    op: str              # "<" or ">": breached when `value op threshold`
+    cfg: "AlertParams"
+    severity: str
+    summary: str
+    guard: str = ""      # PromQL condition that must also hold
+
+    @property
+    def threshold(self) -> float:
+        return self.cfg.threshold
+
+    def breached(self, value: float | None) -> bool:
+        return value is not None and (value < self.threshold if self.op == "<" else value > self.threshold)
+
+    def expr(self) -> str:
+        rule = f"{self.value} {self.op} {self.threshold}"
+        return f"{rule} and {self.guard}" if self.guard else rule
+
+
+def signals(m: MonitorParams) -> list[Signal]:
+    """Accuracy, p95 latency, memory, error rate, prediction drift - the metrics of skillpack.serving.metrics."""
+    job, w = f'job="{m.job}"', m.rate_window
+    return [
+        Signal("SkillpackAccuracyLow", "accuracy_min", f"skillpack_rolling_accuracy{{{job}}}", "<", m.accuracy_min,
+               "critical", f"rolling accuracy from /feedback below {m.accuracy_min.threshold} "
+                           f"(at least {m.min_feedback} labels in the window)",
+               guard=f"skillpack_feedback_in_window{{{job}}} >= {m.min_feedback}"),
+        Signal("SkillpackLatencyP95High", "p95_latency_ms_max",
+               f"1000 * histogram_quantile(0.95, sum by (job, le) (rate(skillpack_request_latency_seconds_bucket"
+               f"{{{job},endpoint=\"/predict\"}}[{w}])))", ">", m.p95_latency_ms_max, "warning",
+               f"/predict p95 latency above {m.p95_latency_ms_max.threshold} ms"),
+        Signal("SkillpackMemoryHigh", "memory_mb_max", f"process_resident_memory_bytes{{{job}}} / 1048576", ">",
+               m.memory_mb_max, "warning", f"resident memory above {m.memory_mb_max.threshold} MB"),
+        Signal("SkillpackErrorRateHigh", "error_rate_max",
+               f"sum by (job) (rate(skillpack_requests_total{{{job},status=~\"5..\"}}[{w}])) "
+               f"/ sum by (job) (rate(skillpack_requests_total{{{job}}}[{w}]))", ">", m.error_rate_max, "critical",
+               f"share of 5xx responses above {m.error_rate_max.threshold}"),
+        Signal("SkillpackPredictionDrift", "drift_max", f"skillpack_drift_class_distance{{{job}}}", ">", m.drift_max,
+               "warning", f"predicted classes drifted from the test set's distribution "
+                          f"(total variation distance above {m.drift_max.threshold})"),
+    ]
 
 
 def alert_rules(m: MonitorParams) -> dict:
-    """The rule groups: accuracy, p95 latency, memory, error rate, prediction drift."""
-    job, w = f'job="{m.job}"', m.rate_window
-    rules = [
-        _rule("SkillpackAccuracyLow",
-              f"skillpack_rolling_accuracy{{{job}}} < {m.accuracy_min.threshold} "
-              f"and skillpack_feedback_in_window{{{job}}} >= {m.min_feedback}", m.accuracy_min, "critical",
-              f"rolling accuracy from /feedback below {m.accuracy_min.threshold} "
-              f"(at least {m.min_feedback} labels in the window)"),
-        _rule("SkillpackLatencyP95High",
-              f"1000 * histogram_quantile(0.95, sum by (job, le) (rate(skillpack_request_latency_seconds_bucket"
-              f"{{{job},endpoint=\"/predict\"}}[{w}]))) > {m.p95_latency_ms_max.threshold}",
-              m.p95_latency_ms_max, "warning", f"/predict p95 latency above {m.p95_latency_ms_max.threshold} ms"),
-        _rule("SkillpackMemoryHigh", f"process_resident_memory_bytes{{{job}}} / 1048576 > {m.memory_mb_max.threshold}",
-              m.memory_mb_max, "warning", f"resident memory above {m.memory_mb_max.threshold} MB"),
-        _rule("SkillpackErrorRateHigh",
-              f"sum by (job) (rate(skillpack_requests_total{{{job},status=~\"5..\"}}[{w}])) "
-              f"/ sum by (job) (rate(skillpack_requests_total{{{job}}}[{w}])) > {m.error_rate_max.threshold}",
-              m.error_rate_max, "critical", f"share of 5xx responses above {m.error_rate_max.threshold}"),
-        _rule("SkillpackPredictionDrift", f"skillpack_drift_class_distance{{{job}}} > {m.drift_max.threshold}",
-              m.drift_max, "warning", f"predicted classes drifted from the test set's distribution "
-                                      f"(total variation distance above {m.drift_max.threshold})"),
-    ]
+    """The rule groups: one alert per signal, firing after the signal's `for:`."""
+    rules = [{"alert": s.alert, "expr": s.expr(), "for": s.cfg.for_, "labels": {"severity": s.severity},
+              "annotations": {"summary": s.summary}} for s in signals(m)]
     return {"groups": [{"name": "skillpack", "rules": rules}]}
 
 

@@ -50,5 +50,13 @@ ALERT_TESTS = PROMETHEUS / "alerts_test.yml"
 SCRAPE_CONFIG = PROMETHEUS / "prometheus.yml"
 PIPELINE_PROM = Path("reports/pipeline.prom")      # batch figures, node_exporter textfile-collector format
 
+# DVC metrics: a few numbers per stage, so that `dvc metrics show` and `dvc exp show` fit a
+# terminal; the stages' full reports above (strings, nested figures) are plain outputs.
+DVC_METRICS = Path("reports/metrics")
+OOF_DVC_METRICS = DVC_METRICS / "oof.json"
+CLEAN_DVC_METRICS = DVC_METRICS / "clean.json"
+TRAIN_DVC_METRICS = DVC_METRICS / "train.json"
+EVALUATE_DVC_METRICS = DVC_METRICS / "evaluate.json"
+
 REPORTS = Path("reports")
 ABLATION_RESULTS = Path("ablations/results")

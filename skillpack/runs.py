@@ -61,7 +61,9 @@ def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch
     """A fresh model of `cfg`, seeded by `seed`, fitted on `data`; or, with `init`, a copy of
     that model trained further (fine-tuning, e.g. after pruning). With `checkpoint`, every
     epoch is saved atomically and a later call with the same cfg, seed and `fingerprint` (name
-    the data with it) resumes where the last one stopped."""
+    the data with it) resumes where the last one stopped. Under torchrun every rank makes this
+    call with the same arguments and gets the same model back; only rank 0 writes the
+    checkpoint and calls `on_epoch` (skillpack.distributed)."""
     import copy
 
     x_train, y_train = data.train

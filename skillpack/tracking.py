@@ -15,6 +15,8 @@ from pathlib import Path
 import skillpack  # noqa: F401  (environment defaults before mlflow/torch import)
 
 PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
+REPRO_ENV = "SKILLPACK_REPRO_ID"   # set by the pipeline flow: its parent run's id
+REPRO_TAG = "skillpack.repro_id"
 
 
 def repo_root() -> Path:
@@ -34,19 +36,31 @@ def git_commit(root: Path | None = None) -> str:
         return "unknown"
 
 
+# MLflow 3's UI opens an experiment on its GenAI "Overview" unless the experiment says it is
+# model training: the tag its UI reads (mlflow.experimentKind) set to custom model development.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def setup(experiment: str = "skillpack") -> str:
     """Point MLflow at the tracking URI and make sure the experiment exists with its artifacts
-    in an absolute folder beside the database (not ./mlruns of whatever the cwd is)."""
+    in an absolute folder beside the database (not ./mlruns of whatever the cwd is), tagged as
+    a model-training experiment so that the UI opens on its training runs."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is None:
-        location = (repo_root() / "mlartifacts").as_uri()
+        # a tracking server (http[s]://) stores artifacts itself (--serve-artifacts); a local
+        # database gets them beside it
+        local = not tracking_uri().startswith(("http://", "https://"))
+        location = (repo_root() / "mlartifacts").as_uri() if local else None
         try:
-            mlflow.create_experiment(experiment, artifact_location=location)
+            mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND)
         except Exception:  # created concurrently by another process
             pass
+    elif any(existing.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
+        for key, value in EXPERIMENT_KIND.items():
+            mlflow.MlflowClient().set_experiment_tag(existing.experiment_id, key, value)
     return mlflow.set_experiment(experiment).experiment_id
 
 
@@ -60,13 +74,35 @@ def stage_run_name(stage: str, params: dict | None, data_hash: str) -> str:
     return f"{stage} {hashlib.sha256(blob).hexdigest()[:8]}"
 
 
+def repro_id() -> str:
+    """The id every stage run of one pipeline execution shares, so that the UI can group them
+    (runs table, Group by: tag skillpack.repro_id). Under the Prefect flow it is the parent
+    run's id; under a plain `dvc repro` it is derived from the dvc process that runs the stages
+    (its pid and start time), which every stage command has as an ancestor."""
+    if os.environ.get(REPRO_ENV):
+        return os.environ[REPRO_ENV]
+    import hashlib
+
+    import psutil
+
+    try:
+        for proc in psutil.Process().parents():
+            cmd = proc.cmdline()
+            if any(Path(part).name == "dvc" for part in cmd[:3]) and ({"repro", "exp"} & set(cmd)):
+                return "dvc-" + hashlib.sha256(f"{proc.pid}:{proc.create_time()}".encode()).hexdigest()[:12]
+    except psutil.Error:
+        pass
+    return ""
+
+
 @contextmanager
 def stage_run(stage: str, experiment: str, params: dict | None = None, data_hash: str = "",
               extra_tags: dict | None = None):
     import mlflow
 
     setup(experiment)
-    tags = {"stage": stage, "git_commit": git_commit(), "data_hash": data_hash, **(extra_tags or {})}
+    tags = {"stage": stage, "git_commit": git_commit(), "data_hash": data_hash, REPRO_TAG: repro_id(),
+            **(extra_tags or {})}
     parent = os.environ.get(PARENT_ENV) or None
     with mlflow.start_run(run_name=stage_run_name(stage, params, data_hash), parent_run_id=parent, tags=tags) as run:
         if params:
@@ -100,10 +136,40 @@ def registered_version_with_weights(registered_name: str, weights_sha256: str,
     return str(max(int(v.version) for v in found)) if found else None
 
 
-def log_and_register_model(model, example, registered_name: str, alias: str, weights_sha256: str) -> tuple[str, bool]:
-    """Log the torch model (torch.export format, no pickle), register it and set the alias:
-    (version, True). Weights already registered (a re-run that trained nothing) get the
-    alias again but no new version: (that version, False)."""
+def describe_version(registered_name: str, version: str, tags: dict, description: str | None = None) -> None:
+    """Tags (metrics, data hash, git commit) and the description (the model card) of a version."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
+    if description is not None:
+        client.update_model_version(registered_name, version, description=description)
+
+
+def describe_alias(registered_name: str, alias: str, tags: dict) -> str | None:
+    """Tag the version an alias points to (the evaluate stage adds its test metrics to the
+    version train registered); None when the alias does not exist."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = str(MlflowClient().get_model_version_by_alias(registered_name, alias).version)
+    except MlflowException:
+        return None
+    describe_version(registered_name, version, tags)
+    return version
+
+
+def lineage_tags(data_hash: str) -> dict:
+    return {"data_hash": data_hash, "git_commit": git_commit()}
+
+
+def log_and_register_model(model, example, registered_name: str, alias: str, weights_sha256: str,
+                           tags: dict | None = None, description: str = "") -> tuple[str, bool]:
+    """Log the torch model (torch.export format, no pickle), register it with `tags` and the
+    description, and set the alias: (version, True). Weights already registered (a re-run
+    that trained nothing) get the alias again but no new version: (that version, False)."""
     import mlflow
     import mlflow.pytorch
     import torch
@@ -119,9 +185,9 @@ def log_and_register_model(model, example, registered_name: str, alias: str, wei
         registered_model_name=registered_name,
     )
     version = str(info.registered_model_version)
-    client = MlflowClient()
-    client.set_model_version_tag(registered_name, version, "weights_sha256", weights_sha256)
-    client.set_registered_model_alias(registered_name, alias, version)
+    describe_version(registered_name, version, {"weights_sha256": weights_sha256, "format": "torch.export",
+                                                **(tags or {})}, description)
+    MlflowClient().set_registered_model_alias(registered_name, alias, version)
     return version, True
 
 
@@ -147,9 +213,8 @@ def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256
                               f"mlflow=={mlflow.__version__}"],
             registered_model_name=registered_name)
         version = str(info.registered_model_version)
-        for key, value in {"onnx_sha256": file_sha256, "format": "onnx", **(tags or {})}.items():
-            client.set_model_version_tag(registered_name, version, key, str(value))
-        client.update_model_version(registered_name, version, description=description)
+        describe_version(registered_name, version, {"onnx_sha256": file_sha256, "format": "onnx", **(tags or {})},
+                         description)
     client.set_registered_model_alias(registered_name, alias, version)
     return version, new
 
@@ -188,10 +253,10 @@ def apply_promotion(registered_name: str, candidate_version: str, champion_alias
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    for key, value in {"promotion.promoted": decision.promote, "promotion.reason": decision.reason,
-                       "promotion.delta_points": decision.delta_points, "promotion.ci_low_points": decision.ci_low_points,
-                       "promotion.ci_high_points": decision.ci_high_points, "promotion.p": decision.p}.items():
-        client.set_model_version_tag(registered_name, candidate_version, key, str(value))
+    describe_version(registered_name, candidate_version, {
+        "promotion.promoted": decision.promote, "promotion.reason": decision.reason,
+        "promotion.delta_points": decision.delta_points, "promotion.ci_low_points": decision.ci_low_points,
+        "promotion.ci_high_points": decision.ci_high_points, "promotion.p": decision.p})
     version = client.get_model_version(registered_name, candidate_version)
     client.update_model_version(registered_name, candidate_version,
                                 description=f"{version.description or ''}\n\n**Promotion:** {decision.reason}".strip())

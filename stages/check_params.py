@@ -10,11 +10,26 @@ MARKER_TEXT = "params.yaml is valid\n"
 READS_ALL_PARAMS = True  # it validates every section (stages/dag.py declares all of params.yaml)
 
 
+def require_data_root(data) -> None:
+    """prepare depends on data.root in dvc.yaml: say what to do when it is missing."""
+    from pathlib import Path
+
+    from skillpack.config import ParamsError
+
+    if not Path(data.root).exists():
+        hint = ("`apt-get install dataset-fashion-mnist` (make data) or `skillpack fetch fashion_mnist data/raw` "
+                "and data.root: data/raw" if data.source == "fashion_mnist" else
+                f"`skillpack fetch {data.source} data/raw` and data.root: data/raw" if data.source != "imagefolder"
+                else "point it at a folder of images (README, Bring your own images)")
+        raise ParamsError(f"params.yaml data.root: {data.root} does not exist: {hint}")
+
+
 def main() -> int:
     from skillpack import paths
     from skillpack.io import write_text
 
-    params_from_argv()
+    params = params_from_argv()
+    require_data_root(params.data)
     write_text(paths.PARAMS_CHECK, MARKER_TEXT)
     print(f"[check_params] {paths.PARAMS}: valid")
     return 0

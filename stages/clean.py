@@ -1,12 +1,16 @@
 """clean: every detector scores every train sample from the out-of-fold predictions; writes the
 flagged list, a grid of the most suspicious images, and the cleaned view the train stage
-reads (policy clean.policy: flag | drop | relabel). The prepared store is never modified."""
+reads (policy clean.policy: flag | drop | relabel). The prepared store is never modified.
+With fold models too weak to judge (clean.min_oof_skill) drop and relabel only flag; a policy
+acting on more than clean.max_drop_fraction of the train split stops the stage."""
 from __future__ import annotations
 
-from stages.common import params_from_argv, run_stage
+from stages.common import params_from_argv, run_stage, write_dvc_metrics
 
 
 def main() -> int:
+    import sys
+
     from skillpack import cleaning, paths, tracking
     from skillpack.config import flatten
     from skillpack.data import PreparedStore
@@ -28,8 +32,18 @@ def main() -> int:
     table = cleaning.flag_table(ids, labels, detections, cfg.use, store.classes)
     with atomic_path(paths.FLAGGED) as tmp:
         table.to_csv(tmp, index=False)
-    view = cleaning.apply_policy(ids, labels, chosen, cfg.policy)
-    cleaning.write_cleaned(paths.CLEANED, view, {"policy": cfg.policy, "use": cfg.use, "data_hash": store.data_hash()})
+    try:  # drop / relabel refuse when the fold models are too weak; stop above clean.max_drop_fraction
+        view, decision = cleaning.decide_policy(ids, labels, chosen, oof, cfg)
+    except cleaning.CleaningStopped as err:
+        print(f"[clean] STOPPED: {err}", file=sys.stderr)
+        return 1
+    judge = decision["judge"]
+    if "refused" in judge:
+        print(f"[clean] {judge['refused']}")
+    elif not judge["can_judge"]:
+        print(f"[clean] {judge['message']}: the flags below are not to be trusted")
+    cleaning.write_cleaned(paths.CLEANED, view, {"policy": decision["policy_applied"], "policy_requested": cfg.policy,
+                                                 "use": cfg.use, "data_hash": store.data_hash()})
 
     top = table.head(cfg.grid_images)
     plot_image_grid([{"image": images[i], "caption": f"{g} -> {s}\n{cfg.use} {sc:.2f}", "bad": g != s}
@@ -41,11 +55,14 @@ def main() -> int:
     plot_score_histogram({"not flagged": grad.score[~grad.flag], "flagged": grad.score[grad.flag]},
                          grad.info["threshold"], paths.CLEAN_PLOTS / "gradient_norms.png",
                          "Per-sample |d loss / d logits| (held-out model, given label)")
-    summary = {"policy": cfg.policy, "use": cfg.use, **view.counts,
+    summary = {"policy": cfg.policy, "policy_applied": decision["policy_applied"], "use": cfg.use, **view.counts,
+               "judge": judge, "acted_share": decision["acted_share"],
                "flagged": {name: int(det.flag.sum()) for name, det in detections.items()},
                "detectors": {name: det.info for name, det in detections.items()},
                "oof_accuracy": accuracy(oof.oof_probs, labels)}
     write_json(paths.CLEAN_METRICS, summary)
+    write_dvc_metrics(paths.CLEAN_DVC_METRICS, {"flagged": int(detections[cfg.use].flag.sum()), "kept": view.counts["keep"],
+                                                "dropped": view.counts["drop"], "relabelled": view.counts["relabel"]})
     flat = {k: v for k, v in flatten(cfg, "clean").items() if not k.startswith("clean.oof.")}
     with tracking.stage_run("clean", params.mlflow.experiment, params=flat, data_hash=store.data_hash()):
         tracking.log_metrics({**{f"flagged_{k}": v for k, v in summary["flagged"].items()},
@@ -53,7 +70,7 @@ def main() -> int:
         for path in (paths.FLAGGED, paths.CLEAN_METRICS, paths.CLEAN_PLOTS / "suspicious.png", paths.CLEAN_PLOTS / "gradient_norms.png"):
             tracking.log_artifact(path, "clean")
     flagged = ", ".join(f"{k} {v}" for k, v in summary["flagged"].items())
-    print(f"[clean] flagged of {len(labels)}: {flagged}; policy {cfg.policy} on {cfg.use}: kept {view.counts['keep']}, "
+    print(f"[clean] flagged of {len(labels)}: {flagged}; policy {decision['policy_applied']} on {cfg.use}: kept {view.counts['keep']}, "
           f"dropped {view.counts['drop']}, relabeled {view.counts['relabel']} -> {paths.CLEANED}, {paths.FLAGGED}")
     return 0
 

@@ -14,6 +14,19 @@ def params_from_argv(argv: list[str] | None = None) -> Params:
     return load_params(PARAMS, overrides=list(argv if argv is not None else sys.argv[1:]))
 
 
+def write_dvc_metrics(path, figures: dict) -> None:
+    """A stage's DVC metrics file: numbers only (a string or a bool here would widen every
+    `dvc metrics show` table by a column that cannot be compared)."""
+    import math
+
+    from skillpack.io import write_json
+
+    for key, value in figures.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{path}: metric {key!r} must be a finite number, got {value!r}")
+    write_json(path, figures)
+
+
 def run_stage(main) -> None:
     """Run a stage's main(); known user errors exit 1 with one clear line."""
     from skillpack.config import ParamsError

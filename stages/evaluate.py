@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 
-from stages.common import params_from_argv, run_stage
+from stages.common import params_from_argv, run_stage, write_dvc_metrics
+
+EVALUATED = ("test_accuracy", "macro_f1", "test_loss", "ece")  # on the registered version, as tags
 
 
 def read_history(path) -> list[dict]:
@@ -68,6 +70,8 @@ def main() -> int:
             metrics[key] = explained[key]
         write_json(paths.METRICS, {k: v for k, v in metrics.items() if k != "per_class"})
         write_json(paths.EXPLAIN / "explain.json", explained)
+    write_dvc_metrics(paths.EVALUATE_DVC_METRICS, {k: round(float(metrics[k]), 4) for k in
+                                                   EVALUATED if k in metrics and k != "test_loss"})
     seconds = time.perf_counter() - t0
     with tracking.stage_run("evaluate", params.mlflow.experiment,
                             params={"evaluate.overfit_gap": cfg.overfit_gap, "model": meta["model_name"]},
@@ -77,6 +81,8 @@ def main() -> int:
         tracking.log_metrics({**flat, "overfitting": float(overfit["overfitting"]), "evaluate_seconds": seconds})
         for path in (paths.METRICS, paths.PER_CLASS, paths.CONFUSION_PNG, paths.CURVES_PNG):
             tracking.log_artifact(path)
+        tracking.describe_alias(params.mlflow.registered_model, params.mlflow.alias,
+                                {f"test.{k}": f"{v:.4f}" for k, v in flat.items() if k in EVALUATED})
         if explained:
             tracking.log_metrics({"explain_seconds": explained["explain_seconds"]})
             for path in sorted(paths.EXPLAIN.iterdir()):

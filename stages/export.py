@@ -123,7 +123,8 @@ def main() -> int:
             tracking.log_artifact(path, "export")
         version, new = tracking.register_onnx_model(onnx_file, params.mlflow.registered_model, cfg.registered_alias,
                                                     file_sha256(onnx_file), test_x[:2], description=card,
-                                                    tags={k: f"{v:.6g}" for k, v in flat.items()})
+                                                    tags={**{k: f"{v:.6g}" for k, v in flat.items()},
+                                                          **tracking.lineage_tags(store.data_hash())})
     for c in checks:
         print(f"[export] {c['runtime']}: max |logit diff| {c['max_abs_diff']:.2e}, top-1 agreement "
               f"{c['top1_agreement']:.4f}, test accuracy {c['test_accuracy']:.4f} ({c['accuracy_drop_points']:+.2f} points)")

@@ -2,11 +2,13 @@
 expensive input of every cleaning detector, computed once per data version (DVC caches it)."""
 from __future__ import annotations
 
-from stages.common import params_from_argv, run_stage
+from stages.common import params_from_argv, run_stage, write_dvc_metrics
 
 
 def main() -> int:
     import time
+
+    import numpy as np
 
     from skillpack import paths, tracking
     from skillpack.cleaning import out_of_fold
@@ -34,9 +36,11 @@ def main() -> int:
                    "oof_accuracy": accuracy(oof.oof_probs, labels),
                    "seconds": round(time.perf_counter() - t0, 1), "data_hash": store.data_hash()}
         write_json(paths.OOF_METRICS, summary)
+        write_dvc_metrics(paths.OOF_DVC_METRICS, {"oof_accuracy": round(summary["oof_accuracy"], 4)})
         tracking.log_metrics({"oof_accuracy": summary["oof_accuracy"], "seconds": summary["seconds"]})
+    chance = float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
     print(f"[oof] {cfg.folds} folds of {cfg.model}: out-of-fold accuracy {summary['oof_accuracy']:.4f} "
-          f"in {summary['seconds']:.0f}s -> {paths.OOF_FILE}")
+          f"(chance, the largest class's share: {chance:.4f}) in {summary['seconds']:.0f}s -> {paths.OOF_FILE}")
     return 0
 
 

@@ -10,7 +10,7 @@ def main() -> int:
     from skillpack import paths, tracking
     from skillpack.config import flatten
     from skillpack.data import PreparedStore, write_store
-    from skillpack.data.store import prepare_splits
+    from skillpack.data.store import prepare_splits, summary_line
 
     params = params_from_argv()
     t0 = time.perf_counter()
@@ -18,14 +18,14 @@ def main() -> int:
     summary = write_store(paths.PREPARED, source, splits)
     seconds = time.perf_counter() - t0
     store = PreparedStore(paths.PREPARED)
-    print(f"[prepare] {summary['source']}: found {summary['found']}, prepared {summary['prepared']} "
-          f"{summary['splits']}, quarantined {summary['quarantined']} in {seconds:.1f}s")
+    print(f"[prepare] {summary['source']}: {summary_line(summary)} in {seconds:.1f}s")
     with tracking.stage_run("prepare", params.mlflow.experiment, params=flatten(params.data, "data"),
                             data_hash=store.data_hash()):
         tracking.log_metrics({"found": summary["found"], "prepared": summary["prepared"],
-                              "quarantined": summary["quarantined"], "prepare_seconds": seconds})
-        tracking.log_artifact(paths.PREPARED / "summary.json")
-        tracking.log_artifact(paths.PREPARED / "quarantine.csv")
+                              "quarantined": summary["quarantined"], "ignored": summary["ignored"],
+                              "empty_classes": len(summary["empty_classes"]), "prepare_seconds": seconds})
+        for name in ("summary.json", "quarantine.csv", "ignored.csv"):
+            tracking.log_artifact(paths.PREPARED / name)
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
-from stages.common import params_from_argv, run_stage
+from stages.common import params_from_argv, run_stage, write_dvc_metrics
 
 
 def write_train_log(path, history) -> None:
@@ -23,7 +23,7 @@ def write_train_log(path, history) -> None:
 def main() -> int:
     import torch
 
-    from skillpack import paths, tracking
+    from skillpack import distributed, paths, tracking
     from skillpack.checkpoint import load_teacher, save_classifier, weights_sha256
     from skillpack.cleaning import cleaned_train_split
     from skillpack.config import flatten
@@ -41,6 +41,9 @@ def main() -> int:
     data = RunData((train_x, train_y), val, len(store.classes))
     teacher = load_teacher(cfg.loss.distill.teacher) if cfg.loss.distill.teacher else None
     fingerprint = f"{data_hash}:{cleaned.get('view_hash', 'uncleaned')}"  # a new cleaned view restarts training
+    if not distributed.is_main():  # torchrun: the other ranks train their share; rank 0 logs, saves, registers
+        train_model(cfg, data, params.seed, checkpoint=paths.CHECKPOINT, fingerprint=fingerprint, teacher=teacher)
+        return 0
 
     with tracking.stage_run("train", params.mlflow.experiment, params={**flatten(cfg, "train"), "seed": params.seed},
                             data_hash=data_hash, extra_tags={"model": cfg.model}):
@@ -67,6 +70,8 @@ def main() -> int:
                    "train_seconds": round(trained.train_seconds, 2), "images_per_second": round(images_per_s, 1),
                    "final_val_acc": trained.history[-1].val_acc}
         write_json(paths.TRAIN_METRICS, summary)
+        write_dvc_metrics(paths.TRAIN_DVC_METRICS, {"val_accuracy": round(summary["final_val_acc"], 4),
+                                                    "train_seconds": summary["train_seconds"]})
         tracking.log_metrics({"params": n_params, "macs": macs, "train_samples": len(train_y),
                               "resumed_from_epoch": trained.resumed_from_epoch,
                               "epochs_trained": trained.epochs_trained, "train_seconds": trained.train_seconds,
@@ -74,8 +79,14 @@ def main() -> int:
                               **{f"clean_{k}": cleaned[k] for k in ("drop", "relabel") if k in cleaned}})
         tracking.log_artifact(paths.TRAIN_LOG)
         example = torch.as_tensor(val[0][:2] if len(val[0]) else train_x[:2]).permute(0, 3, 1, 2).float().numpy()
+        description = (f"{cfg.model} ({n_params:,} parameters, {macs / 1e6:.1f} M MACs) trained {cfg.epochs} epochs "
+                       f"(seed {params.seed}) on {params.data.source} data {data_hash}; validation accuracy "
+                       f"{trained.history[-1].val_acc:.4f}. The evaluate stage adds its test metrics as tags; "
+                       f"the export stage registers the ONNX version with the full model card.")
+        tags = {**tracking.lineage_tags(data_hash), "model": cfg.model, "seed": params.seed,
+                "val_accuracy": f"{trained.history[-1].val_acc:.4f}", "params": n_params, "macs": macs}
         version, new = tracking.log_and_register_model(model, example, params.mlflow.registered_model,
-                                                       params.mlflow.alias, weights_sha256(model))
+                                                       params.mlflow.alias, weights_sha256(model), tags, description)
         registered = (f"registered {params.mlflow.registered_model} v{version}" if new else
                       f"weights unchanged: {params.mlflow.registered_model} v{version}, no new version")
         print(f"[train] {cfg.model}: val acc {trained.history[-1].val_acc:.4f}, {trained.epochs_trained} epochs in "

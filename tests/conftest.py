@@ -86,7 +86,9 @@ def make_project_repo(dest: Path, overrides: dict | None = None) -> Path:
     run(["git", "config", "user.email", "test@skillpack"], dest)
     run(["git", "config", "user.name", "skillpack tests"], dest)
     run([sys.executable, "-m", "dvc", "init", "-q"], dest)
-    run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], dest)
+    shutil.copy2(ROOT / ".dvc" / "config", dest / ".dvc" / "config")  # the project's default remote ...
+    run([sys.executable, "-m", "dvc", "remote", "modify", "--local", "local", "url", str(dest.parent / "dvc-remote")],
+        dest)  # ... pointed, for tests only, at a temporary folder instead of ~/.cache
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-q", "-m", "project"], dest)
     return dest

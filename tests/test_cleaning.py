@@ -141,7 +141,9 @@ def test_ensemble_rule_and_params_are_checked():
 def test_oof_and_clean_stages_drop_policy_end_to_end(tmp_path):
     """`dvc repro clean` with policy drop: the prepared store is untouched, the cleaned view
     and flagged.csv agree, and the train stage sees exactly the kept rows."""
-    repo = make_project_repo(tmp_path / "project", {"clean.policy": "drop", "clean.oof.epochs": 2})
+    # fold models good enough to judge (2 folds x 2 epochs at batch 256 were at chance: 0.16)
+    repo = make_project_repo(tmp_path / "project", {"clean.policy": "drop", "clean.oof.epochs": 3,
+                                                    "clean.oof.batch_size": 32})
     env = project_env(repo)
     run([sys.executable, "-m", "dvc", "repro", "clean"], repo, env=env)
     labels_before = np.load(repo / "data/prepared/train_labels.npy")
@@ -149,6 +151,7 @@ def test_oof_and_clean_stages_drop_policy_end_to_end(tmp_path):
     actions = pd.read_csv(repo / "data/cleaned/actions.csv", dtype={"id": str})
     flagged = pd.read_csv(repo / "reports/flagged.csv", dtype={"id": str})
     assert summary["keep"] + summary["drop"] == summary["input"] == len(labels_before)
+    assert summary["policy"] == "drop" and 0 < summary["drop"] <= 0.1 * summary["input"]  # acted, under the cap
     assert set(actions.query("action == 'drop'")["id"]) <= set(flagged["id"])
     assert len(np.load(repo / "data/cleaned/train_index.npy")) == summary["keep"]
     assert (repo / "reports/clean/suspicious.png").read_bytes()[:4] == b"\x89PNG"
@@ -165,3 +168,75 @@ def test_oof_and_clean_stages_drop_policy_end_to_end(tmp_path):
     train_run = next(r for r in runs if r.data.tags["stage"] == "train")
     assert train_run.data.metrics["train_samples"] == summary["keep"]
     assert train_run.data.metrics["clean_drop"] == summary["drop"]
+
+
+def _stage_without_mlflow(monkeypatch):
+    """The clean stage's own code, in-process, with MLflow out of the way (tracked elsewhere)."""
+    import contextlib
+
+    from skillpack import tracking
+
+    monkeypatch.setattr(tracking, "stage_run", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(tracking, "log_metrics", lambda *a, **k: None)
+    monkeypatch.setattr(tracking, "log_artifact", lambda *a, **k: None)
+
+
+def test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance(fmnist, tmp_path, monkeypatch, capsys):
+    """Issue 18 item 8: with fold models at chance, `implausible` flagged half the training set
+    and policy drop took test accuracy from 0.95 to 0.30. Labels shuffled here: the models
+    cannot beat chance, and the stage only flags, saying why with the numbers."""
+    import shutil
+
+    from skillpack.data.sources import SourceData, Split
+    from skillpack.data.store import write_store
+    from stages import clean as clean_stage
+
+    images, labels = small_split(fmnist, 400, seed=2)
+    shuffled = np.random.default_rng(0).permutation(labels)
+    params = load_params("params.yaml", ["clean.oof.folds=2", "clean.oof.epochs=1", "clean.oof.model=sp_cnn_s"])
+    oof = cleaning.out_of_fold(images, shuffled, 10, params.clean.oof.train_params(1, "cpu"), 2, seed=0)
+    split = Split(images, shuffled, [f"train/{i}" for i in range(len(labels))])
+    empty = Split(images[:0], labels[:0], [])
+    write_store(tmp_path / "data/prepared", SourceData("t", [str(c) for c in range(10)], {"train": split}),
+                {"train": split, "val": empty, "test": empty})
+    oof.save(tmp_path / "data/oof/oof.npz")
+    shutil.copy("params.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["clean", "clean.policy=drop", "clean.grid_images=4"])
+    _stage_without_mlflow(monkeypatch)
+    assert clean_stage.main() == 0
+    out = capsys.readouterr().out
+    refused = next(line for line in out.splitlines() if "refused" in line)
+    assert "clean.policy=drop refused, flagging only: cannot judge: the fold models are too weak" in refused
+    assert "chance 0.1" in refused and "clean.min_oof_skill 0.5" in refused
+    summary = json.loads((tmp_path / "reports/clean.json").read_text())
+    judge = summary["judge"]
+    assert judge["can_judge"] is False and judge["skill"] < 0.1 and judge["oof_accuracy"] < 0.25
+    assert summary["policy_applied"] == "flag" and summary["drop"] == 0 and summary["keep"] == len(labels)
+    assert summary["flagged"]["implausible"] > 0.1 * len(labels)   # what drop would have thrown away
+    cleaned = json.loads((tmp_path / "data/cleaned/summary.json").read_text())
+    assert cleaned["policy"] == "flag" and cleaned["policy_requested"] == "drop"
+    print(f"shuffled labels: oof accuracy {judge['oof_accuracy']:.3f}, chance {judge['chance']:.3f}, "
+          f"implausible flagged {summary['flagged']['implausible']} of {len(labels)}, dropped 0")
+
+
+def test_no_policy_may_act_on_more_than_max_drop_fraction():
+    labels = np.repeat(np.arange(4), 50)
+    probs = np.full((2, 200, 4), 0.02, dtype=np.float32)
+    probs[:, np.arange(200), labels] = 0.94     # strong fold models: they can judge
+    oof = cleaning.OutOfFold(fold=np.arange(200) % 2, probs=probs, embeddings=np.zeros((200, 2), np.float32),
+                             grad_norm=np.zeros(200, np.float32))
+    ids = np.array([f"s{i}" for i in range(200)])
+    flag = np.zeros(200, dtype=bool)
+    flag[:30] = True                              # 15% of the training set
+    detection = cleaning.Detection(score=flag.astype(float), flag=flag, suggested=(labels + 1) % 4)
+    cfg = load_params("params.yaml", ["clean.policy=drop"]).clean
+    with pytest.raises(cleaning.CleaningStopped) as stop:
+        cleaning.decide_policy(ids, labels, detection, oof, cfg)
+    assert "would drop 30 of 200 training samples (15.0%), over clean.max_drop_fraction 10%" in str(stop.value)
+    with pytest.raises(cleaning.CleaningStopped, match="would relabel 30 of 200"):
+        cleaning.decide_policy(ids, labels, detection, oof, cfg.model_copy(update={"policy": "relabel"}))
+    view, decision = cleaning.decide_policy(ids, labels, detection, oof, cfg.model_copy(update={"max_drop_fraction": 0.2}))
+    assert view.counts["drop"] == 30 and decision["judge"]["can_judge"] and decision["policy_applied"] == "drop"
+    view, _ = cleaning.decide_policy(ids, labels, detection, oof, cfg.model_copy(update={"policy": "flag"}))
+    assert view.counts["keep"] == 200             # flag drops nothing: no cap to hit

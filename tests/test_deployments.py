@@ -1,63 +1,218 @@
-"""Scheduled deployments: prefect.yaml's deployments served by `python -m flows.deployments`
-against Prefect's own server carry their cron schedules, and a run of one executes the flow."""
+"""The documented deployment path, exactly: `prefect server start` on 127.0.0.1, `prefect
+work-pool create skillpack --type process`, `prefect --no-prompt deploy --all` from
+prefect.yaml, `prefect worker start --pool skillpack` - with no SKILLPACK_ROOT in sight - then
+the retrain run through the worker, the monitor flow fed by a real Prometheus, and the served
+deployments that must not pause the pool's ones."""
+import signal
 import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
-from conftest import project_env
-from flows.deployments import deployment_specs
+from conftest import project_env, run
+from flows.deployments import SERVED_SUFFIX, deployment_specs
+from skillpack.monitoring import free_port
+
+RETRAIN, MONITOR, ABLATION = "skillpack-retrain/nightly", "skillpack-monitor/every-15-minutes", \
+    "skillpack-ablation/on-demand"
 
 
-def test_prefect_yaml_names_existing_flows_with_cron_schedules():
-    specs = deployment_specs()
-    assert {s["name"] for s in specs} == {"nightly", "weekly"}
-    for spec in specs:
+def test_prefect_yaml_names_existing_flows_on_the_process_pool():
+    specs = {s["name"]: s for s in deployment_specs()}
+    assert set(specs) == {"nightly", "every-15-minutes", "on-demand"}
+    for spec in specs.values():
         path, func = spec["entrypoint"].split(":")
         assert f"def {func}(" in open(path).read()
-        assert spec["schedules"] and all(len(s["cron"].split()) == 5 for s in spec["schedules"])
+        assert spec["work_pool"]["name"] == "skillpack"
+    assert "schedules" not in specs["on-demand"]
     with pytest.raises(SystemExit, match="no deployment named"):
         deployment_specs(only=["hourly"])
 
 
-def _wait_for_deployment(client, name: str, proc, timeout: float = 120):
+def documented_env(repo, home) -> dict:
+    """The environment a user has after following the README: no SKILLPACK_ROOT."""
+    env = {k: v for k, v in project_env(repo).items() if k not in ("SKILLPACK_ROOT", "MLFLOW_TRACKING_URI")}
+    env.update(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api",
+               PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}")
+    return env
+
+
+def wait_healthy(api: str, proc, timeout: float = 150) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"flows.deployments exited {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
+            raise AssertionError(f"prefect server exited {proc.returncode}:\n{proc.stdout.read()[-3000:]}")
         try:
-            return client.read_deployment_by_name(name)
-        except Exception:  # not registered yet
-            time.sleep(1)
-    raise AssertionError(f"deployment {name} not registered within {timeout}s")
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"prefect server not healthy within {timeout}s")
 
 
-def test_served_deployments_are_scheduled_and_the_nightly_retrain_records_its_decision(tiny_repo, prefect_server):
+@pytest.fixture(scope="module")
+def deployed(tiny_repo, tmp_path_factory):
+    """The README's commands, in order, in the project repo."""
+    env = documented_env(tiny_repo, tmp_path_factory.mktemp("prefect_home"))
+    port = env["PREFECT_API_URL"].split(":")[-1].split("/")[0]
+    server = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", port], cwd=tiny_repo,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(env["PREFECT_API_URL"], server)
+        run(["prefect", "work-pool", "create", "skillpack", "--type", "process"], tiny_repo, env)
+        run(["prefect", "--no-prompt", "deploy", "--all"], tiny_repo, env)
+        yield env
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def api(env, method: str, path: str, **body):
+    response = httpx.request(method, f"{env['PREFECT_API_URL']}{path}", json=body if method != "GET" else None,
+                             timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def deployment(env, name: str) -> dict:
+    flow, dep = name.split("/")
+    return api(env, "GET", f"/deployments/name/{flow}/{dep}")
+
+
+def test_deploy_all_registers_the_schedules_on_the_process_pool(deployed, tiny_repo):
+    assert api(deployed, "GET", "/work_pools/skillpack")["type"] == "process"
+    nightly, every15, on_demand = (deployment(deployed, n) for n in (RETRAIN, MONITOR, ABLATION))
+    assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 2 * * *"]
+    assert [s["schedule"]["interval"] for s in every15["schedules"]] == [900.0]
+    assert on_demand["schedules"] == [] and on_demand["parameters"] == {"spec_path": "ablations/default.yaml"}
+    for dep in (nightly, every15, on_demand):
+        assert dep["work_pool_name"] == "skillpack" and not dep["paused"]
+        # Prefect's default pull step: the directory `prefect deploy` ran in, so no env var is needed
+        assert dep["pull_steps"] == [{"prefect.deployments.steps.set_working_directory":
+                                      {"directory": str(tiny_repo)}}]
+
+
+def wait_for_final_state(env, flow_run_id: str, worker, timeout: float) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = api(env, "GET", f"/flow_runs/{flow_run_id}")["state"]
+        if state["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return state
+        if worker.poll() is not None:
+            raise AssertionError(f"worker exited {worker.returncode}:\n{worker.stdout.read()[-3000:]}")
+        time.sleep(2)
+    raise AssertionError(f"flow run {flow_run_id} not finished within {timeout}s (state {state['type']})")
+
+
+def test_a_worker_runs_the_retrain_deployment_and_mlflow_records_the_decision(deployed, tiny_repo):
     from mlflow import MlflowClient
 
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**project_env(tiny_repo), "PREFECT_API_URL": PREFECT_API_URL.value()}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.deployments"], cwd=tiny_repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    flow_run = api(deployed, "POST", f"/deployments/{deployment(deployed, RETRAIN)['id']}/create_flow_run")
+    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "skillpack"], cwd=tiny_repo.parent,
+                              env=deployed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        with get_client(sync_client=True) as client:
-            nightly = _wait_for_deployment(client, "skillpack-retrain/nightly", proc)
-            weekly = _wait_for_deployment(client, "skillpack-ablation/weekly", proc)
-            assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
-            assert [s.schedule.cron for s in weekly.schedules] == ["0 3 * * 6"]
-            assert weekly.parameters == {"spec_path": "ablations/default.yaml"}
-            assert all(s.active for s in nightly.schedules + weekly.schedules)
-        flow_run = run_deployment("skillpack-retrain/nightly", timeout=600)
-        assert flow_run.state.is_completed(), flow_run.state
-        registry = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
-        champion = registry.get_model_version_by_alias("skillpack-classifier", "champion")
-        candidate = registry.get_model_version_by_alias("skillpack-classifier", "candidate-onnx")
-        assert champion.version == candidate.version  # the first candidate becomes the champion ...
-        assert "no champion yet" in champion.tags["promotion.reason"]  # ... and says why
+        state = wait_for_final_state(deployed, flow_run["id"], worker, timeout=900)
     finally:
-        proc.terminate()
+        worker.send_signal(signal.SIGINT)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    assert state["type"] == "COMPLETED", state
+    registry = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    candidate = registry.get_model_version_by_alias("skillpack-classifier", "candidate-onnx")
+    champion = registry.get_model_version_by_alias("skillpack-classifier", "champion")
+    assert candidate.tags["promotion.reason"] and candidate.tags["promotion.promoted"] in ("True", "False")
+    assert (champion.version == candidate.version) == (candidate.tags["promotion.promoted"] == "True") or \
+        "already the champion" in candidate.tags["promotion.reason"]
+    artifacts = api(deployed, "POST", "/artifacts/filter", artifacts={"key": {"any_": ["retrain-decision"]}})
+    assert any(a["flow_run_id"] == flow_run["id"] for a in artifacts)
+
+
+def serve_service_metrics(port: int):
+    """The service's own metrics registry on a loopback port, fed labels through its real API."""
+    from prometheus_client import start_http_server
+
+    from skillpack.serving.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics(["a", "b"], None, None, feedback_window=100, drift_window=100)
+    server, _ = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+    return metrics, server
+
+
+def run_monitor(env, repo, prometheus: str) -> dict:
+    import json
+
+    proc = run([sys.executable, "-m", "flows.monitor", "--prometheus", prometheus], repo, env)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_monitor_flow_reads_a_real_prometheus_and_triggers_retrain_on_low_accuracy(deployed, tiny_repo,
+                                                                                       tmp_path):
+    from skillpack.config import load_params
+    from skillpack.monitoring import PrometheusServer
+
+    params = load_params(tiny_repo / "params.yaml").monitor
+    port = free_port()
+    metrics, exporter = serve_service_metrics(port)
+    try:
+        with PrometheusServer(params, tmp_path, f"127.0.0.1:{port}") as prometheus:
+            base = prometheus.api.removesuffix("/api/v1")
+            for _ in range(params.min_feedback):
+                metrics.observe_feedback(True)
+            wait_for_value(prometheus.api, "skillpack_feedback_in_window", params.min_feedback)
+            healthy = run_monitor(deployed, tiny_repo, base)
+            assert healthy["retrain_flow_run"] is None and healthy["breached"] == []
+            for _ in range(params.min_feedback):
+                metrics.observe_feedback(False)  # accuracy 0.5 over the last 2 x min_feedback labels
+            wait_for_value(prometheus.api, "skillpack_rolling_accuracy", 0.5)
+            breached = run_monitor(deployed, tiny_repo, base)
+    finally:
+        exporter.shutdown()
+    readings = {r["signal"]: r for r in breached["readings"]}
+    assert readings["accuracy_min"]["value"] == 0.5 and breached["breached"] == ["accuracy_min"]
+    triggered = api(deployed, "GET", f"/flow_runs/{breached['retrain_flow_run']}")
+    assert triggered["deployment_id"] == deployment(deployed, RETRAIN)["id"]
+    assert "triggered-by-monitor" in triggered["tags"]
+
+
+def wait_for_value(prometheus_api: str, expr: str, expected: float, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            result = httpx.get(f"{prometheus_api}/query", params={"query": expr}, timeout=5).json()["data"]["result"]
+        except httpx.HTTPError:  # not listening yet
+            result = []
+        if result and float(result[0]["value"][1]) == expected:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"Prometheus never read {expr} == {expected}")
+
+
+def test_stopping_served_deployments_leaves_the_pool_deployments_scheduled(deployed, tiny_repo):
+    proc = subprocess.Popen([sys.executable, "-m", "flows.deployments", "--only", "nightly"], cwd=tiny_repo,
+                            env=deployed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    served_name = RETRAIN + SERVED_SUFFIX
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            try:
+                served = deployment(deployed, served_name)
+                break
+            except httpx.HTTPStatusError:
+                time.sleep(1)
+        else:
+            raise AssertionError(f"{served_name} never registered")
+        assert [s["schedule"]["cron"] for s in served["schedules"]] == ["0 2 * * *"]
+    finally:
+        proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
+    nightly = deployment(deployed, RETRAIN)
+    assert not nightly["paused"] and all(s["active"] for s in nightly["schedules"])

@@ -24,6 +24,8 @@ def test_pipeline_flow_nests_stage_runs_and_publishes_metrics(tiny_repo, prefect
     children = client.search_runs([experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
     assert {r.data.tags["stage"] for r in children} == {"prepare", "validate", "oof", "clean", "train", "evaluate",
                                                         "compress", "export"}  # check_params and alerts log no run
+    assert {r.data.tags["skillpack.repro_id"] for r in children} == {parent_id}  # one repro, one id
+    assert client.get_run(parent_id).info.run_name.startswith("pipeline ")
     assert client.get_run(parent_id).data.metrics["test_accuracy"] == metrics["test_accuracy"]
 
     artifact = Artifact.get(ARTIFACT_KEY)

@@ -2,12 +2,13 @@
 import json
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from mlflow import MlflowClient
 
-from conftest import TINY_OVERRIDES, make_project_repo, project_env, run
+from conftest import TINY_OVERRIDES, make_project_repo, project_env, run, set_params
 
 STAGES = {"prepare", "validate", "oof", "clean", "train", "evaluate", "compress", "export"}
 
@@ -140,8 +141,8 @@ def test_leaky_imagefolder_stops_dvc_repro_at_validate(tmp_path):
     quarantined = {q["path"]: q["reason"] for q in report["quarantine"]}
     assert "unreadable image" in quarantined["train/cat/broken.jpg"]
     counts = report["counts"]
-    assert counts["found"] == counts["prepared"] + counts["quarantined"] + counts["subset_excluded"]
-    assert counts["quarantined"] == 2
+    assert counts["found"] == counts["prepared"] + counts["quarantined"] + counts["ignored"] + counts["subset_excluded"]
+    assert counts["quarantined"] == 1 and counts["ignored"] == 1  # broken.jpg; notes.txt: not an image extension
 
 
 def test_compress_and_export_make_checked_deployable_models(tiny_repo):
@@ -250,3 +251,69 @@ def test_mlflow_models_serve_answers_class_names_for_raw_pixels(tiny_repo):
 
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
+
+
+def _numbers_only(node, path="") -> list[str]:
+    """Paths of every non-number leaf of `dvc metrics show --json`'s data."""
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in _numbers_only(value, f"{path}.{key}")]
+    return [] if isinstance(node, (int, float)) and not isinstance(node, bool) else [f"{path}={node!r}"]
+
+
+def test_dvc_metrics_are_numbers_that_fit_a_160_column_terminal(tiny_repo):
+    env = {**project_env(tiny_repo), "COLUMNS": "1000"}  # let the tables be as wide as they are
+    shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], tiny_repo, env).stdout)
+    files = shown[""]["data"]
+    assert set(files) == {f"reports/metrics/{s}.json" for s in ("oof", "clean", "train", "evaluate")}
+    assert _numbers_only({f: body["data"] for f, body in files.items()}) == []
+    table = run([sys.executable, "-m", "dvc", "metrics", "show"], tiny_repo, env).stdout
+    assert "test_accuracy" in table and max(map(len, table.splitlines())) <= 160, table
+
+
+def test_stage_runs_of_one_dvc_repro_share_a_repro_id_and_versions_carry_their_lineage(tiny_repo):
+    client = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("skillpack")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on training runs
+    runs = sorted(client.search_runs([experiment.experiment_id]), key=lambda r: r.info.start_time)
+    first = {r.data.tags["stage"]: r.data.tags["skillpack.repro_id"] for r in runs
+             if r.data.tags["skillpack.repro_id"] == runs[0].data.tags["skillpack.repro_id"]}
+    assert STAGES <= set(first) and first["prepare"].startswith("dvc-")  # the fixture's one `dvc repro`
+    assert len({r.data.tags["skillpack.repro_id"] for r in runs}) > 1 or len(runs) == len(first)
+    commit = run(["git", "rev-parse", "HEAD"], tiny_repo).stdout.strip()
+    for alias, metric in (("candidate", "test.test_accuracy"), ("candidate-onnx", "onnx_fp32.test_accuracy")):
+        version = client.get_model_version_by_alias("skillpack-classifier", alias)
+        assert version.tags["git_commit"] == commit and len(version.tags["data_hash"]) == 16, alias
+        assert 0.5 < float(version.tags[metric]) <= 1.0 and len(version.description) > 100, (alias, version.tags)
+
+
+def test_a_pushed_pipeline_pulled_into_a_fresh_copy_is_up_to_date_and_exp_show_fits(tiny_repo, tmp_path):
+    import configparser
+    import shutil
+
+    from conftest import ROOT
+
+    committed = configparser.ConfigParser()
+    committed.read(ROOT / ".dvc" / "config")
+    assert committed["core"]["remote"] == "local"
+    assert committed['\'remote "local"\'']["url"] == "~/.cache/skillpack/dvc-remote"
+    env = project_env(tiny_repo)
+    run([sys.executable, "-m", "dvc", "push"], tiny_repo, env)
+    clone = tmp_path / "clone"
+    outputs = {".dvc/cache", ".dvc/tmp", "data/prepared", "data/oof", "data/cleaned", "models", "mlflow.db", "mlartifacts"}
+
+    def pipeline_outputs(folder, names):
+        return [n for n in names if str((Path(folder) / n).relative_to(tiny_repo)) in outputs]
+
+    shutil.copytree(tiny_repo, clone, ignore=pipeline_outputs)
+    assert not (clone / "models").exists()
+    run([sys.executable, "-m", "dvc", "pull"], clone, project_env(clone))
+    assert (clone / "models" / "model.pt").read_bytes() == (tiny_repo / "models" / "model.pt").read_bytes()
+    status = run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], clone, project_env(clone)).stdout
+    assert "up to date" in status, status
+    # the user's next step: commit the pipeline's state, try a param; the table stays readable
+    run(["git", "add", "-A"], clone)
+    run(["git", "commit", "-q", "-m", "pipeline state"], clone)
+    set_params(clone, {"train.epochs": TINY_OVERRIDES["train.epochs"] + 1})
+    env = {**project_env(clone), "COLUMNS": "1000"}
+    table = run([sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--no-pager"], clone, env).stdout
+    assert "train.epochs" in table and max(map(len, table.splitlines())) <= 160, table

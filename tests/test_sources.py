@@ -109,10 +109,10 @@ def test_imagefolder_reads_every_format_and_quarantines_bad_files(tmp_path):
     prepared = sum(len(s.labels) for s in data.splits.values())
     assert prepared == n_good
     reasons = {q["path"]: q["reason"] for q in data.quarantine}
-    assert set(reasons) == {"imgs/cat/broken.jpg", "imgs/dog/notes.txt"}
-    assert "unreadable image" in reasons["imgs/cat/broken.jpg"]
-    assert "unsupported extension" in reasons["imgs/dog/notes.txt"]
-    assert data.n_found == prepared + len(data.quarantine)
+    assert set(reasons) == {"cat/broken.jpg"}
+    assert "unreadable image" in reasons["cat/broken.jpg"]
+    assert data.ignored == [{"path": "dog/notes.txt", "split": "all", "reason": "not an image extension: '.txt'"}]
+    assert data.n_found == prepared + len(data.quarantine) + len(data.ignored)
     assert data.splits["train"].images.shape[1:] == (16, 16, 3)
 
 
@@ -123,8 +123,9 @@ def test_imagefolder_grayscale_and_counts_in_the_store(tmp_path):
     summary = write_store(tmp_path / "prepared", data, splits)
     store = PreparedStore(tmp_path / "prepared")
     assert store.arrays("train")[0].shape[1:] == (12, 12, 1)
-    assert summary["found"] == summary["prepared"] + summary["quarantined"]
-    assert len(store.quarantine()) == 2
+    assert summary["found"] == summary["prepared"] + summary["quarantined"] + summary["ignored"] == 38
+    assert len(store.quarantine()) == 1 and len(store.ignored()) == 1
+    assert summary["splits"]["test"] == round(0.2 * 36)  # data.test_fraction's default
     assert set(store.manifest().columns) >= {"id", "split", "label", "label_name", "sha256", "height", "width",
                                               "channels", "source"}
 
@@ -133,3 +134,42 @@ def test_imagefolder_with_no_classes_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="no class sub-folders"):
         load_source("imagefolder", root=str(tmp_path / "empty"))
+
+
+def _pickle_with_numpy1_names(obj) -> bytes:
+    """A protocol-2 pickle naming numpy's core as numpy 1 (and the official CIFAR files) do."""
+    return pickle.dumps(obj, protocol=2).replace(b"numpy._core.", b"numpy.core.")
+
+
+def test_cifar_reader_reads_protocol_2_files_with_numpy1_names(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    (folder / "batches.meta").write_bytes(_pickle_with_numpy1_names({"label_names": [f"c{i}" for i in range(10)]}))
+    data = np.arange(2 * 3072, dtype=np.uint32).astype(np.uint8).reshape(2, 3072)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(_pickle_with_numpy1_names({"data": data, "labels": [3, 7], "batch_label": b"x"}))
+    assert b"numpy.core.multiarray" in (folder / "test_batch").read_bytes()
+    read = read_cifar(folder, "cifar10")
+    assert read.splits["test"].labels.tolist() == [3, 7]
+    assert tuple(read.splits["test"].images[1, 0, 0]) == (data[1, 0], data[1, 1024], data[1, 2048])
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_cifar_reader_refuses_a_pickle_that_would_run_code(tmp_path, monkeypatch):
+    """data.root is the user's: a file there must not run code when it is read."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar10(folder)
+    (folder / "data_batch_3").write_bytes(pickle.dumps({"data": _Payload(), "labels": []}))
+    with pytest.raises(SourceError, match=r"data_batch_3: not a CIFAR python file .*refuses posix\.system"):
+        load_source("cifar10", root=str(tmp_path))
+    assert not (tmp_path / "pwned").exists()
+    (folder / "data_batch_3").write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}))
+    with pytest.raises(SourceError, match="not a uint8 N x 3072 array"):
+        load_source("cifar10", root=str(tmp_path))

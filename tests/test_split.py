@@ -30,3 +30,20 @@ def test_subset_keeps_class_proportions():
     sub = stratified_subset(data, 500, seed=0)
     assert len(sub.labels) == 500
     assert np.abs(np.bincount(sub.labels, minlength=10) / 500 - np.bincount(data.labels) / 5000).max() < 0.01
+
+
+def test_carve_uses_given_val_and_test_and_carves_what_is_missing():
+    from skillpack.data.sources import SourceData
+    from skillpack.data.store import carve_splits
+
+    whole = _split(1000)
+    only_train = SourceData("t", [str(i) for i in range(10)], {"train": whole})
+    carved = carve_splits(only_train, 0.1, seed=0, test_fraction=0.3)
+    assert [len(carved[s].labels) for s in ("train", "val", "test")] == [630, 70, 300]
+    assert not set(carved["test"].ids) & (set(carved["train"].ids) | set(carved["val"].ids))
+    given_val, given_test = _split(50, seed=1), _split(80, seed=2)
+    given = SourceData("t", only_train.classes, {"train": whole, "val": given_val, "test": given_test})
+    carved = carve_splits(given, 0.1, seed=0, test_fraction=0.3, max_test=40)
+    assert carved["val"] is given_val and len(carved["train"].labels) == 1000 and len(carved["test"].labels) == 40
+    pooled = carve_splits(given, 0.1, seed=0, test_fraction=0.2, resplit=True)
+    assert [len(pooled[s].labels) for s in ("train", "val", "test")] == [814, 90, 226]

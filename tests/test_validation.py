@@ -56,8 +56,29 @@ def test_empty_class_fails():
     report = validate_manifest(df, CLASSES)
     assert not report["success"]
     (missing,) = [c for c in report["failed"] if c["expectation"] == "expect_column_distinct_values_to_contain_set"]
-    assert missing["missing_values"] == [2]
+    assert missing["missing_values"] == [2] and missing["missing_classes"] == ["c"]
     assert report["train_class_counts"]["c"] == 0
+    assert report["imbalance_ratio"] == float("inf")  # the empty class counts
+    assert format_failures(report) == ("FAILED the train split has no image of class 'c' (an empty or missing class "
+                                       "folder, or every file of it quarantined or ignored) "
+                                       "[expect_column_distinct_values_to_contain_set on label]")
+
+
+def test_same_image_under_two_labels_fails_listing_the_files():
+    df = manifest()
+    df.loc[1, "sha256"] = df.loc[4, "sha256"]   # train/1 (label a) and train/4 (label b): one image
+    test_row = df.index[(df["split"] == "test") & (df["label"] == 2)][0]
+    df.loc[test_row, "sha256"] = df.loc[0, "sha256"]  # and train/0 (a) is a test image labelled c
+    report = validate_manifest(df, CLASSES)
+    (conflict,) = [c for c in report["failed"] if c.get("column") == "label_conflict"]
+    assert conflict["unexpected_count"] == 4
+    groups = {frozenset((f["id"], f["label_name"]) for f in g["files"]) for g in conflict["conflicts"]}
+    assert groups == {frozenset({("train/1", "a"), ("train/4", "b")}),
+                      frozenset({("train/0", "a"), (df.loc[test_row, "id"], "c")})}
+    assert "train/1 (a, train) vs train/4 (b, train)" in conflict["message"]
+    same_label = manifest()
+    same_label.loc[1, "sha256"] = same_label.loc[0, "sha256"]   # a duplicate with one label: reported only
+    assert validate_manifest(same_label, CLASSES)["success"]
 
 
 def test_duplicate_ids_and_inconsistent_dims_fail():
@@ -92,6 +113,17 @@ def test_counts_must_add_up(found, ok):
     report = validate_manifest(df, CLASSES, summary=summary, quarantine=quarantine)
     assert report["success"] is ok
     assert report["counts"]["quarantined"] == 1
+    if not ok:
+        assert format_failures(report) == ("FAILED the counts do not add up: found 30 != prepared 24 + quarantined 1 "
+                                           "+ ignored 0 + left out by max_train/max_test 0 "
+                                           "[found_equals_prepared_plus_quarantined]")
+
+
+def test_ignored_entries_count_towards_found():
+    ignored = pd.DataFrame([{"path": "d/a/pipe", "split": "all", "reason": "not a regular file: a fifo"}] * 2)
+    report = validate_manifest(manifest(), CLASSES, summary={"found": 26, "subset_excluded": 0},
+                               quarantine=pd.DataFrame(columns=["path", "split", "reason"]), ignored=ignored)
+    assert report["success"] and report["counts"]["ignored"] == 2 and len(report["ignored"]) == 2
 
 
 def test_imbalance_limit():

@@ -1,12 +1,16 @@
 """Data sources, one registry: each turns its native format into uint8 NHWC arrays.
 
-A source never drops a sample silently: whatever it cannot read goes to `quarantine`
-(path + reason), so that found = prepared + quarantined.
+A source never drops a sample silently: every entry it finds is prepared, quarantined (an
+image it cannot read: path + reason) or ignored (not an image, hidden, not a regular file, a
+symlink out of the root: path + reason), so that found = prepared + quarantined + ignored.
 """
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
+import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,7 +22,7 @@ FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 class SourceError(RuntimeError):
@@ -36,12 +40,14 @@ class Split:
 class SourceData:
     name: str
     classes: list[str]
-    splits: dict[str, Split]  # "train" and "test"
-    quarantine: list[dict] = field(default_factory=list)  # {"path", "split", "reason"}
+    splits: dict[str, Split]  # "train", and "test" / "val" where the source has them
+    quarantine: list[dict] = field(default_factory=list)  # {"path", "split", "reason"}: unreadable images
+    ignored: list[dict] = field(default_factory=list)     # {"path", "split", "reason"}: entries not read
+    info: dict = field(default_factory=dict)              # layout, empty classes, one-split classes, ...
 
     @property
     def n_found(self) -> int:
-        return sum(len(s.labels) for s in self.splits.values()) + len(self.quarantine)
+        return sum(len(s.labels) for s in self.splits.values()) + len(self.quarantine) + len(self.ignored)
 
 
 SOURCES: dict[str, Callable[..., SourceData]] = {}
@@ -140,23 +146,74 @@ _CIFAR = {
                      label_key="fine_labels", names_key="fine_label_names", dataset="CIFAR100"),
 }
 
+# The only globals the official CIFAR python files (and pickles of the same layout written by
+# numpy 1 or 2) refer to: numpy's array and dtype reconstructors, and the bytes helper of
+# protocol 2. Anything else (os.system, builtins.eval, ...) is refused before it is called.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"): ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"): ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"): ("numpy", "ndarray"),
+    ("numpy", "dtype"): ("numpy", "dtype"),
+    ("_codecs", "encode"): ("_codecs", "encode"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        target = _CIFAR_GLOBALS.get((module, name))
+        if target is None:
+            raise pickle.UnpicklingError(f"refuses {module}.{name}: not part of the CIFAR file layout")
+        import importlib
+
+        try:
+            return getattr(importlib.import_module(target[0]), target[1])
+        except ImportError:  # numpy 1 names its core `numpy.core`
+            return getattr(importlib.import_module(target[0].replace("numpy._core", "numpy.core")), target[1])
+
 
 def _unpickle(path: Path) -> dict:
-    # The CIFAR python format is a pickle; only read files torchvision downloaded or you trust.
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="latin1")
+    """A CIFAR python file, read by an unpickler that resolves only numpy's array
+    reconstructors: a file under a user-set data.root cannot run code when it is read."""
+    try:
+        with open(path, "rb") as fh:
+            entry = _CifarUnpickler(fh, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise SourceError(f"{path}: not a CIFAR python file ({type(err).__name__}: {err})") from None
+    if not isinstance(entry, dict):
+        raise SourceError(f"{path}: not a CIFAR python file (holds a {type(entry).__name__}, not a dict)")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _cifar_field(entry: dict, key: str, path: Path):
+    if key not in entry:
+        raise SourceError(f"{path}: not a CIFAR python file (no {key!r}; keys {sorted(map(str, entry))})")
+    return entry[key]
 
 
 def read_cifar(folder: Path, name: str) -> SourceData:
     spec = _CIFAR[name]
-    classes = list(_unpickle(folder / spec["meta"])[spec["names_key"]])
+    meta = folder / spec["meta"]
+    classes = [c.decode("latin1") if isinstance(c, bytes) else str(c)
+               for c in _cifar_field(_unpickle(meta), spec["names_key"], meta)]
     splits = {}
     for split in ("train", "test"):
         images, labels = [], []
         for batch in spec[split]:
-            entry = _unpickle(folder / batch)
-            images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.extend(entry[spec["label_key"]])
+            path = folder / batch
+            entry = _unpickle(path)
+            data = _cifar_field(entry, "data", path)
+            batch_labels = _cifar_field(entry, spec["label_key"], path)
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+                raise SourceError(f"{path}: 'data' is not a uint8 N x 3072 array "
+                                  f"({getattr(data, 'dtype', type(data).__name__)}, {getattr(data, 'shape', '')})")
+            if len(batch_labels) != len(data):
+                raise SourceError(f"{path}: {len(data)} images but {len(batch_labels)} labels")
+            images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+            labels.extend(int(v) for v in batch_labels)
         arr = np.ascontiguousarray(np.concatenate(images))
         ids = [f"{name}/{split}/{i:05d}" for i in range(len(arr))]
         splits[split] = Split(arr, np.asarray(labels, dtype=np.int64), ids)
@@ -183,79 +240,354 @@ register_source("cifar10")(_cifar_source("cifar10"))
 register_source("cifar100")(_cifar_source("cifar100"))
 
 
-# ---------------------------------------------------------------- ImageFolder
+# ---------------------------------------------------------------- decoding
+
+DEFAULT_MAX_PIXELS = 40_000_000   # data.max_pixels' default: a 36-megapixel camera photo fits
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
 
 class ImageTooLarge(ValueError):
     pass
 
 
-def decode_image(source, size: int, channels: int, max_pixels: int | None = None) -> np.ndarray:
-    """The one decoding every image goes through, in prepare and in the inference service: a
-    path or a binary file object -> uint8 size x size x channels (first frame, converted to
-    grey or RGB, resized bilinear). `max_pixels` refuses larger images from their header,
-    before any pixel is decoded (decompression bombs)."""
+def _scaled_to_8bit(img):
+    """16-bit, 32-bit integer and float images -> 8-bit grey, scaled (never clipped at 255):
+    16-bit v -> round(v * 255 / 65535); 32-bit integers are read as 16-bit values (clipped to
+    0..65535); floats are taken as 0..1 when no value is above 1 (x 255), else as 0..255
+    (clipped), NaN -> 0. Row blocks bound the temporary memory."""
     from PIL import Image
 
-    with Image.open(source) as img:
-        width, height = img.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
-        img.seek(0)  # first frame of an animated gif
-        img = img.convert("L" if channels == 1 else "RGB")
-        img = img.resize((size, size), Image.Resampling.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
+    arr = np.asarray(img)
+    out = np.empty(arr.shape[:2], dtype=np.uint8)
+    rows = max(1, (1 << 20) // max(arr.shape[1], 1))
+    if img.mode == "F":
+        finite_max = np.nanmax(np.where(np.isfinite(arr), arr, -np.inf)) if arr.size else 0.0
+        scale = 255.0 if finite_max <= 1.0 else 1.0
+        for r in range(0, arr.shape[0], rows):
+            block = np.nan_to_num(arr[r:r + rows].astype(np.float32) * scale, nan=0.0, posinf=255.0, neginf=0.0)
+            out[r:r + rows] = np.rint(np.clip(block, 0.0, 255.0))
+    else:
+        for r in range(0, arr.shape[0], rows):
+            block = np.clip(arr[r:r + rows], 0, 65535).astype(np.uint32)
+            out[r:r + rows] = (block * 255 + 32767) // 65535
+    return Image.fromarray(out, "L")
+
+
+def _without_alpha(img):
+    """Composite an image with alpha onto black (what a transparent pixel is here)."""
+    from PIL import Image
+
+    base = Image.new("L" if img.mode in ("LA", "La") else "RGB", img.size, 0)
+    if img.mode in ("La", "RGBa"):
+        img = img.convert("LA" if img.mode == "La" else "RGBA")
+    base.paste(img.convert("LA" if base.mode == "L" else "RGBA"), (0, 0), img.getchannel("A"))
+    return base
+
+
+def normalise_mode(img, channels: int):
+    """Any PIL mode -> "L" (channels 1) or "RGB" (channels 3), as the README documents:
+    16-bit / 32-bit / float scaled to 8 bits; "1" -> 0 / 255; palette -> its colours (with
+    alpha when the palette has a transparent entry); alpha composited onto black; CMYK,
+    YCbCr, LAB, HSV -> RGB by PIL's conversion (no ICC colour management); RGB -> L by
+    ITU-R 601-2 luma, L -> RGB by repeating the grey."""
+    mode = img.mode
+    if mode in _SIXTEEN_BIT or mode in ("I", "F"):
+        img = _scaled_to_8bit(img)
+    elif mode == "1":
+        img = img.convert("L")
+    elif mode in ("P", "PA"):
+        img = img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
+    elif mode not in ("L", "RGB", "LA", "La", "RGBA", "RGBa"):
+        img = img.convert("RGB")
+    if img.mode in ("LA", "La", "RGBA", "RGBa"):
+        img = _without_alpha(img)
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def decode_image(source, size: int, channels: int, max_pixels: int | None = None) -> np.ndarray:
+    """The one decoding every image goes through, in prepare and in the inference service: a
+    path or a binary file object -> uint8 size x size x channels. First frame; `max_pixels`
+    refuses larger images from their header, before any pixel is decoded (decompression
+    bombs); JPEGs much larger than `size` are decoded at a reduced scale (libjpeg's DCT
+    scaling, memory / 64 at 1/8); EXIF orientation applied; modes converted by
+    `normalise_mode`; resized bilinear to size x size."""
+    from PIL import Image, ImageOps
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides
+        with Image.open(source) as img:
+            width, height = img.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
+            img.seek(0)  # first frame of an animated gif / multi-page tiff
+            if img.format == "JPEG":
+                img.draft(None, (2 * size, 2 * size))
+            img.load()
+            try:
+                ImageOps.exif_transpose(img, in_place=True)
+            except Exception:  # a malformed EXIF block: the pixels are still good, shown as stored
+                pass
+            img = normalise_mode(img, channels)
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
 
 
-def _read_image(path: Path, size: int, channels: int) -> np.ndarray:
-    return decode_image(path, size, channels)
+# ---------------------------------------------------------------- ImageFolder
+
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+NOT_CLASS_FOLDERS = {"__MACOSX": "macOS archive metadata folder"}
 
 
-def _scan_folder(folder: Path, classes: list[str], size: int, channels: int, split: str, quarantine: list):
-    images, labels, ids = [], [], []
-    for label, name in enumerate(classes):
-        class_dir = folder / name
-        if not class_dir.is_dir():
+@dataclass
+class _Item:
+    path: Path        # as found under the root (a link's own path, not its target)
+    split: str        # "train" | "val" | "test" | "all" (flat layout) | "-" (outside any split)
+    label: int | None
+
+
+class _Walk:
+    """Every entry under the root, sorted: images to decode (with their label), and what is
+    ignored with the reason."""
+
+    def __init__(self, root: Path, follow_external_symlinks: bool):
+        self.root, self.real_root = root, Path(os.path.realpath(root))
+        self.follow_external = follow_external_symlinks
+        self.images: list[_Item] = []
+        self.ignored: list[dict] = []
+
+    def rel(self, path: Path) -> str:
+        """An entry's id: its path under the root (as found, not a link's target), so that ids
+        stay the same when the folder is moved or renamed."""
+        return str(path.relative_to(self.root)) if path != self.root else "."
+
+    def ignore(self, path: Path, split: str, reason: str) -> None:
+        self.ignored.append({"path": self.rel(path), "split": split, "reason": reason})
+
+    def _inside_root(self, real: str) -> bool:
+        return real == str(self.real_root) or real.startswith(str(self.real_root) + os.sep)
+
+    def kind(self, path: Path, split: str, ancestors: tuple[str, ...]) -> str | None:
+        """'dir', 'file' or None (ignored, with the reason recorded)."""
+        if path.name.startswith("."):
+            self.ignore(path, split, "hidden: name starts with a dot")
+            return None
+        try:
+            st = path.lstat()
+        except OSError as err:
+            self.ignore(path, split, f"cannot stat: {err.strerror}")
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(path)
+            if not os.path.exists(real):
+                self.ignore(path, split, f"dangling symlink: target {os.readlink(path)} does not exist")
+                return None
+            if not self._inside_root(real) and not self.follow_external:
+                self.ignore(path, split, f"symlink out of data.root: to {real} "
+                                         f"(set data.follow_external_symlinks=true to read it)")
+                return None
+            if real in ancestors:
+                self.ignore(path, split, f"symlink loop: to {real}, a folder above it")
+                return None
+            st = os.stat(real)
+        if stat.S_ISDIR(st.st_mode):
+            return "dir"
+        if stat.S_ISREG(st.st_mode):
+            return "file"
+        what = ("fifo" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
+                else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file")
+        self.ignore(path, split, f"not a regular file: a {what}")
+        return None
+
+    def class_folder(self, folder: Path, split: str, label: int, ancestors: tuple[str, ...]) -> None:
+        """Every image under `folder`, in sub-folders too, is of class `label`."""
+        ancestors = ancestors + (os.path.realpath(folder),)
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as err:
+            self.ignore(folder, split, f"cannot list the folder: {err.strerror}")
+            return
+        for path in entries:
+            kind = self.kind(path, split, ancestors)
+            if kind == "dir":
+                self.class_folder(path, split, label, ancestors)
+            elif kind == "file":
+                if path.suffix.lower() in IMAGE_EXTENSIONS:
+                    self.images.append(_Item(path, split, label))
+                else:
+                    self.ignore(path, split, f"not an image extension: {path.suffix or '(none)'!r}")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folders (or links to folders) directly in `folder`, hidden ones left out."""
+    out = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.name in NOT_CLASS_FOLDERS:
             continue
-        for path in sorted(p for p in class_dir.rglob("*") if p.is_file()):
-            rel = str(path.relative_to(folder.parent))
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                quarantine.append({"path": rel, "split": split, "reason": f"unsupported extension {path.suffix!r}"})
-                continue
-            try:
-                images.append(_read_image(path, size, channels))
-            except Exception as err:  # PIL raises several types for a bad file
-                quarantine.append({"path": rel, "split": split, "reason": f"unreadable image: {type(err).__name__}: {err}"})
-                continue
-            labels.append(label)
-            ids.append(rel)
-    shape = (0, size, size, channels)
-    arr = np.stack(images) if images else np.zeros(shape, dtype=np.uint8)
-    return Split(arr, np.asarray(labels, dtype=np.int64), ids)
+        try:
+            if path.is_dir():
+                out.append(path)
+        except OSError:
+            continue
+    return out
+
+
+def detect_layout(root: Path) -> dict[str, Path] | None:
+    """{"train": folder, "val": folder, "test": folder} (the ones present) when `root` holds
+    split folders, None for a flat `root/<class>/` layout; a SourceError naming the folder
+    for anything ambiguous."""
+    folders = _subfolders(root)
+    roles: dict[str, list[Path]] = {}
+    others = []
+    for folder in folders:
+        role = SPLIT_FOLDERS.get(folder.name.lower())
+        (roles.setdefault(role, []) if role else others).append(folder)
+    if not roles:
+        if len(folders) == 1:
+            only = folders[0]
+            inner = _subfolders(only)
+            inner_splits = [f.name for f in inner if f.name.lower() in SPLIT_FOLDERS]
+            hint = (f"it holds split folders ({', '.join(inner_splits)}): set data.root to {only}" if inner_splits
+                    else f"if its sub-folders ({', '.join(f.name for f in inner[:5])}) are the classes, set "
+                         f"data.root to {only}" if inner else "a classifier needs two classes or more")
+            raise SourceError(f"data.root: {root} holds one folder, {only.name!r}, and so one class; {hint}")
+        for folder in folders:
+            nested = [f.name for f in _subfolders(folder) if f.name.lower() in SPLIT_FOLDERS]
+            if nested:
+                raise SourceError(f"data.root: class folder {folder} holds split folders ({', '.join(nested)}); "
+                                  f"split folders go above class folders: {root}/train/<class>/...")
+        return None
+    if others:
+        raise SourceError(f"data.root: {root} mixes split folders ({', '.join(f.name for r in roles.values() for f in r)}) "
+                          f"with other folders ({', '.join(f.name for f in others)}): use either "
+                          f"{root}/<class>/... or {root}/{{train,val,test}}/<class>/...")
+    for role, found in roles.items():
+        if len(found) > 1:
+            raise SourceError(f"data.root: {root} has {len(found)} {role} folders ({', '.join(f.name for f in found)}); "
+                              f"keep one")
+    if "train" not in roles:
+        raise SourceError(f"data.root: {root} has {', '.join(f.name for r in roles.values() for f in r)} but no "
+                          f"train folder (train, with val|valid|validation and test, any case)")
+    layout = {role: roles[role][0] for role in ("train", "val", "test") if role in roles}
+    for role, folder in layout.items():
+        if not _subfolders(folder) and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):
+            raise SourceError(f"data.root: {folder} holds images but no class folders: put each class's images "
+                              f"in {folder}/<class>/")
+    return layout
+
+
+def _decode_items(items: list[_Item], size: int, channels: int, max_pixels: int | None,
+                  rel, quarantine: list) -> dict[str, Split]:
+    per_split: dict[str, tuple[list, list, list]] = {}
+    for item in items:
+        images, labels, ids = per_split.setdefault(item.split, ([], [], []))
+        try:
+            arr = decode_image(item.path, size, channels, max_pixels)
+        except ImageTooLarge as err:
+            quarantine.append({"path": rel(item.path), "split": item.split, "reason": f"too large: {err} (data.max_pixels)"})
+            continue
+        except Exception as err:  # PIL raises several types for a bad file
+            quarantine.append({"path": rel(item.path), "split": item.split,
+                               "reason": f"unreadable image: {type(err).__name__}: {err}"})
+            continue
+        images.append(arr)
+        labels.append(item.label)
+        ids.append(rel(item.path))
+    out = {}
+    for split, (images, labels, ids) in per_split.items():
+        arr = np.stack(images) if images else np.zeros((0, size, size, channels), dtype=np.uint8)
+        out[split] = Split(arr, np.asarray(labels, dtype=np.int64), ids)
+    return out
 
 
 @register_source("imagefolder")
 def imagefolder(root: str | None = None, image_size: int = 28, channels: int = 1,
-                test_fraction: float = 0.2, seed: int = 0, **_) -> SourceData:
-    """`root/<class>/<image>`, or `root/train/<class>/...` + `root/test/<class>/...`.
-    Without train/test folders a seeded stratified test split of `test_fraction` is carved."""
+                max_pixels: int | None = DEFAULT_MAX_PIXELS, follow_external_symlinks: bool = False,
+                **_) -> SourceData:
+    """Folders of images, one folder per class, in one of these layouts (split folder names in
+    any case):
+
+        root/<class>/...                         flat: test and val are carved (data.test_fraction, val_fraction)
+        root/train/<class>/... + root/test/<class>/...
+        root/train/ + root/val|valid|validation/ (+ root/test/): given val and test folders are used as such
+
+    Images in sub-folders of a class folder are of that class. Classes are the union of the
+    class folders over the splits, sorted by name; one found in a single split is reported in
+    `info`. Every entry under the root is counted: prepared, quarantined (an image that cannot
+    be decoded, or is over `max_pixels`) or ignored with the reason (not an image extension,
+    hidden, not a regular file, a dangling symlink, a symlink out of the root unless
+    `follow_external_symlinks`, a file outside any class folder)."""
     if not root:
         raise SourceError("data.root: the imagefolder source needs a folder of class sub-folders")
     base = Path(root)
     if not base.is_dir():
         raise SourceError(f"data.root: {base} is not a folder")
-    has_splits = (base / "train").is_dir() and (base / "test").is_dir()
-    class_parent = base / "train" if has_splits else base
-    classes = sorted(p.name for p in class_parent.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not classes:
-        raise SourceError(f"data.root: {class_parent} has no class sub-folders")
+    layout = detect_layout(base)
+    walk = _Walk(base, follow_external_symlinks)
+    class_dirs: dict[str, dict[str, Path]] = {}   # split ("all" when flat) -> class name -> folder
+    top = {"all": base} if layout is None else layout
+    for split, folder in top.items():
+        # the entries of the root (flat) or of a split folder: class folders, and whatever else is there
+        if folder != base:
+            kind = walk.kind(folder, split, (str(walk.real_root),))
+            if kind != "dir":
+                continue  # ignored, with the reason (a refused symlink, ...)
+        class_dirs[split] = {}
+        ancestors = (str(walk.real_root), os.path.realpath(folder))
+        for path in sorted(folder.iterdir()):
+            if folder == base and layout is not None and path in layout.values():
+                continue
+            if path.name in NOT_CLASS_FOLDERS and path.is_dir() and not path.is_symlink():
+                walk.ignore(path, split, f"not a class folder: {NOT_CLASS_FOLDERS[path.name]}")
+                continue
+            kind = walk.kind(path, split, ancestors)
+            if kind == "file":
+                walk.ignore(path, split, f"file outside any class folder: in {folder.name if folder != base else 'the root'}")
+            elif kind == "dir":
+                class_dirs[split][path.name] = path
+    if layout is not None:  # the root's own entries besides its split folders (files, hidden ones)
+        for path in sorted(base.iterdir()):
+            if path in layout.values():
+                continue
+            if path.name in NOT_CLASS_FOLDERS and path.is_dir() and not path.is_symlink():
+                walk.ignore(path, "-", f"not a class folder: {NOT_CLASS_FOLDERS[path.name]}")
+            elif walk.kind(path, "-", (str(walk.real_root),)) is not None:
+                walk.ignore(path, "-", "file outside any class folder: in the root")
+    if layout is not None and "train" not in class_dirs:
+        reason = next(i["reason"] for i in walk.ignored if i["path"] == walk.rel(layout["train"]))
+        raise SourceError(f"data.root: the train folder {layout['train']} is not read: {reason}")
+    names = sorted({name for per_split in class_dirs.values() for name in per_split})
+    by_fold: dict[str, list[str]] = {}
+    for name in names:
+        by_fold.setdefault(name.casefold(), []).append(name)
+    clashes = [v for v in by_fold.values() if len(v) > 1]
+    if clashes:
+        raise SourceError(f"data.root: class folders whose names differ only in case: "
+                          f"{'; '.join(' vs '.join(v) for v in clashes)}; rename them to one spelling")
+    if not names:
+        where = base if layout is None else ", ".join(str(f) for f in layout.values())
+        raise SourceError(f"data.root: {where} has no class sub-folders")
+    label_of = {name: i for i, name in enumerate(names)}
+    for split, per_split in class_dirs.items():
+        for name, folder in per_split.items():
+            walk.class_folder(folder, split, label_of[name], (str(walk.real_root), os.path.realpath(top[split])))
     quarantine: list[dict] = []
-    if has_splits:
-        splits = {s: _scan_folder(base / s, classes, image_size, channels, s, quarantine) for s in ("train", "test")}
-    else:
-        from skillpack.data.split import stratified_split
-
-        everything = _scan_folder(base, classes, image_size, channels, "all", quarantine)
-        train, test = stratified_split(everything, test_fraction, seed)
-        splits = {"train": train, "test": test}
-    return SourceData("imagefolder", classes, splits, quarantine)
+    splits = _decode_items(walk.images, image_size, channels, max_pixels, walk.rel, quarantine)
+    for split in class_dirs:
+        splits.setdefault(split, Split(np.zeros((0, image_size, image_size, channels), np.uint8),
+                                       np.zeros(0, np.int64), []))
+    counts = {split: np.bincount(s.labels, minlength=len(names)).tolist() for split, s in splits.items()}
+    present = {name: [split for split in ("all", "train", "val", "test") if split in counts and counts[split][label_of[name]] > 0]
+               for name in names}
+    if layout is None:
+        splits["train"] = splits.pop("all")  # test and val are carved from it (store.carve_splits)
+    info = {
+        "layout": "flat" if layout is None else "/".join(s for s in ("train", "val", "test") if s in layout),
+        "split_folders": {} if layout is None else {s: f.name for s, f in layout.items()},
+        "class_counts": {split: dict(zip(names, c)) for split, c in counts.items()},
+        "empty_classes": [name for name in names if not present[name]],
+        "classes_in_one_split": {name: where[0] for name, where in present.items()
+                                 if len(where) == 1 and layout is not None and len(layout) > 1},
+    }
+    return SourceData("imagefolder", names, splits, quarantine, walk.ignored, info)

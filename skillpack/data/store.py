@@ -5,8 +5,10 @@
       {train,val,test}_labels.npy   int64 N
       manifest.csv                  id, split, label, label_name, sha256, height, width, channels, source
       classes.json                  the class set, in label order (empty classes included)
-      quarantine.csv                path, split, reason: everything the source could not read
-      summary.json                  counts: found = prepared + quarantined
+      quarantine.csv                path, split, reason: every image the source could not read
+      ignored.csv                   path, split, reason: every other entry it found and did not read
+      summary.json                  counts: found = prepared + quarantined + ignored + subset_excluded;
+                                    the source's layout, empty classes, classes in one split only
 """
 from __future__ import annotations
 
@@ -49,11 +51,32 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
             np.save(fh, array)
 
 
+def _concat(splits: list[Split]) -> Split:
+    return Split(np.concatenate([s.images for s in splits]), np.concatenate([s.labels for s in splits]),
+                 [i for s in splits for i in s.ids])
+
+
 def carve_splits(data: SourceData, val_fraction: float, seed: int,
-                 max_train: int | None = None, max_test: int | None = None) -> dict[str, Split]:
-    train = stratified_subset(data.splits["train"], max_train, seed)
-    test = stratified_subset(data.splits["test"], max_test, seed)
-    train, val = stratified_split(train, float(val_fraction), seed)
+                 max_train: int | None = None, max_test: int | None = None,
+                 test_fraction: float = 0.2, resplit: bool = False) -> dict[str, Split]:
+    """train / val / test from the source's splits. A test split the source has is used as
+    such, else a seeded stratified `test_fraction` of train is held out; then `max_train` /
+    `max_test` subsets; a val split the source has is used as such, else `val_fraction` of
+    train is carved. `resplit` pools all of the source's splits first and carves both."""
+    given = dict(data.splits)
+    if resplit:
+        given = {"train": _concat([given[s] for s in ("train", "val", "test") if s in given])}
+    train = given["train"]
+    if "test" in given:
+        test = given["test"]
+    else:
+        train, test = stratified_split(train, float(test_fraction), seed)
+    train = stratified_subset(train, max_train, seed)
+    test = stratified_subset(test, max_test, seed)
+    if "val" in given:
+        val = given["val"]
+    else:
+        train, val = stratified_split(train, float(val_fraction), seed)
     return {"train": train, "val": val, "test": test}
 
 
@@ -64,8 +87,10 @@ def prepare_splits(data_params, seed: int) -> tuple[SourceData, dict[str, Split]
     from skillpack.data.sources import load_source
 
     d = data_params
-    source = load_source(d.source, root=d.root, image_size=d.image_size, channels=d.channels, seed=seed)
-    return source, carve_splits(source, d.val_fraction, seed, d.max_train, d.max_test)
+    source = load_source(d.source, root=d.root, image_size=d.image_size, channels=d.channels, seed=seed,
+                         max_pixels=d.max_pixels, follow_external_symlinks=d.follow_external_symlinks)
+    return source, carve_splits(source, d.val_fraction, seed, d.max_train, d.max_test,
+                                test_fraction=d.test_fraction, resplit=d.resplit)
 
 
 def write_store(out: str | Path, data: SourceData, splits: dict[str, Split]) -> dict:
@@ -79,21 +104,56 @@ def write_store(out: str | Path, data: SourceData, splits: dict[str, Split]) -> 
     manifest = pd.concat(frames, ignore_index=True)
     with atomic_path(out / "manifest.csv") as tmp:
         manifest.to_csv(tmp, index=False)
-    with atomic_path(out / "quarantine.csv") as tmp:
-        pd.DataFrame(data.quarantine, columns=["path", "split", "reason"]).to_csv(tmp, index=False)
+    for name, rows in (("quarantine.csv", data.quarantine), ("ignored.csv", data.ignored)):
+        with atomic_path(out / name) as tmp:
+            pd.DataFrame(rows, columns=["path", "split", "reason"]).to_csv(tmp, index=False)
     write_json(out / "classes.json", data.classes)
+    prepared = {name: np.bincount(splits[name].labels, minlength=len(data.classes)) for name in SPLITS}
     summary = {
         "source": data.name,
         "found": data.n_found,
         "prepared": int(len(manifest)),
         "quarantined": len(data.quarantine),
-        "subset_excluded": data.n_found - len(data.quarantine) - int(len(manifest)),
+        "ignored": len(data.ignored),
+        "subset_excluded": data.n_found - len(data.quarantine) - len(data.ignored) - int(len(manifest)),
         "splits": {name: int(len(splits[name].labels)) for name in SPLITS},
         "num_classes": len(data.classes),
         "image_shape": list(splits["train"].images.shape[1:]),
+        "ignored_reasons": ignored_reasons(data.ignored),
+        # classes with no prepared image in any split, by folder (class) name
+        "empty_classes": [c for i, c in enumerate(data.classes) if not any(prepared[s][i] for s in SPLITS)],
+        **data.info,
     }
     write_json(out / "summary.json", summary)
     return summary
+
+
+def ignored_reasons(ignored: list[dict]) -> dict[str, int]:
+    """How many entries were ignored for each kind of reason (the reason up to its colon)."""
+    counts: dict[str, int] = {}
+    for row in ignored:
+        kind = row["reason"].split(":")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def summary_line(summary: dict) -> str:
+    """prepare's one-line account: found = prepared + quarantined + ignored (+ subset_excluded),
+    with the reasons things were ignored, empty classes and classes found in one split only."""
+    parts = [f"found {summary['found']} = prepared {summary['prepared']} {summary['splits']} "
+             f"+ quarantined {summary['quarantined']} + ignored {summary.get('ignored', 0)}"]
+    if summary.get("subset_excluded"):
+        parts[0] += f" + left out by max_train/max_test {summary['subset_excluded']}"
+    if summary.get("layout"):
+        parts.insert(0, f"layout {summary['layout']}")
+    if summary.get("ignored_reasons"):
+        parts.append("ignored: " + ", ".join(f"{n} {kind}" for kind, n in summary["ignored_reasons"].items()))
+    if summary.get("empty_classes"):
+        parts.append("EMPTY classes (no image): " + ", ".join(summary["empty_classes"]))
+    if summary.get("classes_in_one_split"):
+        parts.append("classes in one split only: " + ", ".join(
+            f"{c} ({s})" for c, s in summary["classes_in_one_split"].items()))
+    return "; ".join(parts)
 
 
 @dataclass
@@ -119,6 +179,10 @@ class PreparedStore:
 
     def quarantine(self) -> pd.DataFrame:
         return pd.read_csv(self.root / "quarantine.csv")
+
+    def ignored(self) -> pd.DataFrame:
+        path = self.root / "ignored.csv"
+        return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["path", "split", "reason"])
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         images = np.load(self.root / f"{split}_images.npy", mmap_mode="r")

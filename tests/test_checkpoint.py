@@ -1,0 +1,127 @@
+"""Checkpoints that survive what happens to files: a last.pt that cannot be read is moved
+aside and training restarts from scratch (issue 18, item 9); a temp file a killed writer left
+is removed by the next write; atomic writes fsync the file and its folder."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skillpack import io as sp_io
+from skillpack.config import TrainParams
+from skillpack.io import atomic_path, load_training_checkpoint, write_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _corrupt(path: Path, how: str) -> None:
+    if how == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_run():
+    from skillpack.runs import RunData
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(48, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 2, size=48)
+    cfg = TrainParams(model="sp_cnn_s", epochs=2, batch_size=16, threads=1, device="cpu", amp="off",
+                      channels_last=False)
+    return cfg, RunData((images[:32], labels[:32]), (images[32:], labels[32:]), 2)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "random bytes"])
+def test_a_corrupt_last_pt_is_moved_aside_and_training_restarts(tmp_path, capsys, tiny_run, how):
+    from skillpack.runs import train_model
+
+    cfg, data = tiny_run
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    train_model(cfg, data, 0, checkpoint=checkpoint, fingerprint="d")
+    _corrupt(checkpoint, how)
+    broken = checkpoint.read_bytes()
+    capsys.readouterr()
+    trained = train_model(cfg, data, 0, checkpoint=checkpoint, fingerprint="d")   # completes, no traceback
+    out = capsys.readouterr().out
+    assert trained.resumed_from_epoch == 0 and len(trained.history) == cfg.epochs
+    (moved,) = (tmp_path / "checkpoints").glob("last.pt.corrupt-*")
+    assert moved.read_bytes() == broken                      # kept for a post-mortem, not deleted
+    (line,) = [x for x in out.splitlines() if "cannot be read" in x]
+    assert f"moved aside to {moved.name}; training from scratch" in line
+    assert "weights_only" not in out                        # not PyTorch's advice to load it unsafely
+    assert torch.load(checkpoint, weights_only=True)["epoch"] == cfg.epochs   # a good one again
+
+
+def test_the_reader_names_why_in_one_line(tmp_path):
+    path = tmp_path / "last.pt"
+    messages = []
+    assert load_training_checkpoint(path, log=messages.append) is None and not messages  # none yet: quiet
+    torch.save([1, 2], path)   # loads, but is not a checkpoint
+    assert load_training_checkpoint(path, log=messages.append) is None
+    path.write_bytes(b"")
+    assert load_training_checkpoint(path, log=messages.append) is None
+    assert [m.split(": cannot be read ")[1].split(";")[0] for m in messages] == [
+        "(TypeError: holds a list, not a checkpoint dict", "(EOFError"]
+    assert len(list(tmp_path.glob("last.pt.corrupt-*"))) == 2 and not path.exists()
+
+
+WRITER = """
+import sys, time
+from skillpack.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    with open(tmp, "wb") as fh:
+        fh.write(b"half a checkpoint")
+        fh.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+"""
+
+
+def test_a_temp_file_left_by_a_killed_writer_is_removed_at_the_next_write(tmp_path):
+    target = tmp_path / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(target)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout.readline().strip() == "writing"
+    (left,) = tmp_path.glob(".last.pt.*.tmp")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert left.exists() and not target.exists()
+    live = tmp_path / f".last.pt.{os.getppid()}@{sp_io._HOST}.abcdefgh.tmp"   # a live writer's: kept
+    live.write_bytes(b"")
+    old_style = tmp_path / ".last.pt.k3j5h2g1.tmp"                             # before writers were named
+    old_style.write_bytes(b"")
+    past = time.time() - 600
+    os.utime(old_style, (past, past))
+    other = tmp_path / ".last.pt.other.k3j5h2g1.tmp"                           # another file's: not ours
+    other.write_bytes(b"")
+    os.utime(other, (past, past))
+    write_text(target, "complete")
+    assert target.read_text() == "complete"
+    assert not left.exists() and not old_style.exists()
+    assert live.exists() and other.exists()
+
+
+def test_atomic_writes_fsync_the_file_and_the_folder(tmp_path, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(sp_io.os, "fsync", spy)
+    target = tmp_path / "sub" / "file.json"
+    with atomic_path(target) as tmp:
+        tmp.write_text("{}")
+        tmp_name = str(tmp)
+    assert synced == [tmp_name, str(tmp_path / "sub")]
+    assert target.read_text() == "{}" and not list(target.parent.glob("*.tmp"))
