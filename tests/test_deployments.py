@@ -4,6 +4,7 @@ prefect.yaml, `prefect worker start --pool skillpack` - with no SKILLPACK_ROOT i
 the retrain run through the worker, the monitor flow fed by a real Prometheus, and the served
 deployments that must not pause the pool's ones."""
 import signal
+from contextlib import contextmanager
 import subprocess
 import sys
 import time
@@ -29,6 +30,20 @@ def test_prefect_yaml_names_existing_flows_on_the_process_pool():
     assert "schedules" not in specs["on-demand"]
     with pytest.raises(SystemExit, match="no deployment named"):
         deployment_specs(only=["hourly"])
+
+
+@contextmanager
+def background(cmd: list[str], cwd, env):
+    """A long-running command, stopped the way a user stops it (Ctrl-C), killed if it hangs."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def documented_env(repo, home) -> dict:
@@ -58,19 +73,11 @@ def deployed(tiny_repo, tmp_path_factory):
     """The README's commands, in order, in the project repo."""
     env = documented_env(tiny_repo, tmp_path_factory.mktemp("prefect_home"))
     port = env["PREFECT_API_URL"].split(":")[-1].split("/")[0]
-    server = subprocess.Popen(["prefect", "server", "start", "--host", "127.0.0.1", "--port", port], cwd=tiny_repo,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with background(["prefect", "server", "start", "--host", "127.0.0.1", "--port", port], tiny_repo, env) as server:
         wait_healthy(env["PREFECT_API_URL"], server)
         run(["prefect", "work-pool", "create", "skillpack", "--type", "process"], tiny_repo, env)
         run(["prefect", "--no-prompt", "deploy", "--all"], tiny_repo, env)
         yield env
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def api(env, method: str, path: str, **body):
@@ -114,16 +121,8 @@ def test_a_worker_runs_the_retrain_deployment_and_mlflow_records_the_decision(de
     from mlflow import MlflowClient
 
     flow_run = api(deployed, "POST", f"/deployments/{deployment(deployed, RETRAIN)['id']}/create_flow_run")
-    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "skillpack"], cwd=tiny_repo.parent,
-                              env=deployed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
+    with background(["prefect", "worker", "start", "--pool", "skillpack"], tiny_repo.parent, deployed) as worker:
         state = wait_for_final_state(deployed, flow_run["id"], worker, timeout=900)
-    finally:
-        worker.send_signal(signal.SIGINT)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
     assert state["type"] == "COMPLETED", state
     registry = MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
     candidate = registry.get_model_version_by_alias("skillpack-classifier", "candidate-onnx")
@@ -196,10 +195,8 @@ def wait_for_value(prometheus_api: str, expr: str, expected: float, timeout: flo
 
 
 def test_stopping_served_deployments_leaves_the_pool_deployments_scheduled(deployed, tiny_repo):
-    proc = subprocess.Popen([sys.executable, "-m", "flows.deployments", "--only", "nightly"], cwd=tiny_repo,
-                            env=deployed, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     served_name = RETRAIN + SERVED_SUFFIX
-    try:
+    with background([sys.executable, "-m", "flows.deployments", "--only", "nightly"], tiny_repo, deployed) as proc:
         deadline = time.time() + 120
         while time.time() < deadline:
             assert proc.poll() is None, proc.stdout.read()[-3000:]
@@ -211,8 +208,7 @@ def test_stopping_served_deployments_leaves_the_pool_deployments_scheduled(deplo
         else:
             raise AssertionError(f"{served_name} never registered")
         assert [s["schedule"]["cron"] for s in served["schedules"]] == ["0 2 * * *"]
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-    nightly = deployment(deployed, RETRAIN)
+    stopped = deployment(deployed, served_name)  # Prefect pauses what a stopped process served ...
+    assert stopped["paused"] or not any(s["active"] for s in stopped["schedules"]), stopped
+    nightly = deployment(deployed, RETRAIN)      # ... and the pool's deployment of the same flow runs on
     assert not nightly["paused"] and all(s["active"] for s in nightly["schedules"])

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from skillpack.config import DataParams, load_params
-from skillpack.data.sources import SourceError, decode_image, load_source
+from skillpack.data.sources import SourceError, load_source
+from skillpack.images import decode_image
 from skillpack.data.store import PreparedStore, carve_splits, summary_line, write_store
 
 ROOT = Path(__file__).resolve().parent.parent

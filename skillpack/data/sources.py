@@ -10,12 +10,13 @@ import gzip
 import os
 import pickle
 import stat
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from skillpack.images import DEFAULT_MAX_PIXELS, ImageTooLarge, decode_image  # noqa: F401  (re-exported)
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -240,101 +241,8 @@ register_source("cifar10")(_cifar_source("cifar10"))
 register_source("cifar100")(_cifar_source("cifar100"))
 
 
-# ---------------------------------------------------------------- decoding
+# decoding: skillpack/images.py (the inference service imports it without this package)
 
-DEFAULT_MAX_PIXELS = 40_000_000   # data.max_pixels' default: a 36-megapixel camera photo fits
-_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
-
-
-class ImageTooLarge(ValueError):
-    pass
-
-
-def _scaled_to_8bit(img):
-    """16-bit, 32-bit integer and float images -> 8-bit grey, scaled (never clipped at 255):
-    16-bit v -> round(v * 255 / 65535); 32-bit integers are read as 16-bit values (clipped to
-    0..65535); floats are taken as 0..1 when no value is above 1 (x 255), else as 0..255
-    (clipped), NaN -> 0. Row blocks bound the temporary memory."""
-    from PIL import Image
-
-    arr = np.asarray(img)
-    out = np.empty(arr.shape[:2], dtype=np.uint8)
-    rows = max(1, (1 << 20) // max(arr.shape[1], 1))
-    if img.mode == "F":
-        finite_max = np.nanmax(np.where(np.isfinite(arr), arr, -np.inf)) if arr.size else 0.0
-        scale = 255.0 if finite_max <= 1.0 else 1.0
-        for r in range(0, arr.shape[0], rows):
-            block = np.nan_to_num(arr[r:r + rows].astype(np.float32) * scale, nan=0.0, posinf=255.0, neginf=0.0)
-            out[r:r + rows] = np.rint(np.clip(block, 0.0, 255.0))
-    else:
-        for r in range(0, arr.shape[0], rows):
-            block = np.clip(arr[r:r + rows], 0, 65535).astype(np.uint32)
-            out[r:r + rows] = (block * 255 + 32767) // 65535
-    return Image.fromarray(out, "L")
-
-
-def _without_alpha(img):
-    """Composite an image with alpha onto black (what a transparent pixel is here)."""
-    from PIL import Image
-
-    base = Image.new("L" if img.mode in ("LA", "La") else "RGB", img.size, 0)
-    if img.mode in ("La", "RGBa"):
-        img = img.convert("LA" if img.mode == "La" else "RGBA")
-    base.paste(img.convert("LA" if base.mode == "L" else "RGBA"), (0, 0), img.getchannel("A"))
-    return base
-
-
-def normalise_mode(img, channels: int):
-    """Any PIL mode -> "L" (channels 1) or "RGB" (channels 3), as the README documents:
-    16-bit / 32-bit / float scaled to 8 bits; "1" -> 0 / 255; palette -> its colours (with
-    alpha when the palette has a transparent entry); alpha composited onto black; CMYK,
-    YCbCr, LAB, HSV -> RGB by PIL's conversion (no ICC colour management); RGB -> L by
-    ITU-R 601-2 luma, L -> RGB by repeating the grey."""
-    mode = img.mode
-    if mode in _SIXTEEN_BIT or mode in ("I", "F"):
-        img = _scaled_to_8bit(img)
-    elif mode == "1":
-        img = img.convert("L")
-    elif mode in ("P", "PA"):
-        img = img.convert("RGBA" if mode == "PA" or "transparency" in img.info else "RGB")
-    elif mode not in ("L", "RGB", "LA", "La", "RGBA", "RGBa"):
-        img = img.convert("RGB")
-    if img.mode in ("LA", "La", "RGBA", "RGBa"):
-        img = _without_alpha(img)
-    target = "L" if channels == 1 else "RGB"
-    return img if img.mode == target else img.convert(target)
-
-
-def decode_image(source, size: int, channels: int, max_pixels: int | None = None) -> np.ndarray:
-    """The one decoding every image goes through, in prepare and in the inference service: a
-    path or a binary file object -> uint8 size x size x channels. First frame; `max_pixels`
-    refuses larger images from their header, before any pixel is decoded (decompression
-    bombs); JPEGs much larger than `size` are decoded at a reduced scale (libjpeg's DCT
-    scaling, memory / 64 at 1/8); EXIF orientation applied; modes converted by
-    `normalise_mode`; resized bilinear to size x size."""
-    from PIL import Image, ImageOps
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides
-        with Image.open(source) as img:
-            width, height = img.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
-            img.seek(0)  # first frame of an animated gif / multi-page tiff
-            if img.format == "JPEG":
-                img.draft(None, (2 * size, 2 * size))
-            img.load()
-            try:
-                ImageOps.exif_transpose(img, in_place=True)
-            except Exception:  # a malformed EXIF block: the pixels are still good, shown as stored
-                pass
-            img = normalise_mode(img, channels)
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
-    return arr[..., None] if channels == 1 else arr
-
-
-# ---------------------------------------------------------------- ImageFolder
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 NOT_CLASS_FOLDERS = {"__MACOSX": "macOS archive metadata folder"}

@@ -8,7 +8,7 @@
     GET  /readyz    the model is loaded
     GET  /metrics   Prometheus text format
 
-Every image goes through skillpack.data.sources.decode_image, the decoding of the prepare
+Every image goes through skillpack.images.decode_image, the decoding of the prepare
 stage, so the service sees the pixels training saw. Bad input is a 4xx with a JSON body
 {"error": ...} naming what is wrong, never a 5xx: bodies, batches and pixels are bounded.
 """
@@ -56,7 +56,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 def decode(data: bytes, name: str, model: ServedModel, cfg: ServeParams) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    from skillpack.data.sources import ImageTooLarge, decode_image
+    from skillpack.images import ImageTooLarge, decode_image
 
     if not data:
         raise BadInput(400, f"{name}: empty image")
