@@ -9,12 +9,17 @@ reports and charts.
     python -m flows.ablation ablations/default.yaml --task-runner dask --workers 2   # one run's override
 
 Where the (arm, seed) runs execute is params.yaml `ablation.task_runner` (read by
-`runner_params`, nowhere else): `thread` (Prefect's thread pool, in this process), `dask`
-(prefect-dask: a local cluster of `workers` processes with one thread each, or the cluster at
-`address`) or `ray` (prefect-ray, an optional extra: `pip install 'skillpack[ray]'`). A
-flow run may override it (the `task_runner` parameter; the CLI flags above). In a Dask or
-Ray worker every run trains with `torch_threads` (default 1) torch threads; a run's stored
-result is keyed by its config and data, not by where or on how many threads it ran.
+`runner_params`, nowhere else): `thread` (Prefect's thread pool, in this process), `process`
+(Prefect's process pool on this machine: N trainings at once on one GPU, each process capped
+at its share of the GPU's memory - skillpack.concurrent; `workers: auto` derives N from the
+free GPU memory, or from the cores on a CPU), `dask` (prefect-dask: a local cluster of
+`workers` processes with one thread each, or the cluster at `address`) or `ray` (prefect-ray,
+an optional extra: `pip install 'skillpack[ray]'`). A flow run may override it (the
+`task_runner` parameter; the CLI flags above). In a process, Dask or Ray worker every run
+trains with `torch_threads` (default 1) torch threads; a run's stored result is keyed by its
+config and data, not by where or on how many threads it ran.
+
+    python -m flows.ablation ablations/default.yaml --task-runner process --workers auto   # one GPU, N at once
 """
 from __future__ import annotations
 
@@ -26,16 +31,16 @@ import skillpack  # noqa: F401  (environment defaults first)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
 from skillpack import ablation as ab
-from skillpack import tracking
+from skillpack import ablation_runs, tracking
 from skillpack.config import TaskRunnerParams, flatten
 
 from skillpack.paths import ABLATION_RESULTS as RESULTS
 from skillpack.paths import COMPRESS_METRICS, PREPARED, REPORTS
 
-VAL_IMAGES = 1000
+VAL_IMAGES = ablation_runs.VAL_IMAGES
 
 
 def _load_data():
@@ -54,23 +59,9 @@ def teacher_path(spec: ab.Spec, name: str, data_hash: str, quick: bool) -> Path:
 @task(name="train-teacher")
 def train_teacher(spec_path: str, name: str, quick: bool) -> str:
     """Train a distillation teacher once per (teacher config, data version); cached on disk."""
-    from skillpack.checkpoint import save_classifier
-    from skillpack.runs import RunData, train_model
-
     spec = ab.load_spec(spec_path, quick)
     store, data = _load_data()
-    path = teacher_path(spec, name, store.data_hash(), quick)
-    if path.is_file():
-        return str(path)
-    body = spec.teachers[name]
-    arm = ab.Arm(name=name, overrides=body.get("overrides", {}), regime=body.get("regime", "standard"))
-    params = ab.run_params(spec, arm, body.get("seed", 0))
-    x, y = ab.regime_split(*data["train"], ab.regime_options(spec, arm.regime))
-    val = tuple(a[:VAL_IMAGES] for a in data["val"])
-    trained = train_model(params.train, RunData((x, y), val, len(store.classes)), params.seed)
-    save_classifier(path, trained.model.cpu(), model_name=params.train.model, classes=store.classes,
-                    image_shape=x.shape[1:], head=params.train.head)
-    return str(path)
+    return str(ablation_runs.train_teacher(spec, name, data, store.classes, teacher_path(spec, name, store.data_hash(), quick)))
 
 
 def _log_child(parent_run_id: str, params, result: dict, data_hash: str) -> None:
@@ -88,34 +79,15 @@ def run_arm_seed(spec_path: str, arm_name: str, seed: int, quick: bool, parent_r
                  teachers: dict[str, str], torch_threads: int | None = None) -> dict:
     import torch
 
-    from skillpack.checkpoint import load_classifier
-    from skillpack.runs import RunData, train_and_evaluate
-
     spec = ab.load_spec(spec_path, quick)
-    arm = spec.arm(arm_name)
-    params = ab.run_params(spec, arm, seed)
     store, data = _load_data()
-    options = ab.regime_options(spec, arm.regime)
-    key = ab.run_key(seed, params, store.data_hash(), options)
-    if torch_threads:  # where the run executes, not what it computes: the key above stays
-        params = params.model_copy(update={"train": params.train.model_copy(update={"threads": torch_threads})})
     results = ab.ResultStore(RESULTS / spec.name / ("quick" if quick else "full"))
-    labels = dict(arm=arm.name, seed=seed, regime=arm.regime, claims=arm.claims, key=key)
-    cached = results.get(key)
-    if cached is not None:
-        result = {**cached, **labels, "cached": True}
-        _log_child(parent_run_id, params, result, store.data_hash())
-        return result
-    reference = params.train.loss.distill.teacher
-    teacher = load_classifier(teachers[reference.split(":", 1)[1]])[0] if reference else None
-    train = ab.regime_split(*data["train"], options)
-    val = tuple(a[:VAL_IMAGES] for a in data["val"])  # per-epoch validation only feeds the curves here
-    result = train_and_evaluate(params.train, params.seed, RunData(train, val, len(store.classes)), data["test"],
-                                teacher)
-    result.update(labels)
+    result, params = ablation_runs.arm_run(spec, arm_name, seed, data, len(store.classes), store.data_hash(), teachers,
+                                torch_threads, results)
     _log_child(parent_run_id, params, result, store.data_hash())
-    results.put(key, result)
-    get_run_logger().info("%s seed %d: test accuracy %.4f in %.0fs (pid %d, %d torch threads)", arm.name, seed,
+    if result.get("cached"):
+        return result
+    get_run_logger().info("%s seed %d: test accuracy %.4f in %.0fs (pid %d, %d torch threads)", arm_name, seed,
                           result["test_accuracy"], result["train_seconds"], os.getpid(), torch.get_num_threads())
     return result
 
@@ -130,14 +102,34 @@ def runner_params(overrides: dict | None = None, params_path: str | Path = "para
     return with_overrides(runner, overrides) if overrides else runner
 
 
-def build_task_runner(runner: TaskRunnerParams, api_url: str | None = None):
-    """The Prefect task runner of `runner`: thread pool, Dask (a local cluster of worker
-    processes with one thread each, or a running one) or Ray. `api_url`: the Prefect API the
-    local workers report to (the flow's own, so that they never start a temporary server each;
-    the workers of a running cluster need PREFECT_API_URL set where they run)."""
-    if runner.kind == "thread":
-        return ThreadPoolTaskRunner(max_workers=runner.workers)
+def concurrency_plan(runner: TaskRunnerParams, device: str = "auto"):
+    """How many runs at once (skillpack.concurrent.plan): `workers` as given, or auto - from
+    the free GPU memory for a process pool on CUDA, else from the cores."""
+    from skillpack import concurrent
+
+    threads = torch_threads(runner) or 1
+    on_gpu = runner.kind == "process"
+    return concurrent.plan(runner.workers, threads, device if on_gpu else "cpu", runner.run_memory_gb)
+
+
+def build_task_runner(runner: TaskRunnerParams, api_url: str | None = None, device: str = "auto", plan=None):
+    """The Prefect task runner of `runner`: thread pool, process pool (skillpack.concurrent:
+    each process with its torch threads and, on CUDA, its GPU memory cap), Dask (a local
+    cluster of worker processes with one thread each, or a running one) or Ray. `api_url`: the
+    Prefect API the local workers report to (the flow's own, so that they never start a
+    temporary server each; the workers of a running cluster need PREFECT_API_URL set where they
+    run). `device`: train.device, where a process pool's runs train; `plan`: concurrency_plan's,
+    when already made."""
+    plan = plan or concurrency_plan(runner, device)
+    workers = plan.workers
     env = {"PREFECT_API_URL": api_url} if api_url else {}
+    if runner.kind == "thread":
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if runner.kind == "process":
+        from skillpack import concurrent
+
+        return ProcessPoolTaskRunner(max_workers=plan.workers, initializer=concurrent.init_worker,
+                                     initargs=(plan.threads, plan.memory_fraction, env))
     if runner.kind == "dask":
         from prefect_dask import DaskTaskRunner
 
@@ -146,7 +138,7 @@ def build_task_runner(runner: TaskRunnerParams, api_url: str | None = None):
         # processes, not threads: torch's thread pool is per process. Dask's nanny also sets
         # OMP_NUM_THREADS=1 in each worker before it starts (distributed.nanny.pre-spawn-environ).
         return DaskTaskRunner(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": runner.workers, "threads_per_worker": 1,
+                              cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None, "env": env})
     try:
         from prefect_ray import RayTaskRunner
@@ -154,11 +146,12 @@ def build_task_runner(runner: TaskRunnerParams, api_url: str | None = None):
         raise SystemExit("ablation.task_runner.kind=ray needs prefect-ray: pip install 'skillpack[ray]'") from None
     if runner.address:
         return RayTaskRunner(address=runner.address)
-    return RayTaskRunner(init_kwargs={"num_cpus": runner.workers, "runtime_env": {"env_vars": env}})
+    return RayTaskRunner(init_kwargs={"num_cpus": workers, "runtime_env": {"env_vars": env}})
 
 
 def torch_threads(runner: TaskRunnerParams) -> int | None:
-    """Torch threads of each run: train.threads in the thread pool (None), 1 per Dask/Ray worker."""
+    """Torch threads of each run: train.threads in the thread pool (None), 1 per process / Dask /
+    Ray worker."""
     return runner.torch_threads or (None if runner.kind == "thread" else 1)
 
 
@@ -184,6 +177,8 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
 
     from skillpack.ablation_report import write_ablation_reports
 
+    from skillpack.config import load_params
+
     spec = ab.load_spec(spec_path, quick)
     runner = runner_params(task_runner)
     experiment = "skillpack"
@@ -193,10 +188,13 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
                           tags={"stage": "ablation", "spec": spec.name, "git_commit": tracking.git_commit()}) as parent:
         teachers = {name: train_teacher(spec_path, name, quick) for name in spec.teachers}
         names = [a.name for a in spec.arms + spec.cumulative]
+        device = load_params().train.device
+        plan = concurrency_plan(runner, device)  # on CUDA: reads the free GPU memory once
         print(f"{len(names) * len(spec.seeds)} runs on the {runner.kind} task runner "
-              f"({runner.address or f'{runner.workers} workers'})")
+              f"({runner.address or f'{plan.workers} workers'})"
+              + (f": {plan.describe()}" if runner.kind == "process" else ""))
         api_url = str(FlowRunContext.get().client.api_url)  # the server this flow reports to (maybe temporary)
-        runs = run_grid.with_options(task_runner=build_task_runner(runner, api_url))(
+        runs = run_grid.with_options(task_runner=build_task_runner(runner, api_url, device, plan))(
             spec_path, quick, names, spec.seeds, parent.info.run_id, teachers, torch_threads(runner))
         print(f"{len(runs)} runs, {sum(bool(r.get('cached')) for r in runs)} from the result store")
         outputs = write_ablation_reports(spec, runs, REPORTS, command=_command(spec_path, quick),
@@ -242,13 +240,19 @@ def render_reports(spec_path: str = "ablations/default.yaml", quick: bool = Fals
                                   benchmarks=load_benchmark_results(), rendered_by=f"{command} --report-only")
 
 
+def _workers(value: str) -> int | str:
+    return value if value == "auto" else int(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", nargs="?", default="ablations/default.yaml")
     parser.add_argument("--quick", action="store_true", help="the small CI profile of the spec")
-    parser.add_argument("--task-runner", choices=["thread", "dask", "ray"],
+    parser.add_argument("--task-runner", choices=["thread", "process", "dask", "ray"],
                         help="this run's ablation.task_runner.kind (default: params.yaml's)")
-    parser.add_argument("--workers", type=int, help="runs at once: threads x runs <= cores (default: params.yaml's)")
+    parser.add_argument("--workers", type=_workers,
+                        help="runs at once, or auto (process: from free GPU memory; threads x runs <= cores) "
+                             "(default: params.yaml's)")
     parser.add_argument("--address", help="dask / ray: a running cluster's address")
     parser.add_argument("--report-only", action="store_true",
                         help="re-render the reports from the stored runs of the last ablation (no training)")

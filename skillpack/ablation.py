@@ -90,10 +90,13 @@ def validate_spec(spec: Spec, path: str | Path, params_path: str | Path = "param
             raise config.ParamsError(f"{path}: arm {arm.name}: {err}") from None
 
 
-def run_params(spec: Spec, arm: Arm, seed: int, params_path: str | Path = "params.yaml") -> Params:
-    """params.yaml + the spec's base + the regime's + the arm's overrides + the seed, read by
-    the stages' own loader."""
-    items = {**spec.base, **{k: v for k, v in spec.regimes[arm.regime].items() if "." in k}, **arm.overrides}
+def run_params(spec: Spec, arm: Arm, seed: int, params_path: str | Path = "params.yaml",
+               extra: dict | None = None) -> Params:
+    """params.yaml + the spec's base + the regime's + the arm's overrides (+ `extra`, dotted
+    overrides of every run: benchmarks/gpu.py's train.amp) + the seed, read by the stages' own
+    loader."""
+    items = {**spec.base, **{k: v for k, v in spec.regimes[arm.regime].items() if "." in k}, **arm.overrides,
+             **(extra or {})}
     return config.load_params(params_path, [f"{k}={json.dumps(v)}" for k, v in items.items()] + [f"seed={seed}"])
 
 
@@ -225,7 +228,7 @@ def run_key(seed: int, params: Params, data_hash: str, options: dict) -> str:
 
     # a run reads train.* and the seed (skillpack.runs.train_and_evaluate) and the prepared data
     # (data_hash, options): other sections - cleaning, export, serving - never change its result
-    return f"s{seed}-{config_hash(params.train.model_dump(), options, data_hash)}"
+    return f"s{seed}-{config_hash(params.train.result_dump(), options, data_hash)}"
 
 
 # ------------------------------------------------------------------ data regimes

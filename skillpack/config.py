@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -88,7 +88,7 @@ class LookaheadParams(_Strict):
 
 
 class OptimizerParams(_Strict):
-    name: Literal["sgd", "adam", "adamw", "lars"] = "sgd"
+    name: Literal["sgd", "adam", "adamw", "lars", "lamb"] = "sgd"   # lars / lamb: layer-wise trust ratios (timm)
     lr: float = Field(0.1, gt=0)
     momentum: float = 0.9
     nesterov: bool = True
@@ -157,12 +157,23 @@ class TrainParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["off", "fp16", "bf16"] = "fp16"  # CUDA; on CPU only bf16, where it has bf16 units
     channels_last: bool = True
+    resident: Literal["auto"] | bool = "auto"   # training set, augmentation and figures on the device; auto: on CUDA
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile of the step
 
-    @field_validator("amp", mode="before")
+    # How a run executes, not what it computes: left out of the run's identity (checkpoint
+    # fingerprint, ablation result keys). On a CPU the resident path is bit-identical to the host
+    # path; on a GPU it draws from CUDA's generator (the same distribution, another stream).
+    EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset({"resident", "compile"})
+
+    @field_validator("amp", "compile", mode="before")
     @classmethod
     def _yaml_off_is_off(cls, value):
         # YAML 1.1 (and so `-S train.amp=off`) reads a bare off as false
         return "off" if value is False else value
+
+    def result_dump(self) -> dict:
+        """The params that decide a run's result (model_dump without EXECUTION_ONLY)."""
+        return self.model_dump(exclude=set(self.EXECUTION_ONLY))
 
     @model_validator(mode="after")
     def _soft_targets_need_soft_losses(self):
@@ -350,10 +361,15 @@ class MlflowParams(_Strict):
 
 class TaskRunnerParams(_Strict):
     """flows/ablation.py: where the (arm, seed) runs execute (Prefect task runners)."""
-    kind: Literal["thread", "dask", "ray"] = "thread"   # dask: prefect-dask; ray: the optional prefect-ray
-    workers: int = Field(1, ge=1)           # runs at once: threads, or local Dask / Ray worker processes
+    # process: Prefect's process pool, N runs at once on this machine's GPU (skillpack.concurrent);
+    # dask: prefect-dask; ray: the optional prefect-ray
+    kind: Literal["thread", "process", "dask", "ray"] = "thread"
+    # runs at once: threads, processes, or local Dask / Ray worker processes; auto: from the free GPU
+    # memory (process on CUDA: run_memory_gb each) or cores // torch threads
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
     address: str | None = None              # dask / ray: a running cluster (tcp://host:8786, ray://host:10001)
-    torch_threads: int | None = Field(None, ge=1)  # per run; null: train.threads (thread), 1 (dask, ray)
+    torch_threads: int | None = Field(None, ge=1)  # per run; null: train.threads (thread), 1 (process, dask, ray)
+    run_memory_gb: float = Field(2.0, gt=0)  # process on CUDA, workers auto: GPU memory one run may take
 
 
 class AblationParams(_Strict):

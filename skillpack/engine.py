@@ -5,6 +5,22 @@ objective (skillpack.losses), optimizer / schedule / EMA (skillpack.optim), the 
 (linear or ArcFace), gradient clipping, channels_last and mixed precision. Under torchrun the
 same loop runs DistributedDataParallel, each rank on its share of every global batch
 (skillpack.distributed says what is and is not equal to one process).
+
+Two ways to feed the loop, one loop (`train.resident`, auto: resident on CUDA):
+- host: the training set stays in host memory; each batch is gathered, augmented on the CPU
+  (from a CPU epoch generator) and copied to the device.
+- resident: the training set is uploaded once, as uint8, to the training device; the epoch's
+  permutation and every per-sample augmentation draw come from a generator on that device,
+  batches are gathered and augmented there (the same functions of skillpack.data.augment),
+  and the loss and accuracy are summed there: the host reads the epoch's figures once, after
+  its last step and the validation pass (batched large on a GPU). On a CPU the resident path
+  draws from a CPU generator: its stream, and so its weights, are exactly the host path's
+  (tests/test_resident.py); on a GPU the stream is CUDA's (Philox), so the results are
+  equal in distribution, not bit for bit.
+- `train.compile` (off | default | reduce-overhead | max-autotune): torch.compile of the
+  training forward (reduce-overhead: with CUDA graphs); the compile runs in a warm-up step
+  before the first epoch (weights and statistics restored after it), and its seconds are
+  reported apart from the training seconds (FitResult.compile_seconds).
 """
 from __future__ import annotations
 
@@ -75,6 +91,27 @@ def resolve_amp(requested: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+# Evaluation batch by device type: the host path's 1024 on a CPU (a resident run on a CPU
+# then evaluates exactly as the host path does), large on a GPU where launches dominate.
+EVAL_BATCH = {"cpu": 1024, "cuda": 8192}
+RESIDENT_SHARE = 0.25   # auto: resident when the training set takes at most this share of free GPU memory
+
+
+def resolve_resident(requested, device: torch.device, nbytes: int) -> bool:
+    """train.resident: true / false as given; auto = resident on CUDA when the uint8 training
+    set fits in RESIDENT_SHARE of the device's free memory, host path otherwise."""
+    if requested in (True, False):
+        return bool(requested)
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    if nbytes > RESIDENT_SHARE * free:
+        _say_once(f"[train] training set {nbytes / 2**30:.1f} GiB > {RESIDENT_SHARE:.0%} of free GPU memory: "
+                  f"host path (train.resident=true forces the resident one)")
+        return False
+    return True
+
+
 def use_deterministic_cpu_kernels(device: torch.device) -> None:
     """Same seed, same metrics on CPU. Deterministic mode also fills every torch.empty() with
     NaN by default, to expose reads of uninitialised memory; that memset cost 7-8% of a
@@ -84,6 +121,8 @@ def use_deterministic_cpu_kernels(device: torch.device) -> None:
 
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     torch.utils.deterministic.fill_uninitialized_memory = False
+    if device.type == "cuda":  # a run's shapes are fixed: let cuDNN time its algorithms once and keep the fastest
+        torch.backends.cudnn.benchmark = True
 
 
 def config_hash(*parts) -> str:
@@ -114,7 +153,9 @@ class EpochResult:
 class FitResult:
     history: list[EpochResult] = field(default_factory=list)
     resumed_from_epoch: int = 0
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0      # the epochs trained now (training + per-epoch validation)
+    compile_seconds: float = 0.0    # train.compile's warm-up, before the first epoch (not in train_seconds)
+    resident: bool = False          # the training set lived on the training device
 
 
 @torch.inference_mode()
@@ -130,6 +171,24 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
         outs.append((model.embed(batch) if embeddings else model(batch)).float().cpu())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0)
+
+
+@torch.inference_mode()
+def evaluate_on_device(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                       device: torch.device) -> torch.Tensor:
+    """[mean cross-entropy, accuracy] of `model` on uint8 images (on any device), computed and
+    left on `device`: no host synchronisation (nan, nan for no images). The logits are
+    gathered in order as predict() gathers them, so the figures equal evaluate_loss_acc's."""
+    if len(labels) == 0:
+        return torch.full((2,), float("nan"), dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    logits = torch.cat([model(images[start:start + batch_size].to(device, non_blocking=True)).float()
+                        for start in range(0, len(images), batch_size)])
+    model.train(was_training)
+    labels = labels.to(device, non_blocking=True)
+    loss = nn.functional.cross_entropy(logits, labels)
+    return torch.stack([loss.double(), correct(logits, labels).double() / len(labels)])
 
 
 def evaluate_loss_acc(model, images, labels, batch_size, device) -> tuple[float, float]:
@@ -175,7 +234,8 @@ class Trainer:
         self.ema = None
 
     def _fingerprint(self) -> str:
-        return config_hash(self.cfg.model_dump(), self.seed, self.data_hash)
+        # what the run computes: train.resident / train.compile only decide how (TrainParams.result_dump)
+        return config_hash(self.cfg.result_dump(), self.seed, self.data_hash)
 
     def _stateful(self, optimizer, scheduler, scaler, objective) -> dict:
         parts = {"model": self.model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
@@ -224,6 +284,15 @@ class Trainer:
         if cfg.batch_size < self.world.size:
             raise ValueError(f"train.batch_size={cfg.batch_size} is the global batch: it needs at least one "
                              f"sample per process ({self.world.size})")
+        # a fixed subset of the training images, as large as the validation set (at least 1,000)
+        probe = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(self.seed))[
+            :max(len(y_val), 1000)]
+        x_probe, y_probe = x_train[probe], y_train[probe]
+        resident = resolve_resident(cfg.resident, self.device, x_train.numel() + x_val.numel() + x_probe.numel())
+        if resident:  # uploaded once; batches, augmentation and figures stay on the device
+            x_train, y_train, x_val, y_val, x_probe, y_probe = (
+                t.to(self.device) for t in (x_train, y_train, x_val, y_val, x_probe, y_probe))
+        eval_batch = EVAL_BATCH.get(self.device.type, 1024) if resident else 1024
         batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True,
                                 drop_last=len(y_train) > cfg.batch_size)
         objective = Objective(cfg.loss, num_classes, self.model.head.weight.shape[1]).to(self.device)
@@ -235,26 +304,30 @@ class Trainer:
         self.ema = build_ema(self.model, cfg.ema)
         self.train_forward = self.world.wrap(TrainForward(self.model, objective))
         teacher_cache = self._teacher_cache(x_train, augment)
-        # a fixed subset of the training images, as large as the validation set (at least 1,000)
-        probe = torch.randperm(len(y_train), generator=torch.Generator().manual_seed(self.seed))[
-            :max(len(y_val), 1000)]
         parts = self._stateful(optimizer, scheduler, scaler, objective)
         start_epoch, history = self._resume(parts)
-        result = FitResult(history=history, resumed_from_epoch=start_epoch)
+        result = FitResult(history=history, resumed_from_epoch=start_epoch, resident=resident)
+        if cfg.compile != "off" and start_epoch < cfg.epochs:
+            result.compile_seconds = self._compile(batches, augment, objective, teacher_cache, resident)
         t_start = time.perf_counter()
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
             # Per-epoch seeds: shuffling, augmentation and dropout depend only on (seed, epoch),
             # which is what makes a resumed run bit-identical to an uninterrupted one.
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            generator = self._epoch_generator(self.seed * 100_003 + epoch, resident)
             torch.manual_seed(self.seed * 100_019 + epoch + 1_000_003 * self.world.rank)  # dropout: per rank
-            train_loss, train_acc = self._train_epoch(batches, augment, generator, optimizer, scheduler, scaler,
-                                                      teacher_cache, epoch)
+            train_figures = self._train_epoch(batches, augment, generator, optimizer, scheduler, scaler,
+                                              teacher_cache, epoch)
             evaluated = self.ema.module if self.ema is not None else self.model
-            val_loss, val_acc = evaluate_loss_acc(evaluated, x_val, y_val, 1024, self.device)
-            tr_loss, tr_acc = evaluate_loss_acc(evaluated, x_train[probe], y_train[probe], 1024, self.device)
-            record = EpochResult(epoch, train_loss, train_acc, tr_loss, tr_acc, val_loss, val_acc,
-                                 optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+            val = evaluate_on_device(evaluated, x_val, y_val, eval_batch, self.device)
+            tr = evaluate_on_device(evaluated, x_probe, y_probe, eval_batch, self.device)
+            # the one read of the epoch: everything above was queued without waiting for the device
+            (total_loss, n_correct, seen), (val_loss, val_acc), (tr_loss, tr_acc) = (
+                train_figures.tolist(), val.tolist(), tr.tolist())
+            if not math.isfinite(total_loss):
+                raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
+            record = EpochResult(epoch, total_loss / max(seen, 1), n_correct / max(seen, 1), tr_loss, tr_acc,
+                                 val_loss, val_acc, optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
             history.append(record)
             self._save(epoch, parts, history)
             if self.on_epoch_end and self.world.main:
@@ -264,7 +337,46 @@ class Trainer:
             self.model.load_state_dict(self.ema.module.state_dict())
         return result
 
-    def _step(self, images, targets, index, optimizer, scaler, teacher_cache, step):
+    def _epoch_generator(self, seed: int, resident: bool) -> torch.Generator:
+        """The epoch's generator: on the CPU for the host path (and for a resident run on a CPU),
+        on the GPU for a resident run there, so that no draw leaves the device."""
+        device = self.device if resident and self.device.type == "cuda" else torch.device("cpu")
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def _compile(self, batches, augment, objective, teacher_cache, resident: bool) -> float:
+        """torch.compile the training forward and run one warm-up forward + backward on a real
+        batch shape (so that the compile happens here, timed apart from training); the weights,
+        BatchNorm statistics and gradients the warm-up touched are restored."""
+        mode = None if self.cfg.compile == "default" else self.cfg.compile
+        t0 = time.perf_counter()
+        self.train_forward = torch.compile(self.train_forward, mode=mode, dynamic=False)
+        saved = {name: {k: v.detach().clone() for k, v in module.state_dict().items()}
+                 for name, module in (("model", self.model), ("objective", objective))}
+        rng = torch.get_rng_state()
+        index, images, labels = next(iter(batches.epoch(self._epoch_generator(-1, resident))))
+        images, targets = augment(images, labels, self._epoch_generator(-2, resident))
+        if self.world.distributed:
+            mine = self.world.shard(len(labels))
+            index, images, targets = index[mine], images[mine], targets[mine]
+        images = images.to(self.device).contiguous(memory_format=self.memory_format)
+        for _ in range(3 if self.cfg.compile == "reduce-overhead" else 1):  # CUDA graphs record on a later call
+            terms, _ = self._forward(images, targets.to(self.device), index, teacher_cache)
+            terms["total"].backward()
+        for p in [*self.model.parameters(), *objective.parameters()]:
+            p.grad = None
+        self.model.load_state_dict(saved["model"])
+        objective.load_state_dict(saved["objective"])
+        torch.set_rng_state(rng)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - t0
+        if self.world.main:
+            print(f"[train] train.compile={self.cfg.compile}: compiled in {seconds:.1f}s (not in the training time)")
+        return seconds
+
+    def _forward(self, images, targets, index, teacher_cache):
+        if self.cfg.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             teacher_logits = None
             if self.teacher is not None:
@@ -273,7 +385,10 @@ class Trainer:
                 else:
                     with torch.no_grad():
                         teacher_logits = self.teacher(images)
-            terms, logits = self.train_forward(images, targets, teacher_logits)
+            return self.train_forward(images, targets, teacher_logits)
+
+    def _step(self, images, targets, index, optimizer, scaler, teacher_cache, step):
+        terms, logits = self._forward(images, targets, index, teacher_cache)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["total"]).backward()
         if self.cfg.grad_clip:
@@ -285,7 +400,9 @@ class Trainer:
             self.ema.update(self.model, step=step)  # the global step drives timm's decay warm-up
         return terms["total"].detach(), logits.detach()
 
-    def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, teacher_cache, epoch):
+    def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, teacher_cache,
+                     epoch) -> torch.Tensor:
+        """One epoch; returns [summed loss, correct, seen] over every rank, on the device, unread."""
         self.model.train()
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         n_correct = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -308,8 +425,5 @@ class Trainer:
             seen += len(labels)
         bar.close()
         self.world.broadcast_buffers(self.model, *([self.ema.module] if self.ema is not None else []))
-        total_loss, n_correct, seen = self.world.sum(
-            torch.stack([total_loss, n_correct, torch.tensor(float(seen), dtype=torch.float64, device=self.device)]))
-        if not math.isfinite(total_loss.item()):
-            raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
-        return total_loss.item() / max(seen.item(), 1), n_correct.item() / max(seen.item(), 1)
+        seen = torch.full((), float(seen), dtype=torch.float64, device=self.device)  # a fill, not a host copy
+        return self.world.sum(torch.stack([total_loss, n_correct, seen]))

@@ -46,6 +46,8 @@ class TrainedModel:
     resumed_from_epoch: int = 0            # epochs restored from a checkpoint, not trained now
     train_seconds: float = 0.0             # wall time of the epochs trained now
     device: torch.device = torch.device("cpu")
+    compile_seconds: float = 0.0           # train.compile's warm-up before the first epoch (not in train_seconds)
+    resident: bool = False                 # the training set lived on the training device (train.resident)
 
     @property
     def epochs_trained(self) -> int:
@@ -73,7 +75,8 @@ def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch
     trainer = Trainer(model, cfg, seed, checkpoint=checkpoint, data_hash=fingerprint, on_epoch_end=on_epoch,
                       progress=progress, teacher=teacher)
     fit = trainer.fit(x_train, y_train, *data.val)
-    return TrainedModel(trainer.model, fit.history, fit.resumed_from_epoch, fit.train_seconds, trainer.device)
+    return TrainedModel(trainer.model, fit.history, fit.resumed_from_epoch, fit.train_seconds, trainer.device,
+                        fit.compile_seconds, fit.resident)
 
 
 @dataclass
@@ -113,12 +116,12 @@ def embeddings_of(model: ImageClassifier, images: np.ndarray, batch_size: int = 
 
 def train_and_evaluate(cfg: TrainParams, seed: int, data: RunData, test: tuple[np.ndarray, np.ndarray],
                        teacher: nn.Module | None = None, embedding_samples: int = 2000) -> dict:
-    """One experiment run (ablation arms, benchmarks): train, then score on the test set.
-    Returns JSON-ready figures."""
+    """One experiment run (ablation arms, benchmarks): train, then score on the test set (on
+    the training device). Returns JSON-ready figures."""
     t0 = time.perf_counter()
     trained = train_model(cfg, data, seed, teacher=teacher)
     seconds = time.perf_counter() - t0
-    model = trained.model.cpu()
+    model = trained.model
     x_test, y_test = test
     scored = evaluate_model(model, x_test, y_test)
     last = trained.history[-1]

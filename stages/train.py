@@ -68,6 +68,7 @@ def main() -> int:
         summary = {"model": cfg.model, "params": n_params, "macs": macs, "epochs": cfg.epochs,
                    "epochs_trained": trained.epochs_trained, "resumed_from_epoch": trained.resumed_from_epoch,
                    "train_seconds": round(trained.train_seconds, 2), "images_per_second": round(images_per_s, 1),
+                   "resident": trained.resident, "compile_seconds": round(trained.compile_seconds, 2),
                    "final_val_acc": trained.history[-1].val_acc}
         write_json(paths.TRAIN_METRICS, summary)
         write_dvc_metrics(paths.TRAIN_DVC_METRICS, {"val_accuracy": round(summary["final_val_acc"], 4),
@@ -75,6 +76,7 @@ def main() -> int:
         tracking.log_metrics({"params": n_params, "macs": macs, "train_samples": len(train_y),
                               "resumed_from_epoch": trained.resumed_from_epoch,
                               "epochs_trained": trained.epochs_trained, "train_seconds": trained.train_seconds,
+                              "compile_seconds": trained.compile_seconds,
                               **({"images_per_second": images_per_s} if trained.epochs_trained else {}),
                               **{f"clean_{k}": cleaned[k] for k in ("drop", "relabel") if k in cleaned}})
         tracking.log_artifact(paths.TRAIN_LOG)

@@ -105,3 +105,16 @@ def test_task_runner_params_build_the_runner():
     assert remote.address == "tcp://127.0.0.1:8786"
     with pytest.raises(ParamsError, match="kind"):
         runner_params({"kind": "spark"}, ROOT / "params.yaml")
+    # process: N runs at once on this machine (on CUDA each process capped at its share of GPU memory)
+    from prefect.task_runners import ProcessPoolTaskRunner
+
+    from skillpack import concurrent
+
+    pool = runner_params({"kind": "process", "workers": 2}, ROOT / "params.yaml")
+    runner = build_task_runner(pool, "http://127.0.0.1:4200/api", device="cpu")
+    assert isinstance(runner, ProcessPoolTaskRunner) and torch_threads(pool) == 1
+    assert runner._max_workers == 2 and runner._initializer is concurrent.init_worker
+    # 1 torch thread, no GPU memory cap on a CPU, and the flow's API for the workers
+    assert runner._initargs == (1, None, {"PREFECT_API_URL": "http://127.0.0.1:4200/api"})
+    auto = runner_params({"kind": "process", "workers": "auto"}, ROOT / "params.yaml")
+    assert build_task_runner(auto, device="cpu")._max_workers == concurrent.plan("auto", 1, "cpu").workers

@@ -15,7 +15,10 @@ dropout off. The negative control (the same DDP run with DistributedDataParallel
 out, so no gradient is all-reduced) measured 0.79: it must miss REL_TOL by 20x, which shows
 the comparison can fail. With the project's own BatchNorm model each rank normalises with
 its half batch's statistics (SyncBatchNorm is GPU-only): close, not equal (0.14 of the
-distance here) - its figures are printed and held to a loose bound.
+distance here) - its figures are printed and held to a loose bound. Under torchrun the
+GroupNorm run is repeated on the resident path (train.resident=true: every rank holds the
+training set on its device and draws the same permutation and augmentation there); on a CPU
+that path is bit-identical to the host path, so its weights must equal the host DDP run's.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ def _config(variant: str):
 
     return TrainParams.model_validate({
         "model": "sp_cnn_s", "epochs": 1, "batch_size": BATCH, "threads": 2, "device": "cpu", "amp": "off",
+        "resident": variant == "groupnorm_resident",
         "optimizer": {"lr": 0.05}, "schedule": {"name": "none", "warmup_epochs": 0},
         "head": {"dropout": 0.1 if variant == "batchnorm" else 0.0},
         "augment": {"hflip": True, "crop_padding": 2}})   # epoch-generator augmentation: same on every rank
@@ -72,7 +76,7 @@ def worker(out: Path) -> None:
     data = RunData((split.images[:N_TRAIN], split.labels[:N_TRAIN]),
                    (split.images[-N_VAL:], split.labels[-N_VAL:]), 10)
     rank, world = distributed.rank(), distributed.world_size()
-    variants = ["groupnorm", "batchnorm"] + (["no_allreduce"] if world > 1 else [])
+    variants = ["groupnorm", "batchnorm"] + (["groupnorm_resident", "no_allreduce"] if world > 1 else [])
     for variant in variants:
         if variant == "no_allreduce":  # negative control: DDP's gradient averaging taken out
             distributed.World.wrap = lambda self, module: module
@@ -142,6 +146,9 @@ def test_ddp_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_p
 
     # the ranks hold one model, parameters and buffers alike (rank 0's BatchNorm statistics)
     assert _distance(r0, r1) == 0.0 and _distance(bn_r0, bn_r1) == 0.0
+    # the resident path under DDP: the host DDP run's weights exactly (a CPU's stream is the host path's)
+    (res0, res0_fig), (res1, _) = load("groupnorm_resident", 0, 2), load("groupnorm_resident", 1, 2)
+    assert _distance(res0, r0) == 0.0 and _distance(res1, r1) == 0.0 and res0_fig["val_loss"] == r0_fig["val_loss"]
     assert (r0_fig["val_loss"], r0_fig["train_loss"]) == (r1_fig["val_loss"], r1_fig["train_loss"])
     # ... and it is the one-process model, up to float summation order
     assert one_fig["val_acc"] > 0.3   # it learned (chance is 0.1)

@@ -5,6 +5,11 @@ cost ~1,450 img/s per worker here, and workers compete with the 2 training threa
 a uint8 tensor and drawing one crop offset and one flip per sample in a few tensor ops keeps
 augmentation far below the model's step time. (A v2 transform applied to a batch tensor
 would draw one crop for the whole batch, which is not per-sample augmentation.)
+
+Any device: the tensors may live on the CPU or on a GPU (the engine's resident path uploads
+the whole training set once). Random numbers are drawn on the generator's device and used on
+the data's: a CPU generator gives the same stream whatever the data's device, and a CUDA
+generator keeps the whole epoch on the GPU with no host synchronisation.
 """
 from __future__ import annotations
 
@@ -17,28 +22,43 @@ def to_tensor_nchw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(np.asarray(images).transpose(0, 3, 1, 2), order="C"))
 
 
+def generator_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def draw_rand(shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) numbers drawn on the generator's device, returned on `device`."""
+    return torch.rand(shape, generator=generator, device=generator_device(generator)).to(device)
+
+
+def draw_randint(high: int, shape, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return torch.randint(0, high, shape, generator=generator, device=generator_device(generator)).to(device)
+
+
 def random_crop(batch: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Zero-pad by `padding` and crop back to the original size at a per-sample offset."""
     if padding <= 0:
         return batch
     n, c, h, w = batch.shape
+    device = batch.device
     padded = torch.nn.functional.pad(batch, (padding,) * 4)
-    off_y = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    off_x = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    rows = (off_y[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-    cols = (off_x[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    samples = torch.arange(n)[:, None, None, None]
-    channels = torch.arange(c)[None, :, None, None]
+    off_y = draw_randint(2 * padding + 1, (n,), generator, device)
+    off_x = draw_randint(2 * padding + 1, (n,), generator, device)
+    rows = (off_y[:, None] + torch.arange(h, device=device)[None, :])[:, None, :, None]
+    cols = (off_x[:, None] + torch.arange(w, device=device)[None, :])[:, None, None, :]
+    samples = torch.arange(n, device=device)[:, None, None, None]
+    channels = torch.arange(c, device=device)[None, :, None, None]
     return padded[samples, channels, rows, cols]
 
 
 def random_hflip(batch: torch.Tensor, generator: torch.Generator, p: float = 0.5) -> torch.Tensor:
-    flip = torch.rand(batch.shape[0], generator=generator) < p
+    flip = draw_rand(batch.shape[0], generator, batch.device) < p
     return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
 
 
 class TensorBatches:
-    """Shuffled (or ordered) mini-batches of (sample indices, uint8 images, int64 labels)."""
+    """Shuffled (or ordered) mini-batches of (sample indices, uint8 images, int64 labels), on
+    the device the tensors are on; the permutation is drawn on the generator's device."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                  shuffle: bool = False, drop_last: bool = False):
@@ -51,7 +71,9 @@ class TensorBatches:
 
     def epoch(self, generator: torch.Generator | None = None):
         n = len(self.labels)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        device = self.labels.device
+        order = (torch.randperm(n, generator=generator, device=generator_device(generator)).to(device)
+                 if self.shuffle else torch.arange(n, device=device))
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield index, self.images[index], self.labels[index]
