@@ -28,6 +28,14 @@ TINY_OVERRIDES = {
 }
 
 
+class StopTraining(Exception):
+    """Raised from an on_epoch callback: a run interrupted after its first epoch."""
+
+
+def stop_after_first_epoch(record, history, model):
+    raise StopTraining
+
+
 def require_fmnist() -> None:
     """Data tests fail (not skip) without the data; pure unit tests run regardless."""
     if not FMNIST.is_dir():

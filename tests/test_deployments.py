@@ -33,13 +33,14 @@ def test_prefect_yaml_names_existing_flows_on_the_process_pool():
 
 
 @contextmanager
-def background(cmd: list[str], cwd, env):
-    """A long-running command, stopped the way a user stops it (Ctrl-C), killed if it hangs."""
+def background(cmd: list[str], cwd, env, stop=signal.SIGINT):
+    """A long-running command, stopped the way a user (Ctrl-C) or a service manager (SIGTERM)
+    stops it, killed if it hangs."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -167,7 +168,8 @@ def test_the_monitor_flow_reads_a_real_prometheus_and_triggers_retrain_on_low_ac
                 metrics.observe_feedback(True)
             wait_for_value(prometheus.api, "skillpack_feedback_in_window", params.min_feedback)
             healthy = run_monitor(deployed, tiny_repo, base)
-            assert healthy["retrain_flow_run"] is None and healthy["breached"] == []
+            # (the exporter is this test process: its memory is a real reading and may breach)
+            assert healthy["retrain_flow_run"] is None and "accuracy_min" not in healthy["breached"]
             for _ in range(params.min_feedback):
                 metrics.observe_feedback(False)  # accuracy 0.5 over the last 2 x min_feedback labels
             wait_for_value(prometheus.api, "skillpack_rolling_accuracy", 0.5)
@@ -175,7 +177,8 @@ def test_the_monitor_flow_reads_a_real_prometheus_and_triggers_retrain_on_low_ac
     finally:
         exporter.shutdown()
     readings = {r["signal"]: r for r in breached["readings"]}
-    assert readings["accuracy_min"]["value"] == 0.5 and breached["breached"] == ["accuracy_min"]
+    assert readings["accuracy_min"]["value"] == 0.5 and "accuracy_min" in breached["breached"]
+    assert readings["memory_mb_max"]["value"] > 0  # read from the same scrape
     triggered = api(deployed, "GET", f"/flow_runs/{breached['retrain_flow_run']}")
     assert triggered["deployment_id"] == deployment(deployed, RETRAIN)["id"]
     assert "triggered-by-monitor" in triggered["tags"]
@@ -196,7 +199,8 @@ def wait_for_value(prometheus_api: str, expr: str, expected: float, timeout: flo
 
 def test_stopping_served_deployments_leaves_the_pool_deployments_scheduled(deployed, tiny_repo):
     served_name = RETRAIN + SERVED_SUFFIX
-    with background([sys.executable, "-m", "flows.deployments", "--only", "nightly"], tiny_repo, deployed) as proc:
+    with background([sys.executable, "-m", "flows.deployments", "--only", "nightly"], tiny_repo, deployed,
+                    stop=signal.SIGTERM) as proc:
         deadline = time.time() + 120
         while time.time() < deadline:
             assert proc.poll() is None, proc.stdout.read()[-3000:]

@@ -11,7 +11,7 @@ import torch
 from skillpack.config import TrainParams
 from skillpack.runs import RunData, train_model
 
-from conftest import make_project_repo, project_env, run, small_split
+from conftest import StopTraining, make_project_repo, project_env, run, small_split, stop_after_first_epoch
 
 
 def _train(fmnist, seed=0, epochs=2, n=1500, checkpoint=None, on_epoch=None, **overrides):
@@ -96,15 +96,9 @@ def test_skill_combinations_train_and_resume_deterministically(fmnist, overrides
     weights of an uninterrupted run: optimizer, schedule, EMA, centres and Lookahead resume."""
     model_a, result_a = _train(fmnist, epochs=2, n=600, **overrides)
 
-    class Stop(Exception):
-        pass
-
-    def stop_after_first(record, history, model):
-        raise Stop
-
     checkpoint = tmp_path / "last.pt"
-    with pytest.raises(Stop):
-        _train(fmnist, epochs=2, n=600, checkpoint=checkpoint, on_epoch=stop_after_first, **overrides)
+    with pytest.raises(StopTraining):
+        _train(fmnist, epochs=2, n=600, checkpoint=checkpoint, on_epoch=stop_after_first_epoch, **overrides)
     assert torch.load(checkpoint, weights_only=True)["epoch"] == 1
     model_b, result_b = _train(fmnist, epochs=2, n=600, checkpoint=checkpoint, **overrides)
     assert result_b.resumed_from_epoch == 1 and result_b.epochs_trained == 1

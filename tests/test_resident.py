@@ -16,7 +16,7 @@ import torch
 from skillpack.config import AugmentParams, TrainParams
 from skillpack.runs import RunData, train_model
 
-from conftest import small_split
+from conftest import StopTraining, small_split, stop_after_first_epoch
 
 MIXED = {"augment": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "random_erasing": 0.5, "rotation": 15,
                      "color_jitter": {"brightness": 0.2}},
@@ -54,15 +54,9 @@ def test_a_host_checkpoint_resumes_on_the_resident_path_to_the_same_weights(fmni
     on the other (and on a CPU ends exactly where an uninterrupted run ends)."""
     straight = _fit(fmnist, **MIXED)
 
-    class Stop(Exception):
-        pass
-
-    def stop(record, history, model):
-        raise Stop
-
     checkpoint = tmp_path / "last.pt"
-    with pytest.raises(Stop):
-        _fit(fmnist, checkpoint=checkpoint, on_epoch=stop, resident=False, **MIXED)
+    with pytest.raises(StopTraining):
+        _fit(fmnist, checkpoint=checkpoint, on_epoch=stop_after_first_epoch, resident=False, **MIXED)
     resumed = _fit(fmnist, checkpoint=checkpoint, resident=True, **MIXED)
     assert resumed.resumed_from_epoch == 1 and resumed.resident
     _same_run(straight, resumed)
