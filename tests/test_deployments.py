@@ -206,11 +206,13 @@ def test_stopping_served_deployments_leaves_the_pool_deployments_scheduled(deplo
             assert proc.poll() is None, proc.stdout.read()[-3000:]
             try:
                 served = deployment(deployed, served_name)
+            except httpx.HTTPStatusError:  # not registered yet
+                served = {}
+            if served.get("status") == "READY":  # its runner is polling: started, so a SIGTERM pauses
                 break
-            except httpx.HTTPStatusError:
-                time.sleep(1)
+            time.sleep(1)
         else:
-            raise AssertionError(f"{served_name} never registered")
+            raise AssertionError(f"{served_name} never became READY")
         assert [s["schedule"]["cron"] for s in served["schedules"]] == ["0 2 * * *"]
     stopped = deployment(deployed, served_name)  # Prefect pauses what a stopped process served ...
     assert stopped["paused"] or not any(s["active"] for s in stopped["schedules"]), stopped
