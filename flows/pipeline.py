@@ -74,8 +74,8 @@ def pipeline(repo: str = ".", stages: list[str] = list(STAGES), force: bool = Fa
         env[tracking.PARENT_ENV] = env[tracking.REPRO_ENV] = parent.info.run_id
         mlflow.set_tag(tracking.REPRO_TAG, parent.info.run_id)
         for stage in stages:
-            task = repro_stage if stage in DETERMINISTIC else repro_stage.with_options(retries=2, retry_delay_seconds=30)
-            task(stage, str(repo_path), env, force)
+            repro = repro_stage if stage in DETERMINISTIC else repro_stage.with_options(retries=2, retry_delay_seconds=30)
+            repro(stage, str(repo_path), env, force)
         metrics = read_json(repo_path / paths.METRICS)
         if metrics:
             tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, (dict, bool))})

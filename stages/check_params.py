@@ -17,10 +17,9 @@ def require_data_root(data) -> None:
     from skillpack.config import ParamsError
 
     if not Path(data.root).exists():
-        hint = ("`apt-get install dataset-fashion-mnist` (make data) or `skillpack fetch fashion_mnist data/raw` "
-                "and data.root: data/raw" if data.source == "fashion_mnist" else
-                f"`skillpack fetch {data.source} data/raw` and data.root: data/raw" if data.source != "imagefolder"
-                else "point it at a folder of images (README, Bring your own images)")
+        fetch = f"`skillpack fetch {data.source} data/raw` and data.root: data/raw"
+        hint = {"fashion_mnist": f"`apt-get install dataset-fashion-mnist` (make data) or {fetch}",
+                "imagefolder": "point it at a folder of images (README, Bring your own images)"}.get(data.source, fetch)
         raise ParamsError(f"params.yaml data.root: {data.root} does not exist: {hint}")
 
 
