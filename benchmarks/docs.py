@@ -109,7 +109,30 @@ def serve_block() -> str:
     return "\n".join(lines)
 
 
-BLOCKS = {"latency": latency_block, "compression": compression_block, "serve_load": serve_block}
+def ablation_block() -> str:
+    """The cost of the cpu ablation profile (benchmarks/results/ablation_cost.json) and the
+    shape of its evidence (reports/ablation.json, reports/claims.json)."""
+    cost = _load(RESULTS / "ablation_cost.json")
+    if cost is None:
+        return "Not measured yet: `make ablate`."
+    machine = cost["machine"] if isinstance(cost["machine"], str) else one_line(cost["machine"])
+    lines = [f"`make ablate` (the {cost['profile']} profile of ablations/{cost['spec']}.yaml) on {machine}:", "",
+             "| runs | computed / from the store | wall | tests | seeds per test (median) | "
+             "accuracy CI half-width, median (points) |", "|---|---|---|---|---|---|",
+             f"| {cost['runs']} | {cost['computed_runs']} / {cost['cached_runs']} | {cost['wall_s'] / 60:.1f} min | "
+             f"{cost['tests']} | {cost['seeds_median']:g} | {cost['halfwidth_median_points']:.2f} |"]
+    if not cost["from_empty_store"]:
+        lines += ["", "Resumed: the wall time covers only the runs this invocation computed."]
+    claims = _load(ROOT / "reports" / "claims.json")
+    if claims:
+        judged = {r["claim"] for r in claims if r["verdict"] not in ("not tested", "static")}
+        lines += ["", f"reports/claims.md: {len(judged)} of {len({r['claim'] for r in claims})} claims have a "
+                      f"measured verdict with an interval."]
+    return "\n".join(lines)
+
+
+BLOCKS = {"latency": latency_block, "compression": compression_block, "serve_load": serve_block,
+          "ablation_cost": ablation_block}
 
 
 def render(text: str) -> str:

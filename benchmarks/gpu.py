@@ -270,7 +270,7 @@ class Bench:
     def ablation(self) -> None:
         from skillpack import ablation as ab
         from skillpack import ablation_runs, concurrent
-        from skillpack.ablation_report import family_comparisons
+        from skillpack.ablation_report import comparisons
         from skillpack.claims import load_claims
         from skillpack.config import load_params
         from skillpack.data.store import prepare_splits, write_store
@@ -283,7 +283,7 @@ class Bench:
             spec.cumulative = [a for a in spec.cumulative if a.name in arms]
         if self.args.smoke:
             spec.seeds = spec.seeds[:1]
-        extra = {"train.amp": "off"}  # fp32, as the CPU run trained
+        extra = {}  # the spec's own train.amp (bf16), as the CPU run trained
         if self.args.smoke:
             extra.update({"train.resident": True, "train.epochs": 1})
         params = load_params(ROOT / "params.yaml", self.data_extra)
@@ -314,7 +314,7 @@ class Bench:
                                           "run_seconds_median": round(statistics.median(
                                               r["wall_seconds"] for r in runs), 2)}})
         if not arms:
-            self.figures["ablation"].update(compare_with_cpu(spec, runs, family_comparisons, load_claims()))
+            self.figures["ablation"].update(compare_with_cpu(spec, runs, comparisons, load_claims()))
         self.say(f"ablation: {len(runs)} runs in {wall:.0f}s on {plan.workers} processes")
 
     # ------------------------------------------------------------------ 5-7. parity, compile, sweep
@@ -427,16 +427,16 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def compare_with_cpu(spec, runs, family_comparisons, claims_doc) -> dict:
+def compare_with_cpu(spec, runs, comparisons, claims_doc) -> dict:
     """Each comparison's effect on the GPU next to the CPU run's (reports/ablation.json): do
     they agree in direction where both are significant?"""
-    single, chain, secondary = family_comparisons(spec, runs, claims_doc)
-    gpu = {f"{c.name}:{c.metric}": c.effect for c in single + chain + secondary}
+    gpu = {f"{c.name}:{c.metric}": c.effect for c in comparisons(spec, runs, claims_doc)}
     cpu_file = ROOT / "reports" / "ablation.json"
     cpu = {}
     if cpu_file.is_file():
         report = json.loads(cpu_file.read_text())
-        cpu = {f"{c['name']}:{c['metric']}": c["effect"] for part in ("arms", "cumulative", "secondary")
+        cpu = {f"{c['name']}:{c['metric']}": c["effect"] for part in ("arms", "cumulative", "secondary", "curves",
+                                                                        "transfer")
                for c in report.get(part, [])}
     neutral = "no detectable effect"
     both = [k for k in gpu if k in cpu and gpu[k] != neutral and cpu[k] != neutral]

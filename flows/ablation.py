@@ -50,18 +50,20 @@ def _load_data():
     return store, {split: store.arrays(split) for split in ("train", "val", "test")}
 
 
-def teacher_path(spec: ab.Spec, name: str, data_hash: str, quick: bool) -> Path:
+def teacher_path(spec: ab.Spec, name: str, data_hash: str) -> Path:
     from skillpack.engine import config_hash
 
-    return RESULTS / "teachers" / f"{name}-{config_hash(spec.teachers[name], data_hash, quick)}.pt"
+    body = spec.teachers[name]
+    regime = spec.regimes[body.get("regime", "standard")]
+    return RESULTS / "teachers" / f"{name}-{config_hash(body, regime, spec.base, data_hash)}.pt"
 
 
 @task(name="train-teacher")
-def train_teacher(spec_path: str, name: str, quick: bool) -> str:
+def train_teacher(spec_path: str, name: str, profile: str) -> str:
     """Train a distillation teacher once per (teacher config, data version); cached on disk."""
-    spec = ab.load_spec(spec_path, quick)
+    spec = ab.load_spec(spec_path, profile=profile)
     store, data = _load_data()
-    return str(ablation_runs.train_teacher(spec, name, data, store.classes, teacher_path(spec, name, store.data_hash(), quick)))
+    return str(ablation_runs.train_teacher(spec, name, data, store.classes, teacher_path(spec, name, store.data_hash())))
 
 
 def _log_child(parent_run_id: str, params, result: dict, data_hash: str) -> None:
@@ -75,13 +77,13 @@ def _log_child(parent_run_id: str, params, result: dict, data_hash: str) -> None
 
 
 @task(name="ablation-run")
-def run_arm_seed(spec_path: str, arm_name: str, seed: int, quick: bool, parent_run_id: str,
+def run_arm_seed(spec_path: str, arm_name: str, seed: int, profile: str, parent_run_id: str,
                  teachers: dict[str, str], torch_threads: int | None = None) -> dict:
     import torch
 
-    spec = ab.load_spec(spec_path, quick)
-    store, data = _load_data()
-    results = ab.ResultStore(RESULTS / spec.name / ("quick" if quick else "full"))
+    spec = ablation_runs.cached_spec(spec_path, profile)
+    store, data = ablation_runs.prepared_data(PREPARED)  # read once per worker process
+    results = ab.ResultStore(RESULTS / spec.name)  # one store for every profile: a run is keyed by its config
     result, params = ablation_runs.arm_run(spec, arm_name, seed, data, len(store.classes), store.data_hash(), teachers,
                                 torch_threads, results)
     _log_child(parent_run_id, params, result, store.data_hash())
@@ -156,59 +158,115 @@ def torch_threads(runner: TaskRunnerParams) -> int | None:
 
 
 @flow(name="skillpack-ablation-runs")
-def run_grid(spec_path: str, quick: bool, names: list[str], seeds: list[int], parent_run_id: str,
+def run_grid(spec_path: str, profile: str, todo: list[tuple[str, int]], parent_run_id: str,
              teachers: dict[str, str], torch_threads: int | None = None) -> list[dict]:
-    """Every (arm, seed) of the spec as one task on this flow's task runner (ablation sets it)."""
+    """The (arm, seed) runs of one round as tasks on this flow's task runner (ablation sets it),
+    with a progress bar over their completion."""
+    from prefect.futures import as_completed
+    from tqdm import tqdm
+
     # The task as the package names it: Dask / Ray workers import it by that name, and this
     # file may be running as __main__ (python -m) or as a file a deployment loaded.
     from flows.ablation import run_arm_seed
 
     futures = [run_arm_seed.with_options(task_run_name=f"{name}-seed{seed}").submit(
-               spec_path, name, seed, quick, parent_run_id, teachers, torch_threads)
-               for name in names for seed in seeds]
-    return [f.result() for f in futures]
+               spec_path, name, seed, profile, parent_run_id, teachers, torch_threads) for name, seed in todo]
+    done = []
+    with tqdm(total=len(futures), desc="runs", unit="run", mininterval=10) as bar:
+        for future in as_completed(futures):
+            done.append(future.result())
+            bar.update()
+    return done
+
+
+def write_cost(spec: ab.Spec, runs: dict, computed: int, wall_s: float, outputs: dict, path: Path) -> dict:
+    """benchmarks/results/ablation_cost.json: what the profile cost and what its intervals came to."""
+    import platform
+    import statistics
+
+    from skillpack.io import write_json
+    from skillpack.machine import describe as describe_machine
+
+    tests = [t for t in outputs["tests"] if t["family"] == "main"]
+    cost = {"generated_by": _command_profile(spec), "profile": spec.profile, "spec": spec.name,
+            "runs": len(runs), "computed_runs": computed, "cached_runs": len(runs) - computed,
+            "from_empty_store": computed == len(runs), "wall_s": round(wall_s, 1),
+            "seeds_median": statistics.median(t["n_seeds"] for t in tests) if tests else None,
+            "halfwidth_median_points": round(statistics.median(t["halfwidth_points"] for t in tests), 3)
+            if tests else None,
+            "tests": len(outputs["tests"]), "machine": describe_machine(), "python": platform.python_version()}
+    write_json(path, cost)
+    return cost
 
 
 @flow(name="skillpack-ablation", log_prints=True)
-def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, task_runner: dict | None = None) -> dict:
-    """The ablation of `spec_path`; `task_runner` overrides params.yaml's ablation.task_runner
-    for this run ({"kind": "dask", "workers": 4} or {"kind": "dask", "address": "tcp://..."})."""
+def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, task_runner: dict | None = None,
+             profile: str | None = None) -> dict:
+    """The ablation of `spec_path` under `profile` (quick | cpu | gpu; `quick` is the same as
+    profile quick), in rounds: the spec's seeds first, then one more seed for every comparison
+    still open (skillpack.ablation.is_open) until none is. `task_runner` overrides params.yaml's
+    ablation.task_runner for this run ({"kind": "dask", "workers": 4} or {"kind": "dask",
+    "address": "tcp://..."})."""
+    import time
+
     import mlflow
 
-    from skillpack.ablation_report import write_ablation_reports
-
+    from skillpack.ablation_report import next_round, write_ablation_reports
+    from skillpack.claims import load_claims
     from skillpack.config import load_params
 
-    spec = ab.load_spec(spec_path, quick)
+    profile = profile or ("quick" if quick else "cpu")
+    spec = ab.load_spec(spec_path, profile=profile)
     runner = runner_params(task_runner)
-    experiment = "skillpack"
-    tracking.setup(experiment)
-    with mlflow.start_run(run_name=f"ablation:{spec.name}{':quick' if quick else ''}",
+    claims_doc = load_claims()
+    tracking.setup("skillpack")
+    started = time.perf_counter()
+    with mlflow.start_run(run_name=f"ablation:{spec.name}:{profile}",
                           parent_run_id=os.environ.get(tracking.PARENT_ENV) or None,
-                          tags={"stage": "ablation", "spec": spec.name, "git_commit": tracking.git_commit()}) as parent:
-        teachers = {name: train_teacher(spec_path, name, quick) for name in spec.teachers}
-        names = [a.name for a in spec.arms + spec.cumulative]
+                          tags={"stage": "ablation", "spec": spec.name, "profile": profile,
+                                "git_commit": tracking.git_commit()}) as parent:
+        teachers = {name: train_teacher(spec_path, name, profile) for name in spec.teachers}
         device = load_params().train.device
         plan = concurrency_plan(runner, device)  # on CUDA: reads the free GPU memory once
-        print(f"{len(names) * len(spec.seeds)} runs on the {runner.kind} task runner "
-              f"({runner.address or f'{plan.workers} workers'})"
-              + (f": {plan.describe()}" if runner.kind == "process" else ""))
         api_url = str(FlowRunContext.get().client.api_url)  # the server this flow reports to (maybe temporary)
-        runs = run_grid.with_options(task_runner=build_task_runner(runner, api_url, device, plan))(
-            spec_path, quick, names, spec.seeds, parent.info.run_id, teachers, torch_threads(runner))
-        print(f"{len(runs)} runs, {sum(bool(r.get('cached')) for r in runs)} from the result store")
-        outputs = write_ablation_reports(spec, runs, REPORTS, command=_command(spec_path, quick),
-                                         benchmarks=load_benchmark_results())
+        grid = run_grid.with_options(task_runner=build_task_runner(runner, api_url, device, plan))
+        todo = [(a.name, s) for a in spec.arms + spec.cumulative for s in spec.seeds]
+        runs: dict[tuple[str, int], dict] = {}
+        computed = 0
+        for round_ in range(1, spec.sequential.max_seeds + 2):
+            if not todo:
+                break
+            print(f"round {round_}: {len(todo)} runs on the {runner.kind} task runner "
+                  f"({runner.address or f'{plan.workers} workers'})"
+                  + (f": {plan.describe()}" if runner.kind == "process" else ""))
+            for result in grid(spec_path, profile, todo, parent.info.run_id, teachers, torch_threads(runner)):
+                runs[(result["arm"], result["seed"])] = result
+                computed += not result.get("cached")
+            todo = next_round(spec, list(runs.values()), claims_doc)
+        print(f"{len(runs)} runs, {len(runs) - computed} from the result store")
+        outputs = write_ablation_reports(spec, list(runs.values()), REPORTS, command=_command(spec_path, profile),
+                                         benchmarks=load_benchmark_results(), claims_doc=claims_doc)
+        if profile == "cpu":
+            cost = write_cost(spec, runs, computed, time.perf_counter() - started, outputs, ABLATION_COST)
+            mlflow.log_metrics({k: v for k, v in cost.items() if isinstance(v, (int, float)) and v is not None
+                                and not isinstance(v, bool)})
         for path in outputs["files"]:
             tracking.log_artifact(path, "ablation")
         create_markdown_artifact(key=f"ablation-{spec.name}".lower().replace("_", "-"),
                                  markdown=Path(outputs["markdown"]).read_text(),
-                                 description=f"skillpack ablation {spec.name}")
+                                 description=f"skillpack ablation {spec.name} ({profile})")
     return outputs
 
 
-def _command(spec_path: str, quick: bool) -> str:
-    return f"python -m flows.ablation {spec_path}" + (" --quick" if quick else "")
+ABLATION_COST = Path("benchmarks/results/ablation_cost.json")
+
+
+def _command_profile(spec: ab.Spec) -> str:
+    return f"python -m flows.ablation <spec> --profile {spec.profile}"
+
+
+def _command(spec_path: str, profile: str) -> str:
+    return f"python -m flows.ablation {spec_path}" + (f" --profile {profile}" if profile != "cpu" else "")
 
 
 BENCHMARK_RESULTS = Path("benchmarks/results")
@@ -226,15 +284,15 @@ def load_benchmark_results(folder: Path = BENCHMARK_RESULTS) -> dict[str, dict]:
     return found
 
 
-def render_reports(spec_path: str = "ablations/default.yaml", quick: bool = False) -> dict:
+def render_reports(spec_path: str = "ablations/default.yaml", profile: str = "cpu") -> dict:
     """Re-render the ablation and claims reports from the runs stored in the ablation's JSON
     report and the benchmark results: no training, no MLflow, no Prefect."""
     import json
 
     from skillpack.ablation_report import report_paths, write_ablation_reports
 
-    spec = ab.load_spec(spec_path, quick)
-    command = _command(spec_path, quick)
+    spec = ab.load_spec(spec_path, profile=profile)
+    command = _command(spec_path, profile)
     stored = json.loads(report_paths(REPORTS, spec, command)["json"].read_text())
     return write_ablation_reports(spec, stored["runs"], REPORTS, command=stored.get("command", command),
                                   benchmarks=load_benchmark_results(), rendered_by=f"{command} --report-only")
@@ -247,7 +305,9 @@ def _workers(value: str) -> int | str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("spec", nargs="?", default="ablations/default.yaml")
-    parser.add_argument("--quick", action="store_true", help="the small CI profile of the spec")
+    parser.add_argument("--profile", choices=list(ab.PROFILES), default=None,
+                        help="quick (CI, minutes), cpu (the default ablation), gpu (full data, article budgets)")
+    parser.add_argument("--quick", action="store_true", help="the same as --profile quick")
     parser.add_argument("--task-runner", choices=["thread", "process", "dask", "ray"],
                         help="this run's ablation.task_runner.kind (default: params.yaml's)")
     parser.add_argument("--workers", type=_workers,
@@ -258,12 +318,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="re-render the reports from the stored runs of the last ablation (no training)")
     args = parser.parse_args(argv)
     if args.report_only:
-        outputs = render_reports(args.spec, args.quick)
+        outputs = render_reports(args.spec, args.profile or ("quick" if args.quick else "cpu"))
         print("\n".join(str(path) for path in outputs["files"]))
         return
     overrides = {k: v for k, v in (("kind", args.task_runner), ("workers", args.workers), ("address", args.address))
                  if v is not None}
-    ablation(spec_path=args.spec, quick=args.quick, task_runner=overrides or None)
+    ablation(spec_path=args.spec, quick=args.quick, task_runner=overrides or None, profile=args.profile)
 
 
 if __name__ == "__main__":

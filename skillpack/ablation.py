@@ -31,17 +31,34 @@ class Arm:
     claims: list[str] = field(default_factory=list)
     regime: str = "standard"
     baseline: str = "baseline"  # the arm it is compared with (same regime)
+    variant: dict | None = None  # a budget-curve or transfer copy: {"of": arm, "axis": epochs|images|dataset, "value"}
+
+
+@dataclass
+class Sequential:
+    """Seeds are added to a comparison, `step` at a time up to `max_seeds`, while its 95% interval
+    still contains both 0 and the claimed value (a claim without a value: 0, and the interval is
+    wider than +-precision_points): compute goes where the question is open."""
+    max_seeds: int = 10
+    step: int = 1
+    precision_points: float = 1.0
 
 
 @dataclass
 class Spec:
     name: str
-    seeds: list[int]
+    seeds: list[int]      # every comparison starts with these; skillpack.ablation.Sequential adds more
     regimes: dict[str, dict]
     base: dict            # overrides every run shares (budget, recipe)
-    arms: list[Arm]       # baselines first (one per regime), then the arms
+    arms: list[Arm]       # baselines first (one per regime), then the arms, then their budget / transfer copies
     cumulative: list[Arm]
     teachers: dict[str, dict]
+    profile: str = "cpu"
+    sequential: Sequential = field(default_factory=Sequential)
+    resample: bool = True  # each seed draws its own training subset (the intervals cover the data draw too)
+    curves: dict = field(default_factory=dict)
+    transfer: dict = field(default_factory=dict)
+    priorities: dict = field(default_factory=dict)  # {first: [augmentation arms], others: [other techniques]}
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms + self.cumulative:
@@ -49,30 +66,129 @@ class Spec:
                 return arm
         raise KeyError(f"no arm {name!r} in spec {self.name}")
 
+    def seed_pool(self) -> list[int]:
+        """The initial seeds, then the next integers, up to the sequential cap."""
+        extra = [max(self.seeds) + 1 + i for i in range(max(0, self.sequential.max_seeds - len(self.seeds)))]
+        return list(self.seeds) + extra
 
-def load_spec(path: str | Path, quick: bool = False) -> Spec:
+
+PROFILES = ("quick", "cpu", "gpu")  # cpu: the spec's own body; quick / gpu: its `profiles:` overlays
+
+
+def _profile_overlay(raw: dict, profile: str) -> dict:
+    if profile not in PROFILES:
+        raise config.ParamsError(f"profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    if profile == "cpu":
+        return {}
+    profiles = raw.get("profiles", {}) or {}
+    if profile == "quick" and "quick" in raw:  # a spec written before profiles: (tests' tiny specs)
+        return raw["quick"] or {}
+    return profiles.get(profile, {}) or {}
+
+
+def load_spec(path: str | Path, quick: bool = False, profile: str | None = None) -> Spec:
+    """The spec at `path` under `profile` (quick: CI, minutes; cpu: the default ablation; gpu:
+    full data and article-length budgets). A profile overlays seeds, base, regimes, sequential,
+    curves, transfer and may keep only some arms."""
     raw = yaml.safe_load(Path(path).read_text())
-    profile = raw.get("quick", {}) if quick else {}
+    profile = profile or ("quick" if quick else "cpu")
+    overlay = _profile_overlay(raw, profile)
 
     def arms(items, default_baseline):
         return [Arm(name=a["name"], overrides=a.get("overrides", {}) or {}, claims=a.get("claims", []) or [],
                     regime=a.get("regime", "standard"), baseline=a.get("baseline", default_baseline)) for a in items]
 
-    regimes = {name: {**(body or {}), **(profile.get("regimes", {}).get(name, {}) or {})}
+    regimes = {name: {**(body or {}), **(overlay.get("regimes", {}).get(name, {}) or {})}
                for name, body in raw["regimes"].items()}
     chain = arms(raw.get("cumulative", []), "")
     for previous, arm in zip(chain, chain[1:]):  # each step of the chain is compared with the one before
         arm.baseline = arm.baseline or previous.name
         arm.overrides = {**previous.overrides, **arm.overrides}
-    spec = Spec(name=raw["name"], seeds=profile.get("seeds", raw["seeds"]), regimes=regimes,
-                base={**raw.get("base", {}), **profile.get("base", {})},
-                arms=arms(raw["arms"], "baseline"), cumulative=chain, teachers=raw.get("teachers", {}))
-    if profile.get("arms"):
-        keep = set(profile["arms"])
+    spec = Spec(name=raw["name"], seeds=overlay.get("seeds", raw["seeds"]), regimes=regimes,
+                base={**raw.get("base", {}), **overlay.get("base", {})},
+                arms=arms(raw["arms"], "baseline"), cumulative=chain, teachers=raw.get("teachers", {}),
+                profile=profile,
+                sequential=Sequential(**{**(raw.get("sequential") or {}), **(overlay.get("sequential") or {})}),
+                resample=bool(raw.get("resample", True)),
+                curves=overlay.get("curves", raw.get("curves")) or {},
+                transfer=overlay.get("transfer", raw.get("transfer")) or {},
+                priorities=raw.get("priorities") or {})
+    if overlay.get("arms"):
+        keep = set(overlay["arms"])
         spec.arms = [a for a in spec.arms if a.name in keep or a.name.startswith("baseline")]
         spec.cumulative = [a for a in spec.cumulative if a.name in keep]
+    add_variants(spec)
     validate_spec(spec, path)
     return spec
+
+
+# ------------------------------------------------------------------ budget curves and transfer
+
+EPOCH_VALUED = ("step_epochs", "milestones")  # schedule keys that scale with the epoch budget
+
+
+def _epoch_budget(spec: Spec, arm: Arm, epochs: int, params_path: str | Path) -> dict:
+    """Overrides that train `arm` for `epochs` epochs, its step schedule stretched alike (a
+    step at 3 of 6 epochs is a step at 9 of 18); warm-up stays as many epochs (the claim's)."""
+    train = run_params(spec, arm, spec.seeds[0], params_path).train
+    factor = epochs / train.epochs
+    return {"train.epochs": epochs,
+            "train.schedule.step_epochs": max(1, round(train.schedule.step_epochs * factor)),
+            "train.schedule.milestones": [max(1, round(m * factor)) for m in train.schedule.milestones]}
+
+
+def _variant(spec: Spec, arm: Arm, axis: str, value, params_path: str | Path) -> Arm:
+    """A copy of `arm` (and, recursively, of its baseline) at another budget or dataset."""
+    suffix = {"epochs": f"@{value}ep", "images": f"@{value}img", "dataset": f"@{value}"}[axis]
+    name = arm.name + suffix
+    known = {a.name: a for a in spec.arms}
+    if name in known:
+        return known[name]
+    regime = arm.regime
+    overrides = dict(arm.overrides)
+    if axis == "epochs":
+        overrides.update(_epoch_budget(spec, arm, value, params_path))
+    elif axis == "images":
+        regime = f"{arm.regime}@{value}img"
+        spec.regimes.setdefault(regime, {**spec.regimes[arm.regime], "max_train": value})
+    else:
+        regime = value
+    baseline = arm.baseline
+    if not arm.name.startswith("baseline"):
+        baseline = _variant(spec, spec.arm(arm.baseline), axis, value, params_path).name
+    copy = Arm(name=name, overrides=overrides, claims=list(arm.claims), regime=regime, baseline=baseline,
+               variant={"of": arm.name, "axis": axis, "value": value})
+    spec.arms.append(copy)
+    return copy
+
+
+def add_variants(spec: Spec, params_path: str | Path = "params.yaml") -> None:
+    """The budget curves (`curves: {arms, epochs: [factors], images: [sizes]}`: each arm and its
+    baseline at every epoch budget and training-set size) and the transfer copies (`transfer:
+    {regime, arms}`: the same arms on another dataset), appended to spec.arms."""
+    for name in spec.curves.get("arms", []):
+        arm = spec.arm(name)
+        base_epochs = run_params(spec, arm, spec.seeds[0], params_path).train.epochs
+        for factor in spec.curves.get("epochs", []):
+            if factor != 1:
+                _variant(spec, arm, "epochs", int(round(base_epochs * factor)), params_path)
+        for size in spec.curves.get("images", []):
+            if size != spec.regimes[arm.regime].get("max_train"):
+                _variant(spec, arm, "images", int(size), params_path)
+    for name in spec.transfer.get("arms", []):
+        _variant(spec, spec.arm(name), "dataset", spec.transfer["regime"], params_path)
+
+
+def curve_points(spec: Spec, arm_name: str, axis: str, params_path: str | Path = "params.yaml") -> list[tuple]:
+    """(budget, arm name) along one axis of an arm's curve, its own budget included, sorted."""
+    own = spec.arm(arm_name)
+    if axis == "epochs":
+        here = run_params(spec, own, spec.seeds[0], params_path).train.epochs
+    else:
+        here = spec.regimes[own.regime].get("max_train")
+    points = [(here, arm_name)] + [(a.variant["value"], a.name) for a in spec.arms
+                                   if a.variant and a.variant["of"] == arm_name and a.variant["axis"] == axis]
+    return sorted(points)
 
 
 def validate_spec(spec: Spec, path: str | Path, params_path: str | Path = "params.yaml") -> None:
@@ -110,8 +226,24 @@ def regime_options(spec: Spec, regime: str) -> dict:
 # ------------------------------------------------------------------ statistics
 
 # metric of a run result -> compared as a relative change (arm / baseline - 1) rather than a difference
-METRICS = {"test_accuracy": False, "intra_class_distance": True}
+METRICS = {"test_accuracy": False, "intra_class_distance": True, "recall_at_1": False, "tar_at_far": False,
+           "loss_oscillation": True, "train_seconds": True}
+CONVERGENCE = "epochs_to_val_acc:"  # + a target: epochs until the validation accuracy first reaches it
 EFFECTS = ("improves", "hurts", "no detectable effect")  # test accuracy; other metrics: higher / lower
+
+
+def is_relative(metric: str) -> bool:
+    return metric.startswith(CONVERGENCE) or METRICS[metric]
+
+
+def metric_value(result: dict, metric: str) -> float:
+    """A run's figure for `metric`; epochs_to_val_acc:<target> reads its validation curve (a run
+    that never reaches the target counts as epochs + 1: censored, and said so in the report)."""
+    if metric.startswith(CONVERGENCE):
+        target = float(metric.removeprefix(CONVERGENCE))
+        curve = result["val_acc_by_epoch"]
+        return float(next((i + 1 for i, acc in enumerate(curve) if acc >= target), len(curve) + 1))
+    return float(result[metric])
 
 
 @dataclass
@@ -138,6 +270,8 @@ class Comparison:
     p_adjusted: float | None = None   # Holm across the family of tests of one ablation run
     mde_family: float | None = None   # the same at alpha / family size, Holm's strictest step
     effect: str | None = None         # from p_adjusted: improves / hurts / no detectable effect
+    seeds: list[int] = field(default_factory=list)
+    family: str = "main"              # main | curves | transfer: the Holm family it is adjusted in
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -170,13 +304,21 @@ def effect(delta: float, p_adjusted: float, metric: str = "test_accuracy", alpha
     return "higher" if delta > 0 else "lower"
 
 
+def paired_seeds(arm: Arm, results: dict[tuple[str, int], dict], pool: list[int]) -> list[int]:
+    """The seeds of `pool` for which both the arm and its baseline have a run."""
+    return [s for s in pool if (arm.name, s) in results and (arm.baseline, s) in results]
+
+
 def compare(arm: Arm, results: dict[tuple[str, int], dict], seeds: list[int],
             metric: str = "test_accuracy") -> Comparison:
-    """The arm vs its baseline on `metric`, paired by seed; p_adjusted and effect are left for
-    adjust_for_family, which needs every test of the run."""
-    values = [results[(arm.name, s)][metric] for s in seeds]
-    base = [results[(arm.baseline, s)][metric] for s in seeds]
-    if METRICS[metric]:
+    """The arm vs its baseline on `metric`, paired by seed (the seeds both have: paired_seeds);
+    p_adjusted and effect are left for adjust_for_family, which needs every test of the run."""
+    seeds = paired_seeds(arm, results, seeds)
+    if not seeds:
+        raise ValueError(f"{arm.name} vs {arm.baseline}: no seed with a run of both")
+    values = [metric_value(results[(arm.name, s)], metric) for s in seeds]
+    base = [metric_value(results[(arm.baseline, s)], metric) for s in seeds]
+    if is_relative(metric):
         differences = [a / b - 1 for a, b in zip(values, base)]
         stats_ = paired_comparison(differences, [0.0] * len(differences))
     else:
@@ -188,17 +330,34 @@ def compare(arm: Arm, results: dict[tuple[str, int], dict], seeds: list[int],
     return Comparison(arm.name, arm.claims, arm.regime, arm.baseline, len(seeds), statistics.mean(values),
                       statistics.stdev(values) if len(values) > 1 else 0.0, statistics.mean(base), stats_["delta"],
                       stats_["ci_low"], stats_["ci_high"], stats_["p_value"], extra, gain, metric=metric,
-                      differences=differences, mde=minimum_detectable_effect(differences))
+                      differences=differences, mde=minimum_detectable_effect(differences), seeds=seeds)
+
+
+def is_open(c: "Comparison", claimed_points: list[float], sequential: Sequential) -> bool:
+    """Sequential design: does this comparison need another seed? While its 95% interval (in
+    points or percent) contains 0 and every claimed value it is tested against - or, for a
+    claim without a value, contains 0 and is wider than +-precision_points - up to max_seeds."""
+    if c.n_seeds >= sequential.max_seeds:
+        return False
+    low, high = 100 * c.ci_low, 100 * c.ci_high
+    if not low <= 0 <= high:
+        return False
+    if claimed_points:
+        return any(low <= v <= high for v in claimed_points)
+    return (high - low) / 2 > sequential.precision_points
 
 
 def adjust_for_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
-    """Holm-adjust the p-values of every test of one ablation run (skillpack.verdicts.holm says
-    why Holm) and set each comparison's effect from its adjusted p-value, and its minimum
-    detectable effect at Holm's strictest level alpha / m. In place; returned."""
-    for c, p_adjusted in zip(comparisons, holm([c.p_value for c in comparisons])):
-        c.p_adjusted = p_adjusted
-        c.effect = effect(c.delta, p_adjusted, c.metric, alpha)
-        c.mde_family = minimum_detectable_effect(c.differences, alpha / len(comparisons))
+    """Holm-adjust the p-values of every test of one family (skillpack.verdicts.holm says why
+    Holm; comparisons carry their family's name: main, curves, transfer) and set each
+    comparison's effect from its adjusted p-value, and its minimum detectable effect at Holm's
+    strictest level alpha / m. In place; returned."""
+    for name in dict.fromkeys(c.family for c in comparisons):
+        family = [c for c in comparisons if c.family == name]
+        for c, p_adjusted in zip(family, holm([c.p_value for c in family])):
+            c.p_adjusted = p_adjusted
+            c.effect = effect(c.delta, p_adjusted, c.metric, alpha)
+            c.mde_family = minimum_detectable_effect(c.differences, alpha / len(family))
     return comparisons
 
 
@@ -227,8 +386,12 @@ def run_key(seed: int, params: Params, data_hash: str, options: dict) -> str:
     from skillpack.engine import config_hash
 
     # a run reads train.* and the seed (skillpack.runs.train_and_evaluate) and the prepared data
-    # (data_hash, options): other sections - cleaning, export, serving - never change its result
-    return f"s{seed}-{config_hash(params.train.result_dump(), options, data_hash)}"
+    # (data_hash, options): other sections - cleaning, export, serving - never change its result.
+    # RESULT_VERSION: what a run records and how it draws its data (bump when either changes).
+    return f"s{seed}-{config_hash(params.train.result_dump(), options, data_hash, RESULT_VERSION)}"
+
+
+RESULT_VERSION = 2  # 2: the training subset drawn per seed; val curve, step losses, retrieval figures
 
 
 # ------------------------------------------------------------------ data regimes
@@ -245,8 +408,8 @@ def long_tailed_indices(labels: np.ndarray, imbalance_ratio: float, max_per_clas
 
 
 def regime_split(images: np.ndarray, labels: np.ndarray, options: dict, seed: int = 0):
-    """The training subset of a regime (the data seed is fixed: every arm and seed of a regime
-    trains on the same images, so the seed varies only the model)."""
+    """The training subset of a regime, drawn with `seed`: the ablation passes the run's seed
+    (Spec.resample), so that an arm and its baseline share a subset and each seed draws anew."""
     from skillpack.data.sources import Split
     from skillpack.data.split import stratified_subset
 

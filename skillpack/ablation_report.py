@@ -17,8 +17,9 @@ from skillpack.io import write_json, write_text
 from skillpack.verdicts import ALPHA, POWER, RULES_TEXT, direction_sign
 
 EFFECT_COLOURS = {"improves": "tab:green", "hurts": "tab:red", "no detectable effect": "tab:gray"}
-SEED_NOISE = ("The intervals cover seed noise only: every arm of a regime trains on one fixed subset of the "
-              "training data and is scored on one fixed test set, so they say nothing about another draw of either.")
+SEED_NOISE = ("Each seed draws its own training subset (regimes with a size or an imbalance ratio) and an arm "
+              "shares it with its baseline, so the intervals cover the model's seed and the draw of the training "
+              "data; the test set is fixed (the dataset's own), and a distillation teacher is trained once.")
 
 
 def results_by_key(runs: list[dict]) -> dict[tuple[str, int], dict]:
@@ -28,6 +29,7 @@ def results_by_key(runs: list[dict]) -> dict[tuple[str, int], dict]:
 # ------------------------------------------------------------------ checks
 
 def check_runs_cover_spec(spec: ab.Spec, runs: list[dict]) -> None:
+    """Every arm has a run for each of the spec's initial seeds (the sequential rounds add more)."""
     results = results_by_key(runs)
     missing = [f"{a.name}/seed{s}" for a in spec.arms + spec.cumulative for s in spec.seeds
                if (a.name, s) not in results]
@@ -43,28 +45,113 @@ def check_claim_ids(spec: ab.Spec, claims_doc: dict) -> None:
         raise ValueError(f"spec {spec.name} names claims that claims.yaml does not have: {', '.join(unknown)}")
 
 
-# ------------------------------------------------------------------ the family of tests
+# ------------------------------------------------------------------ the families of tests
 
-def secondary_tests(spec: ab.Spec, claims_doc: dict) -> list[tuple[ab.Arm, str]]:
-    """(arm, metric) for every claim judged on a metric other than test accuracy."""
+FAMILIES = {None: "main", "epochs": "curves", "images": "curves", "dataset": "transfer"}
+
+
+CHAIN_TOTAL = "chain_total"  # the chain's last step vs its first: the article's "in total"
+
+
+def tests_of(spec: ab.Spec, claims_doc: dict) -> list[tuple[ab.Arm, str, str]]:
+    """(arm, metric, name) for every paired test of the spec: each arm and chain step on test
+    accuracy, the chain's total, plus the metric of every claim an arm tests that is judged on
+    another metric."""
     metrics = {c["id"]: cl.claim_metric(c) for c in claims_doc["claims"]}
-    return [(arm, metrics[cid]) for arm in spec.arms + spec.cumulative for cid in arm.claims
-            if metrics.get(cid, cl.ACCURACY) != cl.ACCURACY]
+    compared = [(a, a.name) for a in spec.arms if not a.name.startswith("baseline")]
+    compared += [(a, a.name) for a in spec.cumulative[1:]]
+    if len(spec.cumulative) > 2:
+        last = spec.cumulative[-1]
+        compared.append((ab.Arm(last.name, last.overrides, last.claims, last.regime, spec.cumulative[0].name),
+                         CHAIN_TOTAL))
+    accuracy = [(a, cl.ACCURACY, name) for a, name in compared]
+    secondary = [(a, m, name) for a, name in compared
+                 for m in dict.fromkeys(metrics.get(cid, cl.ACCURACY) for cid in a.claims) if m != cl.ACCURACY]
+    return accuracy + secondary
 
 
-def family_comparisons(spec: ab.Spec, runs: list[dict], claims_doc: dict):
-    """Every paired test of the run - each arm and chain step on test accuracy, plus the
-    secondary metrics claims ask for - Holm-adjusted as one family."""
+def comparisons(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[ab.Comparison]:
+    """Every test of tests_of on the seeds each pair has, Holm-adjusted within its family:
+    main (the arms at the spec's own budget, the chain, their secondary metrics), curves (the
+    budget-curve points), transfer (the second dataset)."""
     results = results_by_key(runs)
-    single = [ab.compare(a, results, spec.seeds) for a in spec.arms if not a.name.startswith("baseline")]
-    chain = [ab.compare(a, results, spec.seeds) for a in spec.cumulative[1:]]
-    secondary = [ab.compare(a, results, spec.seeds, metric) for a, metric in secondary_tests(spec, claims_doc)]
-    ab.adjust_for_family(single + chain + secondary)
-    return single, chain, secondary
+    pool = sorted({seed for _, seed in results})
+    found = []
+    for arm, metric, name in tests_of(spec, claims_doc):
+        c = ab.compare(arm, results, pool, metric)
+        c.name = name
+        c.family = FAMILIES[arm.variant["axis"] if arm.variant else None]
+        found.append(c)
+    return ab.adjust_for_family(found + priority_tests(spec, found, results))
 
 
-def family_of(spec: ab.Spec, size: int) -> dict:
-    return {"name": f"the {size} tests of ablation {spec.name}", "size": size}
+PRIORITY = "augmentation_first"  # advice.priorities: the best augmentation arm against the best other technique
+
+
+def priority_tests(spec: ab.Spec, tests: list[ab.Comparison], results: dict) -> list[ab.Comparison]:
+    """advice.priorities at the spec's budget and at the largest epoch budget of the curves:
+    the augmentation arm with the largest mean effect against the other technique with the
+    largest (spec `priorities: {first, others}`, arms against the same baseline), paired by seed
+    arm against arm. Picking the best of each group on these runs makes it an in-sample test,
+    and the report says so."""
+    groups = getattr(spec, "priorities", None) or {}
+    if not groups:
+        return []
+    by_name = {c.name: c for c in tests if c.metric == cl.ACCURACY}
+    budgets = {""}
+    budgets |= {f"@{a.variant['value']}ep" for a in spec.arms if a.variant and a.variant["axis"] == "epochs"}
+    found = []
+    for suffix in sorted(budgets, key=lambda b: int(b[1:-2]) if b else 0)[::max(1, len(budgets) - 1)]:
+        first = [by_name[n + suffix] for n in groups["first"] if n + suffix in by_name]
+        others = [by_name[n + suffix] for n in groups["others"] if n + suffix in by_name]
+        if not first or not others:
+            continue
+        best, rival = max(first, key=lambda c: c.delta), max(others, key=lambda c: c.delta)
+        if best.baseline != rival.baseline:
+            continue
+        arm = ab.Arm(best.name, {}, ["advice.priorities"], best.regime, rival.name)
+        c = ab.compare(arm, results, sorted({s for _, s in results}))
+        c.name, c.family = PRIORITY + suffix, "priorities"
+        found.append(c)
+    return found
+
+
+def next_round(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[tuple[str, int]]:
+    """The (arm, seed) runs the sequential design asks for next: for every open comparison
+    (skillpack.ablation.is_open), its arm and baseline at the next seeds of the pool."""
+    results = results_by_key(runs)
+    todo: dict[tuple[str, int], None] = {}
+    for c in comparisons(spec, runs, claims_doc):
+        values, _ = claim_marks(c, claims_doc)
+        if c.family == "priorities" or not ab.is_open(c, values, spec.sequential):
+            continue
+        fresh = [s for s in spec.seed_pool() if s not in c.seeds][:spec.sequential.step]
+        arm = spec.cumulative[-1].name if c.name == CHAIN_TOTAL else c.name
+        for seed in fresh:
+            for name in (arm, c.baseline):
+                if (name, seed) not in results:
+                    todo[(name, seed)] = None
+    return list(todo)
+
+
+def split_tests(spec: ab.Spec, tests: list[ab.Comparison]) -> dict[str, list[ab.Comparison]]:
+    """The tests as the report shows them: single (arm vs baseline, accuracy), chain, secondary
+    (other metrics), curves and transfer."""
+    chain = {a.name for a in spec.cumulative} | {CHAIN_TOTAL}
+    main = [c for c in tests if c.family == "main"]
+    return {"single": [c for c in main if c.metric == cl.ACCURACY and c.name not in chain],
+            "chain": [c for c in main if c.metric == cl.ACCURACY and c.name in chain],
+            "secondary": [c for c in main if c.metric != cl.ACCURACY],
+            "curves": [c for c in tests if c.family == "curves"],
+            "priorities": [c for c in tests if c.family == "priorities"],
+            "transfer": [c for c in tests if c.family == "transfer"]}
+
+
+def family_of(tests: list[ab.Comparison], spec: ab.Spec) -> dict:
+    sizes = {name: sum(c.family == name for c in tests) for name in dict.fromkeys(c.family for c in tests)}
+    parts = ", ".join(f"{n} {name}" for name, n in sizes.items())
+    return {"name": f"the tests of ablation {spec.name}, Holm-adjusted per family ({parts})", "size": len(tests),
+            "sizes": sizes}
 
 
 # ------------------------------------------------------------------ setups
@@ -76,26 +163,37 @@ def images_text(n: int) -> str:
 def arm_setup(spec: ab.Spec, arm: ab.Arm, runs: dict, params_path: str | Path = "params.yaml") -> dict:
     train = ab.run_params(spec, arm, spec.seeds[0], params_path).train
     regime = spec.regimes[arm.regime]
-    return {"n_train": runs[(arm.name, spec.seeds[0])]["n_train"], "epochs": train.epochs, "seeds": len(spec.seeds),
+    return {"n_train": runs[(arm.name, spec.seeds[0])]["n_train"], "epochs": train.epochs,
+            "seeds": sum(1 for (name, _) in runs if name == arm.name),
             "model": train.model, "batch_size": train.batch_size, "regime": arm.regime,
-            "imbalance_ratio": regime.get("imbalance_ratio"), "regime_sets_batch": "train.batch_size" in regime}
+            "imbalance_ratio": regime.get("imbalance_ratio"), "regime_sets_batch": "train.batch_size" in regime,
+            "dataset": regime.get("dataset"), "resampled": spec.resample and bool(regime.get("max_train")
+                                                                                  or regime.get("imbalance_ratio"))}
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def setup_text(setup: dict) -> str:
-    """'8k images × 6 epochs, 3 seeds, sp_cnn_m', with what the regime changes."""
+def setup_text(setup: dict, seeds: int | None = None) -> str:
+    """'8k images × 6 epochs, 5 seeds, sp_cnn_m', with what the regime changes; `seeds`: the
+    comparison's own count (the sequential design gives each its own)."""
     tail = f"long-tailed {setup['imbalance_ratio']:g}:1 " if setup["imbalance_ratio"] else ""
+    where = f" of {setup['dataset']}" if setup.get("dataset") else ""
     batch = f", batch {setup['batch_size']}" if setup["regime_sets_batch"] else ""
-    return (f"{images_text(setup['n_train'])} {tail}images × {_count(setup['epochs'], 'epoch')}{batch}, "
-            f"{_count(setup['seeds'], 'seed')}, {setup['model']}")
+    drawn = " (drawn per seed)" if setup.get("resampled") else ""
+    return (f"{images_text(setup['n_train'])} {tail}images{where}{drawn} × {_count(setup['epochs'], 'epoch')}{batch}, "
+            f"{_count(seeds or setup['seeds'], 'seed')}, {setup['model']}")
 
 
 def arm_setups(spec: ab.Spec, runs: list[dict], params_path: str | Path = "params.yaml") -> dict[str, dict]:
     results = results_by_key(runs)
     return {a.name: arm_setup(spec, a, results, params_path) for a in spec.arms + spec.cumulative}
+
+
+def comparison_setups(tests: list[ab.Comparison], setups: dict[str, dict]) -> dict[str, str]:
+    """Arm name -> its setup text, with the seeds of its comparison."""
+    return {c.name: setup_text(setups.get(c.name) or setups[c.baseline], c.n_seeds) for c in tests}
 
 
 # ------------------------------------------------------------------ markdown
@@ -111,23 +209,24 @@ def _fmt_mde(c: ab.Comparison) -> str:
 
 
 def comparison_line(c: ab.Comparison) -> str:
-    return (f"| {c.name} | {', '.join(c.claims) or '-'} | {c.regime} | {c.baseline} | {c.mean:.4f} | "
+    return (f"| {c.name} | {', '.join(c.claims) or '-'} | {c.regime} | {c.baseline} | {c.n_seeds} | {c.mean:.4f} | "
             f"{100 * c.delta:+.2f} | [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | {cl.fmt_p(c.p_value)} | "
             f"{cl.fmt_p(c.p_adjusted)} | {c.effect} | {_fmt_mde(c)} | {c.extra_seconds:+.0f} | {_fmt_gain(c)} |")
 
 
-COMPARISON_HEADER = ["| arm | claims | regime | vs | mean acc | delta (points) | 95% CI | p | Holm p | effect | "
-                     "MDE, points (at alpha/m) | extra s | gain/extra min |", "|---" * 13 + "|"]
+COMPARISON_HEADER = ["| arm | claims | regime | vs | seeds | mean | delta (points) | 95% CI | p | Holm p | effect | "
+                     "MDE, points (at alpha/m) | extra s | gain/extra min |", "|---" * 14 + "|"]
 
 
 def baselines_table(spec: ab.Spec, results: dict, setups: dict) -> list[str]:
     lines = ["| baseline | regime | setup | mean acc | std | train s |", "|---|---|---|---|---|---|"]
     for b in [a for a in spec.arms if a.name.startswith("baseline")] + spec.cumulative[:1]:
-        accs = [results[(b.name, s)]["test_accuracy"] for s in spec.seeds]
-        secs = [results[(b.name, s)]["train_seconds"] for s in spec.seeds]
+        seeds = sorted(s for (name, s) in results if name == b.name)
+        accs = [results[(b.name, s)]["test_accuracy"] for s in seeds]
+        secs = [results[(b.name, s)]["train_seconds"] for s in seeds]
         std = np.std(accs, ddof=1) if len(accs) > 1 else 0.0
-        lines.append(f"| {b.name} | {b.regime} | {setup_text(setups[b.name])} | {np.mean(accs):.4f} | {std:.4f} | "
-                     f"{np.mean(secs):.0f} |")
+        lines.append(f"| {b.name} | {b.regime} | {setup_text(setups[b.name], len(seeds))} | {np.mean(accs):.4f} | "
+                     f"{std:.4f} | {np.mean(secs):.0f} |")
     return lines
 
 
@@ -144,57 +243,202 @@ def gain_ranking(single: list[ab.Comparison]) -> list[str]:
     return lines
 
 
-def budget_notes(spec: ab.Spec, single: list[ab.Comparison], setups: dict) -> list[str]:
-    """How the budget may bias the effects - every figure from the spec and the runs."""
+# ------------------------------------------------------------------ budget curves
+
+AXES = {"epochs": "training epochs", "images": "training images"}
+
+
+def curve_tests(spec: ab.Spec, tests: list[ab.Comparison], arm: str, metric: str,
+                params_path: str | Path = "params.yaml") -> dict[str, list[tuple[float, ab.Comparison]]]:
+    """Axis -> [(budget, comparison)] of one arm's curve on `metric`, its own budget included."""
+    if arm not in {a.name for a in spec.arms}:  # chain steps and the chain's total have no curve
+        return {}
+    by_name = {(c.name, c.metric): c for c in tests}
+    curves = {}
+    for axis in AXES:
+        points = [(budget, by_name[(name, metric)]) for budget, name in ab.curve_points(spec, arm, axis, params_path)
+                  if (name, metric) in by_name and budget is not None]
+        if len(points) > 1:
+            curves[axis] = points
+    return curves
+
+
+def curve_text(points: list[tuple[float, ab.Comparison]], axis: str, unit: str = "points") -> str:
+    """'2 epochs: hurts, -1.20 [-2.01, -0.39] points (7 seeds); ...; the measured mean changes
+    sign between 6 and 18 epochs' - every figure from the comparisons."""
+    parts = [f"{budget:,.0f} {axis}: {c.effect}, {100 * c.delta:+.2f} [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] "
+             f"{unit} ({c.n_seeds} seeds)" for budget, c in points]
+    changes = [f"{a:,.0f} and {b:,.0f} {axis}" for (a, ca), (b, cb) in zip(points, points[1:])
+               if ca.delta * cb.delta < 0]
+    detected = [f"{budget:,.0f}" for budget, c in points if c.effect not in (None, ab.EFFECTS[2])]
+    tail = ("; the measured mean changes sign between " + " and between ".join(changes)) if changes else \
+        "; the measured mean keeps its sign"
+    holds = f"; a detectable effect at {', '.join(detected)} {axis}" if detected else \
+        "; no detectable effect at any budget"
+    return "; ".join(parts) + tail + holds
+
+
+def curve_tests_by_claim(spec: ab.Spec, tests: list[ab.Comparison], claim: dict,
+                         params_path: str | Path = "params.yaml") -> dict[str, dict]:
+    metric = cl.claim_metric(claim)
+    arms = [a.name for a in spec.arms if claim["id"] in a.claims and not a.variant]
+    return {arm: curves for arm in arms if (curves := curve_tests(spec, tests, arm, metric, params_path))}
+
+
+def plot_claim_curves(spec: ab.Spec, tests: list[ab.Comparison], claims_doc: dict, folder: Path,
+                      params_path: str | Path = "params.yaml") -> dict[str, Path]:
+    """reports/curves/<claim>.png: one chart per claim with a budget curve."""
+    from skillpack.plots import plot_budget_curves
+
+    charts = {}
+    for claim in claims_doc["claims"]:
+        by_arm = curve_tests_by_claim(spec, tests, claim, params_path)
+        metric = cl.claim_metric(claim)
+        panels = []
+        for axis, label in AXES.items():
+            lines, claimed = [], set()
+            for arm, curves in by_arm.items():
+                points = curves.get(axis)
+                if not points:
+                    continue
+                lines.append({"label": arm, "x": [b for b, _ in points], "delta": [100 * c.delta for _, c in points],
+                              "low": [100 * c.ci_low for _, c in points], "high": [100 * c.ci_high for _, c in points]})
+                claimed.update(claim_marks(points[0][1], claims_doc)[0])
+            if lines:
+                panels.append({"axis": label, "lines": lines, "claimed": sorted(claimed), "unit": cl.unit(metric)})
+        if panels:
+            path = folder / f"{claim['id']}.png"
+            plot_budget_curves(panels, path, f"{claim['id']}: effect vs training budget, 95% CI "
+                                             f"(paired by seed; {metric})")
+            charts[claim["id"]] = path
+    return charts
+
+
+def curve_summaries(spec: ab.Spec, tests: list[ab.Comparison], params_path: str | Path = "params.yaml") -> dict:
+    """(arm, metric) -> the text of its budget curves, for every arm that has one."""
+    out = {}
+    for c in tests:
+        if c.family != "main":
+            continue
+        curves = curve_tests(spec, tests, c.name, c.metric, params_path)
+        if curves:
+            out[(c.name, c.metric)] = " | ".join(curve_text(points, axis, cl.unit(c.metric))
+                                                 for axis, points in curves.items())
+    return out
+
+
+def transfer_rows(spec: ab.Spec, tests: list[ab.Comparison]) -> list[dict]:
+    """Each transferred arm on both datasets: do the two agree (the same Holm-judged effect)?"""
+    by_name = {(c.name, c.metric): c for c in tests}
+    rows = []
+    for c in tests:
+        if c.family != "transfer":
+            continue
+        origin = spec.arm(c.name).variant["of"]
+        home = by_name.get((origin, c.metric))
+        if home is not None:
+            rows.append({"arm": origin, "metric": c.metric, "claims": c.claims, "home": home, "away": c,
+                         "agree": home.effect == c.effect})
+    return rows
+
+
+def budget_notes(spec: ab.Spec, tests: list[ab.Comparison], setups: dict, runs: list[dict]) -> list[str]:
+    """How the budget and the seeds may bias the effects - every figure from the spec and the runs."""
+    main = [c for c in tests if c.family == "main"]
     epochs = [s["epochs"] for s in setups.values()]
     images = [s["n_train"] for s in setups.values()]
-    mdes = [100 * c.mde for c in single if c.mde is not None]
-    regimes = {}
-    for arm in spec.arms:
-        if arm.name.startswith("baseline") and arm.regime not in regimes:
-            regimes[arm.regime] = setup_text(setups[arm.name])
-    lines = [f"- Every run is short ({min(epochs)}-{max(epochs)} epochs on {min(images):,}-{max(images):,} images). "
-             "Regularisers - augmentation, Mixup, CutMix, label smoothing, EMA - pay off late in long trainings; "
-             "here a *no detectable effect* or *hurts* for them can be the budget talking, not the technique.",
-             "- Schedules are compared at the same short budget; the gap between cosine and step depends on where "
-             "the step milestones fall."]
-    if mdes:
-        lines.append(f"- {len(spec.seeds)} seeds give wide intervals: the minimum detectable effects of the arms "
-                     f"(paired t-test, alpha {ALPHA}, power {POWER}) range from {min(mdes):.2f} to {max(mdes):.2f} "
-                     "points, before the correction; a *no detectable effect* is not proof of no effect.")
-    lines.append("- Regimes: " + "; ".join(f"{name}: {text}" for name, text in regimes.items()) + ".")
+    seeds = [c.n_seeds for c in main] or [0]
+    halfwidths = [50 * (c.ci_high - c.ci_low) for c in main if c.metric == cl.ACCURACY]
+    lines = [f"- Runs train {min(epochs)}-{max(epochs)} epochs on {min(images):,}-{max(images):,} images. "
+             "Regularisers - augmentation, Mixup, CutMix, label smoothing, EMA - are known to pay off late in long "
+             "trainings: the budget curves show each at several epoch budgets and training-set sizes.",
+             f"- Sequential design: every comparison starts with {len(spec.seeds)} seeds and gets one more while its "
+             f"interval contains both 0 and the claimed value (a claim without a value: 0, and wider than "
+             f"±{spec.sequential.precision_points:g} points), up to {spec.sequential.max_seeds}. Seeds per test: "
+             f"median {np.median(seeds):g}, {min(seeds)}-{max(seeds)}. Stopping on the data makes the intervals of "
+             "the stopped tests slightly optimistic; the Holm correction is applied after the last round."]
+    if halfwidths:
+        lines.append(f"- Accuracy intervals (main family): half-width median {np.median(halfwidths):.2f} points, "
+                     f"{min(halfwidths):.2f}-{max(halfwidths):.2f}.")
+    gaps = overfit_gaps(spec, runs)
+    if gaps:
+        flag = ab.run_params(spec, spec.arms[0], spec.seeds[0]).evaluate.overfit_gap
+        lines.append(f"- Overfitting (val - train loss at the end, median over seeds; evaluate.overfit_gap flags "
+                     f"above {flag:g}): " + "; ".join(f"{name} {gap:.2f}" + (" (overfits)" if gap > flag else "")
+                                                      for name, gap in gaps.items()) + ".")
     return lines
 
 
-def ablation_markdown(spec: ab.Spec, single, chain, secondary, runs: list[dict], setups: dict, command: str,
-                      rendered_by: str, data_source: str) -> str:
+def overfit_gaps(spec: ab.Spec, runs: list[dict]) -> dict[str, float]:
+    """Each baseline's median val - train loss gap at the end of training (the runs that record it)."""
+    out = {}
+    for arm in spec.arms:
+        if arm.name.startswith("baseline") and not arm.variant:
+            gaps = [r["overfit_gap"] for r in runs if r["arm"] == arm.name and "overfit_gap" in r]
+            if gaps:
+                out[arm.name] = float(np.median(gaps))
+    return out
+
+
+def _secondary_lines(tests: list[ab.Comparison]) -> list[str]:
+    return ["| arm | metric | vs | seeds | mean | baseline mean | change | 95% CI | p | Holm p | effect | "
+            "MDE (at alpha/m) |", "|---" * 12 + "|"] + [
+        f"| {c.name} | {c.metric} | {c.baseline} | {c.n_seeds} | {c.mean:.4f} | {c.baseline_mean:.4f} | "
+        f"{100 * c.delta:+.2f} {cl.unit(c.metric)} | [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | "
+        f"{cl.fmt_p(c.p_value)} | {cl.fmt_p(c.p_adjusted)} | {c.effect} | {_fmt_mde(c)} |" for c in tests]
+
+
+def _transfer_lines(spec: ab.Spec, tests: list[ab.Comparison]) -> list[str]:
+    rows = transfer_rows(spec, tests)
+    if not rows:
+        return []
+
+    def cell(c: ab.Comparison) -> str:
+        return f"{c.effect}, {100 * c.delta:+.2f} [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | {c.n_seeds}"
+
+    regime = spec.transfer.get("regime")
+    return ["", f"## Transfer to `{regime}` (a dataset the recipes were not tuned on)", "",
+            f"{sum(r['agree'] for r in rows)} of {len(rows)} tests agree (the same Holm-judged effect on both).", "",
+            "| arm | metric | home dataset | seeds | " + f"{regime} | seeds | agree |", "|---" * 7 + "|",
+            *[f"| {r['arm']} | {r['metric']} | {cell(r['home'])} | {cell(r['away'])} | "
+              f"{'yes' if r['agree'] else 'no'} |" for r in rows]]
+
+
+def ablation_markdown(spec: ab.Spec, tests: list[ab.Comparison], runs: list[dict], setups: dict, command: str,
+                      rendered_by: str, data_source: str, curves: dict, charts: dict) -> str:
     results = results_by_key(runs)
-    m = len(single) + len(chain) + len(secondary)
-    lines = [f"# Ablation `{spec.name}`", "",
+    parts = split_tests(spec, tests)
+    family = family_of(tests, spec)
+    sizes = ", ".join(f"{n} {k}" for k, n in family["sizes"].items())
+    lines = [f"# Ablation `{spec.name}` (profile {spec.profile})", "",
              f"Runs made by `{command}`, this report rendered by `{rendered_by}` from the stored runs: "
-             f"{len(spec.seeds)} seeds ({', '.join(map(str, spec.seeds))}), test accuracy on the {data_source} test "
-             f"set, differences paired by seed, 95% t-intervals, two-sided paired t-test (scipy). {SEED_NOISE}", "",
-             f"p-values are Holm-adjusted across the {m} paired tests of this run (the arms, the chain steps and "
-             f"{len(secondary)} secondary-metric test(s) that claims ask for): Holm controls the family-wise error "
-             f"rate whatever the dependence between the tests and is uniformly more powerful than Bonferroni. Effect: "
-             f"*improves* / *hurts* when the Holm-adjusted p is below {ALPHA}, else *no detectable effect*. MDE: the "
-             f"smallest effect a paired t-test at alpha {ALPHA} would detect with power {POWER}, given the spread of "
-             f"the per-seed differences; in brackets the same at alpha/m, the strictest step of Holm's correction. The "
-             f"claims' verdicts are in the claims report.", "",
+             f"{len(runs)} runs, test accuracy on the {data_source} test set unless a regime names another dataset, "
+             f"differences paired by seed, 95% t-intervals, two-sided paired t-test (scipy). {SEED_NOISE}", "",
+             f"p-values are Holm-adjusted within each family ({sizes} tests): Holm controls the family-wise error "
+             f"rate whatever the dependence between the tests. Effect: *improves* / *hurts* when the Holm-adjusted p "
+             f"is below {ALPHA}, else *no detectable effect*. MDE: the smallest effect a paired t-test at alpha "
+             f"{ALPHA} would detect with power {POWER}; in brackets the same at alpha/m. The claims' verdicts are in "
+             "the claims report.", "",
              "## Baselines", "", *baselines_table(spec, results, setups), "",
-             "## One at a time (each arm vs its baseline)", "", *COMPARISON_HEADER, *map(comparison_line, single), "",
-             "## Cumulative (the article's 5.1 chain; each step vs the step before)", "", *COMPARISON_HEADER,
-             *map(comparison_line, chain)]
-    if secondary:
-        lines += ["", "## Secondary metrics (relative change, percent)", "",
-                  "| arm | metric | vs | mean | baseline mean | change (%) | 95% CI | p | Holm p | effect | "
-                  "MDE, % (at alpha/m) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {c.name} | {c.metric} | {c.baseline} | {c.mean:.4f} | {c.baseline_mean:.4f} | "
-                  f"{100 * c.delta:+.2f} | [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | {cl.fmt_p(c.p_value)} | "
-                  f"{cl.fmt_p(c.p_adjusted)} | {c.effect} | {_fmt_mde(c)} |" for c in secondary]
-    lines += ["", "## Gain per extra minute of training (arms that improve)", "", *gain_ranking(single),
-              "", "## How the budget may bias the effects", "", *budget_notes(spec, single, setups)]
+             "## One at a time (each arm vs its baseline, at the spec's budget)", "", *COMPARISON_HEADER,
+             *map(comparison_line, parts["single"]), "",
+             "## Cumulative (the article's 5.1 chain; each step vs the step before)", "",
+             *COMPARISON_HEADER, *map(comparison_line, parts["chain"])]
+    if parts["secondary"]:
+        lines += ["", "## Other metrics (accuracy-like in points, the rest as a relative change in percent)", "",
+                  *_secondary_lines(parts["secondary"])]
+    if curves:
+        lines += ["", "## Budget curves", "",
+                  "Each arm against its baseline at several epoch budgets (step schedules stretched alike) and "
+                  "training-set sizes; one chart per claim in reports/curves/.", ""]
+        lines += [f"- **{arm}** ({metric}): {text}" for (arm, metric), text in curves.items()]
+        lines += ["", *[f"![{claim}](curves/{Path(path).name})" for claim, path in charts.items()]]
+    if parts["priorities"]:
+        lines += ["", "## Augmentation first? (advice.priorities; in-sample: the best arm of each group is picked "
+                  "on these runs)", "", *COMPARISON_HEADER, *map(comparison_line, parts["priorities"])]
+    lines += _transfer_lines(spec, tests)
+    lines += ["", "## Gain per extra minute of training (arms that improve)", "", *gain_ranking(parts["single"]),
+              "", "## How the budget and the seeds may bias the effects", "", *budget_notes(spec, tests, setups, runs)]
     return "\n".join(lines) + "\n"
 
 
@@ -246,12 +490,8 @@ def plot_chain(spec: ab.Spec, chain: list[ab.Comparison], runs: list[dict], clai
 
 # ------------------------------------------------------------------ entry point
 
-def report_suffix(spec: ab.Spec, command: str) -> str:
-    return "" if len(spec.seeds) >= 3 and "quick" not in command else "_quick"
-
-
 def report_paths(reports: Path, spec: ab.Spec, command: str) -> dict[str, Path]:
-    suffix = report_suffix(spec, command)
+    suffix = "" if spec.profile == "cpu" else f"_{spec.profile}"
     names = {"markdown": "ablation", "json": "ablation", "deltas": "ablation_deltas", "waterfall": "ablation_waterfall",
              "claims_markdown": "claims", "claims_json": "claims"}
     exts = {"markdown": "md", "json": "json", "deltas": "png", "waterfall": "png", "claims_markdown": "md",
@@ -290,21 +530,36 @@ def write_ablation_reports(spec: ab.Spec, runs: list[dict], reports: Path, comma
     rendered_by = rendered_by or command
     check_claim_ids(spec, claims_doc)
     check_runs_cover_spec(spec, runs)
-    single, chain, secondary = family_comparisons(spec, runs, claims_doc)
-    family = family_of(spec, len(single) + len(chain) + len(secondary))
+    tests = comparisons(spec, runs, claims_doc)
+    parts = split_tests(spec, tests)
+    family = family_of(tests, spec)
     setups = arm_setups(spec, runs, params_path)
     paths = report_paths(reports, spec, command)
     data_source = ab.run_params(spec, spec.arms[0], spec.seeds[0], params_path).data.source
-    write_text(paths["markdown"], ablation_markdown(spec, single, chain, secondary, runs, setups, command, rendered_by,
-                                                    data_source))
-    write_json(paths["json"], {"spec": spec.name, "command": command, "seeds": spec.seeds,
-                               "family": {"correction": "holm", "alpha": ALPHA, "tests": family["size"]},
-                               "arms": [c.as_dict() for c in single], "cumulative": [c.as_dict() for c in chain],
-                               "secondary": [c.as_dict() for c in secondary], "setups": setups, "runs": runs})
-    plot_effects(single, claims_doc, paths["deltas"])
-    plot_chain(spec, chain, runs, claims_doc, paths["waterfall"])
-    table = cl.claims_table(claims_doc, single + chain + secondary, {n: setup_text(s) for n, s in setups.items()},
-                            family, spec.name, benchmarks, params_path)
+    curves = curve_summaries(spec, tests, params_path)
+    charts = plot_claim_curves(spec, tests, claims_doc, paths["markdown"].parent / "curves", params_path)
+    write_text(paths["markdown"], ablation_markdown(spec, tests, runs, setups, command, rendered_by, data_source,
+                                                    curves, charts))
+    write_json(paths["json"], {"spec": spec.name, "profile": spec.profile, "command": command, "seeds": spec.seeds,
+                               "sequential": spec.sequential.__dict__,
+                               "family": {"correction": "holm", "alpha": ALPHA, "tests": family["size"],
+                                          "sizes": family["sizes"]},
+                               "arms": [c.as_dict() for c in parts["single"]],
+                               "cumulative": [c.as_dict() for c in parts["chain"]],
+                               "secondary": [c.as_dict() for c in parts["secondary"]],
+                               "curves": [c.as_dict() for c in parts["curves"]],
+                               "transfer": [c.as_dict() for c in parts["transfer"]],
+                               "priorities": [c.as_dict() for c in parts["priorities"]],
+                               "curve_text": {f"{a}|{m}": t for (a, m), t in curves.items()},
+                               "setups": setups, "runs": runs})
+    plot_effects(parts["single"], claims_doc, paths["deltas"])
+    plot_chain(spec, parts["chain"], runs, claims_doc, paths["waterfall"])
+    table = cl.claims_table(claims_doc, [c for c in tests if c.family != "transfer"],
+                            comparison_setups(tests, setups), family, spec.name, benchmarks, params_path,
+                            curves=curves, transfer=transfer_rows(spec, tests))
     cl.write_claims(claims_doc, table, claims_header(spec, command, rendered_by, paths, family, benchmarks),
                     paths["claims_markdown"], paths["claims_json"])
-    return {"markdown": str(paths["markdown"]), "files": list(paths.values()), "claims": table}
+    summary = [{"name": c.name, "metric": c.metric, "family": c.family, "n_seeds": c.n_seeds,
+                "halfwidth_points": 50 * (c.ci_high - c.ci_low)} for c in tests if c.metric == cl.ACCURACY]
+    return {"markdown": str(paths["markdown"]), "files": list(paths.values()) + list(charts.values()),
+            "claims": table, "tests": summary}

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from skillpack.ablation import (Arm, ResultStore, Spec, load_spec, regime_options, regime_split, run_key,
-                                run_params)
+from skillpack.ablation import Arm, ResultStore, Spec, regime_options, regime_split, run_key, run_params
 from skillpack.config import Params
 
 VAL_IMAGES = 1000   # per-epoch validation of an ablation run only feeds its curves: the first 1,000 val images
@@ -28,7 +27,8 @@ def train_teacher(spec: Spec, name: str, data: dict, classes: list[str], path: s
     body = spec.teachers[name]
     arm = Arm(name=name, overrides=body.get("overrides", {}), regime=body.get("regime", "standard"))
     params = run_params(spec, arm, body.get("seed", 0), params_path, extra)
-    x, y = regime_split(*data["train"], regime_options(spec, arm.regime))
+    data = regime_data(regime_options(spec, arm.regime), data)
+    x, y = regime_split(*data["train"], regime_options(spec, arm.regime), body.get("seed", 0))
     val = tuple(a[:VAL_IMAGES] for a in data["val"])
     trained = train_model(params.train, RunData((x, y), val, len(classes)), params.seed)
     save_classifier(path, trained.model.cpu(), model_name=params.train.model, classes=classes,
@@ -62,8 +62,10 @@ def arm_run(spec: Spec, arm_name: str, seed: int, data: dict, num_classes: int, 
         from skillpack.checkpoint import load_classifier
 
         teacher = load_classifier(teachers[reference.split(":", 1)[1]])[0]
-    train = regime_split(*data["train"], options)
+    data = regime_data(options, data)
+    train = regime_split(*data["train"], options, seed if spec.resample else 0)
     val = tuple(a[:VAL_IMAGES] for a in data["val"])
+    num_classes = len(data["classes"]) if "classes" in data else num_classes
     result = train_and_evaluate(params.train, params.seed, RunData(train, val, num_classes), data["test"], teacher)
     result.update(labels)
     if results is not None:
@@ -71,8 +73,39 @@ def arm_run(spec: Spec, arm_name: str, seed: int, data: dict, num_classes: int, 
     return result, params
 
 
+_DATASETS: dict[str, dict] = {}
+
+
+def regime_data(options: dict, data: dict) -> dict:
+    """The splits a regime trains on: the prepared data, or the bundled dataset its `dataset`
+    option names (read once per process; its validation split carved from its train split)."""
+    name = options.get("dataset")
+    if not name:
+        return data
+    if name not in _DATASETS:
+        from skillpack.data.sources import load_source
+        from skillpack.data.store import carve_splits
+
+        source = load_source(name)
+        splits = carve_splits(source, val_fraction=0.1, seed=0)
+        _DATASETS[name] = {**{k: (v.images, v.labels) for k, v in splits.items()}, "classes": source.classes}
+    return _DATASETS[name]
+
+
 _PREPARED: dict[str, tuple] = {}
-_SPECS: dict[tuple[str, bool], Spec] = {}
+_SPECS: dict[tuple, Spec] = {}
+
+
+def cached_spec(spec_path: str | Path, profile: str) -> Spec:
+    """load_spec, once per process and spec version (a worker runs many (arm, seed) tasks; a
+    spec with budget curves takes a second or more to expand and validate)."""
+    from skillpack.ablation import load_spec
+
+    stat = Path(spec_path).stat()
+    key = (str(spec_path), profile, stat.st_mtime_ns, stat.st_size)
+    if key not in _SPECS:
+        _SPECS[key] = load_spec(spec_path, profile=profile)
+    return _SPECS[key]
 
 
 def prepared_data(root: str | Path):
@@ -93,9 +126,7 @@ def pool_run(spec_path: str, quick: bool, arm_name: str, seed: int, prepared: st
     import os
     import time
 
-    if (spec_path, quick) not in _SPECS:
-        _SPECS[(spec_path, quick)] = load_spec(spec_path, quick)
-    spec = _SPECS[(spec_path, quick)]
+    spec = cached_spec(spec_path, "quick" if quick else "cpu")
     store, data = prepared_data(prepared)
     t0 = time.perf_counter()
     result, _ = arm_run(spec, arm_name, seed, data, len(store.classes), store.data_hash(), teachers,

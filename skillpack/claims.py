@@ -7,6 +7,7 @@ benchmark JSON): nothing here reads a results file or knows a figure.
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 import yaml
@@ -16,7 +17,7 @@ from skillpack.verdicts import (ALPHA, INCONCLUSIVE, NOT_TESTED, STATIC, VERDICT
                                 minimum_detectable_proportion_gap, verdict)
 
 CLAIMS_FILE = Path("claims.yaml")
-UNITS = {"test_accuracy": "points"}  # any other metric is compared as a relative change, in percent
+UNITS = {"test_accuracy": "points", "recall_at_1": "points", "tar_at_far": "points"}  # the rest: relative, percent
 ACCURACY = "test_accuracy"
 
 
@@ -113,10 +114,33 @@ def comparison_row(claim: dict, comparison, setup: str, family: str) -> dict:
                baseline=c.baseline, unit=unit(c.metric), metric=c.metric, direction=direction, family=family["name"])
 
 
-def ablation_rows(claim: dict, comparisons: list, setups: dict[str, str], family: dict) -> list[dict]:
-    """One row per arm that tests the claim on the claim's metric - never one arm for all."""
-    return [comparison_row(claim, c, setups[c.name], family) for c in comparisons
-            if claim["id"] in c.claims and c.metric == claim_metric(claim)]
+def ablation_rows(claim: dict, comparisons: list, setups: dict[str, str], family: dict,
+                  curves: dict | None = None, transfer: list[dict] | None = None) -> list[dict]:
+    """One row per arm that tests the claim on the claim's metric - never one arm for all -
+    at the spec's budget (family main) and at every other budget of its curve (family curves).
+    A main row's statement adds its budget curve and its result on the second dataset."""
+    rows = []
+    for c in comparisons:
+        if claim["id"] not in c.claims or c.metric != claim_metric(claim):
+            continue
+        r = comparison_row(claim, c, setups[c.name], family)
+        r["family"] = c.family
+        r["n_seeds"] = c.n_seeds
+        curve = (curves or {}).get((c.name, c.metric))
+        if curve:
+            r["curve"] = curve
+            r["statement"] += f". Budget curve: {curve}"
+        moved = next((t for t in transfer or [] if t["arm"] == c.name and t["metric"] == c.metric), None)
+        if moved:
+            away = moved["away"]
+            r["transfer"] = {"arm": away.name, "effect": away.effect, "delta": 100 * away.delta,
+                             "ci_low": 100 * away.ci_low, "ci_high": 100 * away.ci_high, "n_seeds": away.n_seeds,
+                             "agree": moved["agree"]}
+            r["statement"] += (f". On {away.regime}: {away.effect}, {100 * away.delta:+.2f} [{100 * away.ci_low:+.2f}, "
+                               f"{100 * away.ci_high:+.2f}] ({away.n_seeds} seeds): "
+                               + ("agrees" if moved["agree"] else "does not agree"))
+        rows.append(r)
+    return rows
 
 
 def not_tested_row(claim: dict, because: dict, **context) -> dict:
@@ -379,7 +403,8 @@ def with_related(entry: dict, claim: dict, benchmarks: dict[str, dict]) -> dict:
 # ------------------------------------------------------------------ the table
 
 def claims_table(claims_doc: dict, comparisons: list, setups: dict[str, str], family: dict, spec_name: str,
-                 benchmarks: dict[str, dict] | None = None, params_path: str | Path = "params.yaml") -> list[dict]:
+                 benchmarks: dict[str, dict] | None = None, params_path: str | Path = "params.yaml",
+                 curves: dict | None = None, transfer: list[dict] | None = None) -> list[dict]:
     """Every claim of claims.yaml in order: its static row, one row per ablation arm and per
     cleaning setting that tests it, or a not-tested row with the reason of claims.yaml.
     `comparisons` are the ablation's, family-adjusted ({name, size} of that family in `family`);
@@ -393,7 +418,7 @@ def claims_table(claims_doc: dict, comparisons: list, setups: dict[str, str], fa
     table = []
     for claim in claims:
         rows = ([static_row(claim, params_path, benchmarks)] if claim.get("static") else [])
-        rows += ablation_rows(claim, comparisons, setups, family) + cleaning.get(claim["id"], [])
+        rows += ablation_rows(claim, comparisons, setups, family, curves, transfer) + cleaning.get(claim["id"], [])
         rows += compression.get(claim["id"], [])
         if claim.get("not_tested"):
             rows.append(with_related(not_tested_row(claim, claim["not_tested"], spec=spec_name), claim, benchmarks))
@@ -438,14 +463,55 @@ def _arm_cell(r: dict) -> str:
     return f"{r['arm']} vs {r['baseline']}" if r["arm"] else "-"
 
 
+def _more_cell(r: dict) -> str:
+    parts = [r["curve"]] if r.get("curve") else []
+    if r.get("transfer"):
+        t = r["transfer"]
+        parts.append(f"{t['arm']}: {t['effect']}, {t['delta']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] "
+                     f"({t['n_seeds']} seeds), {'agrees' if t['agree'] else 'does not agree'}")
+    return "; ".join(parts) or "-"
+
+
+def evidence_summary(claims_doc: dict, table: list[dict]) -> dict:
+    """How much of the article the table judges, and on how many seeds: claims with a measured
+    verdict and an interval, the seeds of the ablation's rows, their interval half-widths."""
+    measured = [r for r in table if r["verdict"] in VERDICTS and r["verdict"] != NOT_TESTED]
+    ablation = [r for r in measured if r.get("n_seeds")]
+    accuracy = [r for r in ablation if r.get("family") == "main" and r.get("metric") == ACCURACY]
+    claims = list(dict.fromkeys(r["claim"] for r in measured))
+    few = sorted({r["claim"] for r in measured if not r.get("n_seeds")} - {r["claim"] for r in ablation})
+    return {"claims": len(claims_doc["claims"]), "measured_claims": len(claims),
+            "ablation_claims": len({r["claim"] for r in ablation}),
+            "seeds_min": min((r["n_seeds"] for r in ablation), default=None),
+            "seeds_median": statistics.median([r["n_seeds"] for r in ablation]) if ablation else None,
+            "halfwidth_median_points": statistics.median([(r["ci_high"] - r["ci_low"]) / 2 for r in accuracy])
+            if accuracy else None,
+            "benchmark_only_claims": few}
+
+
+def _summary_lines(summary: dict) -> list[str]:
+    if not summary["measured_claims"]:
+        return []
+    line = (f"{summary['measured_claims']} of {summary['claims']} claims have a measured verdict with an interval; "
+            f"{summary['ablation_claims']} of them from the ablation")
+    if summary["seeds_median"] is not None:
+        line += f" (seeds per row: at least {summary['seeds_min']}, median {summary['seeds_median']:g})"
+    if summary["halfwidth_median_points"] is not None:
+        line += f"; accuracy intervals at the spec's budget: half-width median {summary['halfwidth_median_points']:.2f} points"
+    if summary["benchmark_only_claims"]:
+        line += (". Judged on benchmarks only, with their own sampling (not seeds of the ablation): "
+                 + ", ".join(summary["benchmark_only_claims"]))
+    return [line + ".", ""]
+
+
 def claims_markdown(claims_doc: dict, table: list[dict], header: list[str]) -> str:
     articles = {c["id"]: c for c in claims_doc["claims"]}
     counts = verdict_counts(table)
-    lines = ["# Claims of the article, verified", "", *header, "",
+    lines = ["# Claims of the article, verified", "", *header, "", *_summary_lines(evidence_summary(claims_doc, table)),
              "| verdict | rows |", "|---|---|", *[f"| {v} | {n} |" for v, n in counts.items()], "",
              "| claim | article | arm | verdict, at its setup | measured [95% CI] | claimed | p / Holm-adjusted p | "
-             "MDE (at alpha/m) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "MDE (at alpha/m) | budget curve; second dataset |",
+             "|---|---|---|---|---|---|---|---|---|"]
     previous = None
     for r in table:
         claim = articles[r["claim"]]
@@ -455,7 +521,7 @@ def claims_markdown(claims_doc: dict, table: list[dict], header: list[str]) -> s
         p = f"{fmt_p(r['p'])} / {fmt_p(r['p_adjusted'])}" if r["p"] is not None else "-"
         mde = f"{r['mde']:.2f} ({r['mde_family']:.2f}) {r['unit']}" if r["mde"] is not None else "-"
         lines.append(f"| {r['claim'] if first else ''} | {article if first else ''} | {_arm_cell(r)} | "
-                     f"{_verdict_cell(r)} | {_measured_cell(r)} | {_claimed_cell(r)} | {p} | {mde} |")
+                     f"{_verdict_cell(r)} | {_measured_cell(r)} | {_claimed_cell(r)} | {p} | {mde} | {_more_cell(r)} |")
     return "\n".join(lines) + "\n"
 
 

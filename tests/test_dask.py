@@ -27,7 +27,8 @@ TINY_SPEC = {
     "cumulative": [{"name": "chain_baseline"},
                    {"name": "chain_augmentation", "claims": ["ablation.cumulative"],
                     "overrides": {"train.augment.hflip": True, "train.augment.crop_padding": 2}}],
-    "quick": {"seeds": [0, 1], "base": {"train.epochs": 1}, "regimes": {"standard": {"max_train": 400}}},
+    "quick": {"seeds": [0, 1], "sequential": {"max_seeds": 2}, "base": {"train.epochs": 1},
+              "regimes": {"standard": {"max_train": 400}}},
 }
 ARMS = ("baseline", "label_smoothing", "chain_baseline", "chain_augmentation")
 
@@ -48,7 +49,8 @@ def test_ablation_runs_on_a_two_worker_local_dask_cluster(tmp_path):
     proc = run([sys.executable, "-m", "flows.ablation", "ablations/dask_tiny.yaml", "--quick"], repo, env=env)
     t2 = time.perf_counter()
     log = proc.stdout + proc.stderr
-    assert "8 runs on the dask task runner (2 workers)" in log, log[-3000:]
+    assert "round 1: 8 runs on the dask task runner (2 workers)" in log, log[-3000:]
+    assert "round 2" not in log  # sequential.max_seeds 2: nothing to add
 
     # complete: every (arm, seed) ran, was stored and reported
     report = json.loads((repo / "reports" / "ablation_quick.json").read_text())
@@ -57,7 +59,7 @@ def test_ablation_runs_on_a_two_worker_local_dask_cluster(tmp_path):
     assert set(runs) == {(a, s) for a in ARMS for s in (0, 1)}
     assert [a["name"] for a in report["arms"]] == ["label_smoothing"] and report["arms"][0]["n_seeds"] == 2
     assert [a["name"] for a in report["cumulative"]] == ["chain_augmentation"]
-    stored = list((repo / "ablations" / "results" / "dask_tiny" / "quick").glob("*.json"))
+    stored = list((repo / "ablations" / "results" / "dask_tiny").glob("*.json"))
     assert len(stored) == 6   # 3 configurations x 2 seeds
 
     # in two worker processes, each training with one torch thread
@@ -74,7 +76,7 @@ def test_ablation_runs_on_a_two_worker_local_dask_cluster(tmp_path):
     for name, seed in (("label_smoothing", 1), ("chain_augmentation", 0)):
         arm = spec.arm(name)
         cfg = ab.run_params(spec, arm, seed, repo / "params.yaml").train.model_copy(update={"threads": 1})
-        train = ab.regime_split(*data["train"], ab.regime_options(spec, arm.regime))
+        train = ab.regime_split(*data["train"], ab.regime_options(spec, arm.regime), seed)  # drawn per seed
         val = tuple(a[:1000] for a in data["val"])
         here = train_and_evaluate(cfg, seed, RunData(train, val, len(store.classes)), data["test"])
         for key in ("test_accuracy", "final_val_acc", "train_loss", "val_loss", "intra_class_distance"):
@@ -92,8 +94,9 @@ def test_task_runner_params_build_the_runner():
     from skillpack.config import ParamsError
 
     default = runner_params(params_path=ROOT / "params.yaml")
-    assert default.kind == "thread" and isinstance(build_task_runner(default), ThreadPoolTaskRunner)
-    assert torch_threads(default) is None
+    assert default.kind == "process" and default.workers == "auto" and torch_threads(default) == 1
+    threads = runner_params({"kind": "thread", "workers": 1}, ROOT / "params.yaml")
+    assert isinstance(build_task_runner(threads), ThreadPoolTaskRunner) and torch_threads(threads) is None
     local = runner_params({"kind": "dask", "workers": 2}, ROOT / "params.yaml")
     runner = build_task_runner(local, "http://127.0.0.1:4200/api")
     assert isinstance(runner, DaskTaskRunner) and torch_threads(local) == 1

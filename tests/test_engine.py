@@ -143,3 +143,37 @@ def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(tmp_p
         assert torch.equal(a[key], b[key]), key
     log = (killed / "reports" / "train_log.csv").read_text().splitlines()
     assert len(log) == 1 + 3  # header + every epoch, the resumed ones included
+
+
+def test_every_step_s_loss_is_recorded_once_per_epoch_and_resumes_from_old_checkpoints(fmnist, tmp_path):
+    """EpochResult.step_losses: one training loss per step, read from the device at the epoch's
+    end (their size-weighted mean is the epoch's train_loss); kept in the checkpoint, left out
+    of as_dict (train_log.csv, MLflow); a checkpoint written before they existed still resumes,
+    its epochs with step_losses []."""
+    _, straight = _train(fmnist, epochs=2, n=600, threads=1)
+    steps = 480 // 64                                               # 480 training images, full batches of 64
+    for record in straight.history:
+        assert len(record.step_losses) == steps and all(isinstance(v, float) for v in record.step_losses)
+        assert sum(record.step_losses) / steps == pytest.approx(record.train_loss, rel=1e-12)
+        assert "step_losses" not in record.as_dict() and record.state()["step_losses"] == record.step_losses
+    assert straight.history[1].step_losses[-1] < straight.history[0].step_losses[0]
+
+    checkpoint = tmp_path / "last.pt"
+    with pytest.raises(StopTraining):
+        _train(fmnist, epochs=2, n=600, threads=1, checkpoint=checkpoint, on_epoch=stop_after_first_epoch)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["history"][0]["step_losses"] == straight.history[0].step_losses
+    for record in state["history"]:
+        del record["step_losses"]                                   # as written before step_losses existed
+    torch.save(state, checkpoint)
+    _, resumed = _train(fmnist, epochs=2, n=600, threads=1, checkpoint=checkpoint)
+    assert resumed.resumed_from_epoch == 1
+    assert resumed.history[0].step_losses == [] and resumed.history[1].step_losses == straight.history[1].step_losses
+
+
+def test_step_losses_of_the_resident_path_equal_the_host_path_s(fmnist):
+    """Collected on the device without a read per step: on a CPU, the same floats as the host path."""
+    _, host = _train(fmnist, epochs=1, n=600, threads=1, resident=False)
+    _, resident = _train(fmnist, epochs=1, n=600, threads=1, resident=True)
+    assert resident.resident and not host.resident
+    assert resident.history[0].step_losses == host.history[0].step_losses

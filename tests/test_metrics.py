@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 
 from skillpack.config import TrainParams
@@ -49,3 +50,110 @@ def test_the_one_accuracy_function_takes_scores_or_labels_numpy_or_torch():
     assert int(correct(torch.as_tensor(scores), torch.as_tensor(labels))) == 3
     assert balanced_accuracy(scores, labels) == pytest.approx((1 + 1 + 0.5) / 3)
     assert np.isnan(accuracy(np.zeros((0, 3)), np.zeros(0)))
+
+
+# -- the ablation's per-run figures: recall@1, TAR@FAR, loss oscillation ---------------------
+
+def _clusters(n=2000, k=10, dim=64, spread=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, n)
+    centres = rng.normal(size=(k, dim))
+    return (centres[labels] + spread * rng.normal(size=(n, dim))).astype(np.float32), labels
+
+
+def _brute_force(x, y, far):
+    """recall@1 and TAR@FAR from the full similarity matrix, pair by pair."""
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = (x @ x.T).astype(np.float64)
+    np.fill_diagonal(sims, -np.inf)
+    recall = float((y[sims.argmax(1)] == y).mean())
+    i, j = np.triu_indices(len(x), 1)
+    pair, same = sims[i, j], y[i] == y[j]
+    impostor = np.sort(pair[~same])[::-1]
+    k = int(np.floor(far * len(impostor) + 1e-9))
+    return recall, float((pair[same] > impostor[k]).mean())
+
+
+def test_recall_at_1_is_one_for_separated_clusters_and_chance_for_random_labels():
+    from skillpack.metrics import recall_at_1
+
+    x, y = _clusters()
+    assert recall_at_1(x, y) == 1.0
+    shuffled = np.random.default_rng(1).permutation(y)            # labels unrelated to the embeddings
+    assert abs(recall_at_1(x, shuffled) - 0.1) < 0.03              # 1/K, K = 10 (sd of the share ~0.007)
+    assert np.isnan(recall_at_1(x[:1], y[:1]))
+
+
+def test_tar_at_far_is_one_for_separable_classes_and_far_for_random_labels():
+    from skillpack.metrics import tar_at_far
+
+    x, y = _clusters()
+    assert tar_at_far(x, y) == 1.0
+    noise, labels = np.random.default_rng(2).normal(size=(2000, 64)), np.random.default_rng(3).integers(0, 10, 2000)
+    for far in (1e-2, 1e-3):                                       # genuine = impostor in law: TAR ~ FAR
+        assert far / 2 < tar_at_far(noise, labels, far) < 2 * far
+    assert np.isnan(tar_at_far(x[:5], np.zeros(5)))                # no impostor pairs
+
+
+def test_blocked_figures_equal_the_full_matrix_pair_by_pair(monkeypatch):
+    """Blocks of a few rows (the diagonal offset, the upper triangle, the running top-k across
+    blocks) give exactly what the whole similarity matrix gives."""
+    from skillpack import metrics
+
+    x, y = _clusters(n=300, k=4, dim=8, spread=0.8, seed=4)
+    monkeypatch.setattr(metrics, "SIMILARITY_BLOCK", 300 * 7)     # blocks of 7 rows
+    recall, tar = _brute_force(x, y, 0.01)
+    assert 0.2 < tar < 1 and 0.3 < recall < 1                      # neither trivial
+    assert metrics.recall_at_1(x, y) == recall
+    assert metrics.tar_at_far(x, y, 0.01) == tar
+    assert metrics.tar_at_far(torch.as_tensor(x), torch.as_tensor(y), 0.01) == tar   # tensors too
+
+
+def test_recall_and_tar_on_2000_embeddings_are_fast():
+    import time
+
+    from skillpack.metrics import recall_at_1, tar_at_far
+
+    x, y = _clusters(spread=2.0)
+    t0 = time.perf_counter()
+    recall_at_1(x, y), tar_at_far(x, y)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_loss_oscillation_is_the_noise_of_the_curve_not_its_trend():
+    from skillpack.metrics import loss_oscillation
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(2000)
+    noisy_line = 2.0 - 0.0008 * steps + 0.1 * rng.normal(size=len(steps))
+    assert loss_oscillation(noisy_line.tolist()) == pytest.approx(0.1, rel=0.06)
+    smooth = 2.3 * np.exp(-steps / 300) + 0.2                      # steep, then flat: a clean training curve
+    assert loss_oscillation(smooth) < 0.002
+    per_epoch = [noisy_line[:500].tolist(), (5 * noisy_line[500:1000]).tolist()]
+    assert loss_oscillation(per_epoch, epochs=1) == loss_oscillation(noisy_line[:500])
+    assert loss_oscillation(per_epoch, epochs=5) == loss_oscillation(per_epoch) > 0.3   # all when fewer
+    assert np.isnan(loss_oscillation([[], [1.0, 0.9]]))           # fewer than three steps
+    with pytest.raises(ValueError, match="per epoch"):
+        loss_oscillation([1.0, 0.9, 0.8], epochs=2)
+
+
+def test_train_and_evaluate_reports_the_ablation_figures(fmnist):
+    from skillpack.models import build_classifier, count_macs, count_params
+    from skillpack.runs import train_and_evaluate
+
+    x, y = small_split(fmnist, 900, seed=5)
+    cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64, "threads": 1,
+                                      "optimizer": {"lr": 0.05}})
+    result = train_and_evaluate(cfg, 0, RunData((x[:500], y[:500]), (x[500:700], y[500:700]), 10),
+                                (x[700:], y[700:]), embedding_samples=150)
+    for key in ("test_accuracy", "final_val_acc", "train_loss", "val_loss", "intra_class_distance", "n_train"):
+        assert key in result                                        # the figures it had
+    assert 0.2 < result["recall_at_1"] <= 1 and 0 <= result["tar_at_far"] <= 1
+    assert 0 < result["loss_oscillation"] < 1
+    assert len(result["val_acc_by_epoch"]) == len(result["train_loss_by_epoch"]) == 2
+    assert result["val_acc_by_epoch"][-1] == result["final_val_acc"]
+    assert result["train_loss_by_epoch"][-1] == result["train_loss"]
+    model = build_classifier("sp_cnn_s", 10, (28, 28, 1), cfg.head)
+    assert (result["params"], result["macs"]) == (count_params(model), count_macs(model, (1, 28, 28)))
+    import json
+    json.dumps(result)                                              # JSON-ready

