@@ -206,16 +206,43 @@ def test_static_claims_are_computed():
     assert static["viz.overfit_gap"]["measured"] == static["viz.overfit_gap"]["claimed"] == 0.5
 
 
+def _kill_after_stored(cmd: list[str], repo, env: dict, store, at_least: int, timeout: float = 600) -> int:
+    """Start `cmd`, SIGKILL it with every process it started once `store` holds `at_least`
+    results; how many it holds then."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while len(list(store.glob("*.json"))) < at_least and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the flow, its Prefect server and its pool's workers
+    proc.wait()
+    time.sleep(1)
+    return len(list(store.glob("*.json")))
+
+
 def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
-    """The Prefect flow on a small real subset: reports + json twins, child runs in MLflow,
-    and a second run that recomputes nothing."""
+    """The Prefect flow on a small real subset, killed mid-way, then resumed from its result
+    store: reports + json twins, child runs in MLflow, and a third run that recomputes nothing."""
+    import re
+
     from mlflow import MlflowClient
 
     repo = make_project_repo(tmp_path / "abl", {"data.max_train": 6000, "data.max_test": 1000})
     env = project_env(repo)
     run([sys.executable, "-m", "dvc", "repro", "validate"], repo, env=env)
-    first = run([sys.executable, "-m", "flows.ablation", SPEC, "--quick"], repo, env=env)
-    assert "round 2:" in first.stdout + first.stderr  # the sequential design asked for more seeds
+    command = [sys.executable, "-m", "flows.ablation", SPEC, "--quick"]
+    stored = _kill_after_stored(command, repo, env, repo / "ablations" / "results" / "default", at_least=10)
+    assert stored >= 10 and not (repo / "reports" / "ablation_quick.json").exists()
+    first = run(command, repo, env=env)
+    log = first.stdout + first.stderr
+    assert "round 2:" in log  # the sequential design asked for more seeds
+    reused = int(re.search(r"(\d+) runs, (\d+) from the result store", log).group(2))
+    assert reused >= stored  # every run the killed flow finished (and identical configs) came from the store
     report = json.loads((repo / "reports" / "ablation_quick.json").read_text())
     arms = {a["name"]: a for a in report["arms"]}
     assert {"aug_flip_crop", "cutmix", "label_smoothing", "focal_longtail", "lars_large_batch", "distillation"} <= set(arms)
@@ -257,7 +284,7 @@ def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
     assert {c.data.tags["arm"] for c in children} >= {"cutmix", "baseline"}
     assert all(c.data.tags["seed"] in ("0", "1", "2") for c in children)
 
-    second = run([sys.executable, "-m", "flows.ablation", SPEC, "--quick"], repo, env=env)
+    second = run(command, repo, env=env)
     assert f"{n_runs} runs, {n_runs} from the result store" in second.stdout + second.stderr
 
 
