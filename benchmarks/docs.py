@@ -111,18 +111,23 @@ def serve_block() -> str:
 
 def ablation_block() -> str:
     """The cost of the cpu ablation profile (benchmarks/results/ablation_cost.json) and the
-    shape of its evidence (reports/ablation.json, reports/claims.json)."""
+    shape of its evidence (reports/claims.json)."""
     cost = _load(RESULTS / "ablation_cost.json")
     if cost is None:
         return "Not measured yet: `make ablate`."
     machine = cost["machine"] if isinstance(cost["machine"], str) else one_line(cost["machine"])
-    lines = [f"`make ablate` (the {cost['profile']} profile of ablations/{cost['spec']}.yaml) on {machine}:", "",
-             "| runs | computed / from the store | wall | tests | seeds per test (median) | "
+    lines = [f"`{cost['generated_by']}` (the {cost['profile']} profile of ablations/{cost['spec']}.yaml) on {machine}:",
+             "", "| runs | computed / from the store | wall (this invocation) | tests | seeds per test (median) | "
              "accuracy CI half-width, median (points) |", "|---|---|---|---|---|---|",
              f"| {cost['runs']} | {cost['computed_runs']} / {cost['cached_runs']} | {cost['wall_s'] / 60:.1f} min | "
              f"{cost['tests']} | {cost['seeds_median']:g} | {cost['halfwidth_median_points']:.2f} |"]
-    if not cost["from_empty_store"]:
-        lines += ["", "Resumed: the wall time covers only the runs this invocation computed."]
+    invocations = cost.get("invocations") or []
+    if len(invocations) > 1:
+        lines += ["", f"The store was not empty at the start: {len(invocations)} invocations since it was, "
+                      f"{cost['wall_s_since_empty'] / 60:.1f} min in all (" + "; ".join(
+                          f"{i['computed_runs']} runs computed in {i['wall_s'] / 60:.1f} min"
+                          + (f" on {i['store_at_start']} stored" if i.get("store_at_start") else "")
+                          for i in invocations) + ")."]
     claims = _load(ROOT / "reports" / "claims.json")
     if claims:
         judged = {r["claim"] for r in claims if r["verdict"] not in ("not tested", "static")}

@@ -179,8 +179,12 @@ def run_grid(spec_path: str, profile: str, todo: list[tuple[str, int]], parent_r
     return done
 
 
-def write_cost(spec: ab.Spec, runs: dict, computed: int, wall_s: float, outputs: dict, path: Path) -> dict:
-    """benchmarks/results/ablation_cost.json: what the profile cost and what its intervals came to."""
+def write_cost(spec: ab.Spec, runs: dict, computed: int, wall_s: float, outputs: dict, path: Path,
+               store_at_start: int) -> dict:
+    """benchmarks/results/ablation_cost.json: what the profile cost and what its intervals came
+    to. A run that did not start from an empty store appends itself to the invocations since
+    the store was last empty (a resumed or extended ablation), and wall_s_since_empty sums them."""
+    import json
     import platform
     import statistics
 
@@ -188,9 +192,20 @@ def write_cost(spec: ab.Spec, runs: dict, computed: int, wall_s: float, outputs:
     from skillpack.machine import describe as describe_machine
 
     tests = [t for t in outputs["tests"] if t["family"] == "main"]
+    this = {"wall_s": round(wall_s, 1), "computed_runs": computed, "store_at_start": store_at_start,
+            "git_commit": tracking.git_commit()}
+    previous = json.loads(path.read_text()) if path.is_file() and store_at_start else {}
+    if previous.get("spec") != spec.name or previous.get("profile") != spec.profile:
+        previous = {}
+    invocations = previous.get("invocations") or ([{k: previous.get(k) for k in ("wall_s", "computed_runs",
+                                                                                   "store_at_start", "git_commit")}]
+                                                  if previous else [])
+    invocations.append(this)
     cost = {"generated_by": _command_profile(spec), "profile": spec.profile, "spec": spec.name,
             "runs": len(runs), "computed_runs": computed, "cached_runs": len(runs) - computed,
-            "from_empty_store": computed == len(runs), "wall_s": round(wall_s, 1),
+            "from_empty_store": store_at_start == 0, "wall_s": round(wall_s, 1),
+            "invocations": invocations,
+            "wall_s_since_empty": round(sum(i["wall_s"] for i in invocations), 1),
             "seeds_median": statistics.median(t["n_seeds"] for t in tests) if tests else None,
             "halfwidth_median_points": round(statistics.median(t["halfwidth_points"] for t in tests), 3)
             if tests else None,
@@ -231,6 +246,7 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
         api_url = str(FlowRunContext.get().client.api_url)  # the server this flow reports to (maybe temporary)
         grid = run_grid.with_options(task_runner=build_task_runner(runner, api_url, device, plan))
         todo = [(a.name, s) for a in spec.arms + spec.cumulative for s in spec.seeds]
+        store_at_start = len(list((RESULTS / spec.name).glob("*.json")))
         runs: dict[tuple[str, int], dict] = {}
         computed = 0
         for round_ in range(1, spec.sequential.max_seeds + 2):
@@ -247,7 +263,8 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
         outputs = write_ablation_reports(spec, list(runs.values()), REPORTS, command=_command(spec_path, profile),
                                          benchmarks=load_benchmark_results(), claims_doc=claims_doc)
         if profile == "cpu":
-            cost = write_cost(spec, runs, computed, time.perf_counter() - started, outputs, ABLATION_COST)
+            cost = write_cost(spec, runs, computed, time.perf_counter() - started, outputs, ABLATION_COST,
+                              store_at_start)
             mlflow.log_metrics({k: v for k, v in cost.items() if isinstance(v, (int, float)) and v is not None
                                 and not isinstance(v, bool)})
         for path in outputs["files"]:
@@ -262,7 +279,7 @@ ABLATION_COST = Path("benchmarks/results/ablation_cost.json")
 
 
 def _command_profile(spec: ab.Spec) -> str:
-    return f"python -m flows.ablation <spec> --profile {spec.profile}"
+    return "make ablate" if spec.profile == "cpu" else f"python -m flows.ablation <spec> --profile {spec.profile}"
 
 
 def _command(spec_path: str, profile: str) -> str:

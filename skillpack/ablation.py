@@ -37,8 +37,8 @@ class Arm:
 @dataclass
 class Sequential:
     """Seeds are added to a comparison, `step` at a time up to `max_seeds`, while its 95% interval
-    still contains both 0 and the claimed value (a claim without a value: 0, and the interval is
-    wider than +-precision_points): compute goes where the question is open."""
+    still contains both 0 and the claimed value, or is wider than +-precision_points: compute
+    goes where the question is open or the answer imprecise."""
     max_seeds: int = 10
     step: int = 1
     precision_points: float = 1.0
@@ -113,9 +113,14 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None)
                 curves=overlay.get("curves", raw.get("curves")) or {},
                 transfer=overlay.get("transfer", raw.get("transfer")) or {},
                 priorities=raw.get("priorities") or {})
-    if overlay.get("arms"):
+    if overlay.get("arms"):  # the listed arms and the arms they are compared with
         keep = set(overlay["arms"])
-        spec.arms = [a for a in spec.arms if a.name in keep or a.name.startswith("baseline")]
+        by_name = {a.name: a for a in spec.arms}
+        for name in list(keep):
+            while name in by_name and by_name[name].baseline not in keep:
+                name = by_name[name].baseline
+                keep.add(name)
+        spec.arms = [a for a in spec.arms if a.name in keep or a.name == "baseline"]
         spec.cumulative = [a for a in spec.cumulative if a.name in keep]
     add_variants(spec)
     validate_spec(spec, path)
@@ -335,16 +340,13 @@ def compare(arm: Arm, results: dict[tuple[str, int], dict], seeds: list[int],
 
 def is_open(c: "Comparison", claimed_points: list[float], sequential: Sequential) -> bool:
     """Sequential design: does this comparison need another seed? While its 95% interval (in
-    points or percent) contains 0 and every claimed value it is tested against - or, for a
-    claim without a value, contains 0 and is wider than +-precision_points - up to max_seeds."""
+    points or percent) contains both 0 and a claimed value it is tested against (undecided), or
+    is wider than +-precision_points (imprecise), up to max_seeds."""
     if c.n_seeds >= sequential.max_seeds:
         return False
     low, high = 100 * c.ci_low, 100 * c.ci_high
-    if not low <= 0 <= high:
-        return False
-    if claimed_points:
-        return any(low <= v <= high for v in claimed_points)
-    return (high - low) / 2 > sequential.precision_points
+    undecided = low <= 0 <= high and any(low <= v <= high for v in claimed_points)
+    return undecided or (high - low) / 2 > sequential.precision_points
 
 
 def adjust_for_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
