@@ -372,3 +372,13 @@ def test_cost_file_accumulates_invocations_until_the_store_is_empty_again(tmp_pa
     fresh = write_cost(spec, runs, computed=4, wall_s=90.0, outputs=outputs, path=path, store_at_start=0)
     assert len(fresh["invocations"]) == 1 and fresh["wall_s_since_empty"] == 90.0
     assert json.loads(path.read_text()) == fresh
+
+
+def test_the_chains_total_tests_only_the_chains_claim():
+    from skillpack.ablation_report import CHAIN_TOTAL, tests_of
+    from skillpack.claims import load_claims
+
+    spec = ab.load_spec(SPEC)
+    (total,) = {(arm.name, arm.baseline, tuple(arm.claims)) for arm, _, name in tests_of(spec, load_claims())
+                if name == CHAIN_TOTAL}
+    assert total == ("chain_label_smoothing", "chain_baseline", ("ablation.cumulative",))
