@@ -355,8 +355,8 @@ def budget_notes(spec: ab.Spec, tests: list[ab.Comparison], setups: dict, runs: 
              "Regularisers - augmentation, Mixup, CutMix, label smoothing, EMA - are known to pay off late in long "
              "trainings: the budget curves show each at several epoch budgets and training-set sizes.",
              f"- Sequential design: every comparison starts with {len(spec.seeds)} seeds and gets one more while its "
-             f"interval contains both 0 and the claimed value (a claim without a value: 0, and wider than "
-             f"±{spec.sequential.precision_points:g} points), up to {spec.sequential.max_seeds}. Seeds per test: "
+             f"interval contains both 0 and the claimed value (undecided), or is wider than "
+             f"±{spec.sequential.precision_points:g} points (imprecise), up to {spec.sequential.max_seeds}. Seeds per test: "
              f"median {np.median(seeds):g}, {min(seeds)}-{max(seeds)}. Stopping on the data makes the intervals of "
              "the stopped tests slightly optimistic; the Holm correction is applied after the last round."]
     if halfwidths:
