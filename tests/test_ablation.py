@@ -254,7 +254,7 @@ def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
                 "mde", "extra_seconds", "seeds", "family"} <= set(a)
         assert 2 <= a["n_seeds"] <= 3 and a["n_seeds"] == len(a["seeds"]) and a["effect"] in ab.EFFECTS
         assert (a["effect"] == "no detectable effect") == (a["p_adjusted"] >= 0.05)
-    parts = ("arms", "cumulative", "secondary", "curves", "transfer")
+    parts = ("arms", "cumulative", "secondary", "curves", "transfer", "priorities")
     assert report["family"]["tests"] == sum(len(report[p]) for p in parts)
     assert {c["name"] for c in report["cumulative"]} >= {"chain_augmentation", "chain_total"}
     assert {c["name"] for c in report["curves"]} == {"aug_flip_crop@3ep", "aug_flip_crop@200img"}
