@@ -43,13 +43,6 @@ from skillpack.paths import COMPRESS_METRICS, PREPARED, REPORTS
 VAL_IMAGES = ablation_runs.VAL_IMAGES
 
 
-def _load_data():
-    from skillpack.data import PreparedStore
-
-    store = PreparedStore(PREPARED)
-    return store, {split: store.arrays(split) for split in ("train", "val", "test")}
-
-
 def teacher_path(spec: ab.Spec, name: str, data_hash: str) -> Path:
     from skillpack.engine import config_hash
 
@@ -62,7 +55,7 @@ def teacher_path(spec: ab.Spec, name: str, data_hash: str) -> Path:
 def train_teacher(spec_path: str, name: str, profile: str) -> str:
     """Train a distillation teacher once per (teacher config, data version); cached on disk."""
     spec = ab.load_spec(spec_path, profile=profile)
-    store, data = _load_data()
+    store, data = ablation_runs.prepared_data(PREPARED)
     return str(ablation_runs.train_teacher(spec, name, data, store.classes, teacher_path(spec, name, store.data_hash())))
 
 

@@ -96,7 +96,7 @@ def priority_tests(spec: ab.Spec, tests: list[ab.Comparison], results: dict) -> 
     largest (spec `priorities: {first, others}`, arms against the same baseline), paired by seed
     arm against arm. Picking the best of each group on these runs makes it an in-sample test,
     and the report says so."""
-    groups = getattr(spec, "priorities", None) or {}
+    groups = spec.priorities
     if not groups:
         return []
     by_name = {c.name: c for c in tests if c.metric == cl.ACCURACY}
