@@ -167,17 +167,29 @@ def _variant(spec: Spec, arm: Arm, axis: str, value, params_path: str | Path) ->
     return copy
 
 
+def curve_budgets(spec: Spec, name: str) -> dict[str, list]:
+    """An arm's curve axes: the spec's shared `epochs` factors and `images` sizes, or the arm's
+    own under `curves.axes: {arm: {epochs: [...], images: [...]}}` where the shared ones would
+    show nothing or not fit the budget (an empty list: no curve on that axis)."""
+    own = (spec.curves.get("axes") or {}).get(name) or {}
+    return {axis: list(own.get(axis, spec.curves.get(axis, [])) or []) for axis in ("epochs", "images")}
+
+
 def add_variants(spec: Spec, params_path: str | Path = "params.yaml") -> None:
-    """The budget curves (`curves: {arms, epochs: [factors], images: [sizes]}`: each arm and its
-    baseline at every epoch budget and training-set size) and the transfer copies (`transfer:
-    {regime, arms}`: the same arms on another dataset), appended to spec.arms."""
+    """The budget curves (`curves: {arms, epochs: [factors], images: [sizes], axes}`: each arm
+    and its baseline at every epoch budget and training-set size) and the transfer copies
+    (`transfer: {regime, arms}`: the same arms on another dataset), appended to spec.arms."""
+    unknown = set(spec.curves.get("axes") or {}) - set(spec.curves.get("arms", []))
+    if unknown:
+        raise config.ParamsError(f"curves.axes: {', '.join(sorted(unknown))} not in curves.arms")
     for name in spec.curves.get("arms", []):
         arm = spec.arm(name)
+        budgets = curve_budgets(spec, name)
         base_epochs = run_params(spec, arm, spec.seeds[0], params_path).train.epochs
-        for factor in spec.curves.get("epochs", []):
+        for factor in budgets["epochs"]:
             if factor != 1:
                 _variant(spec, arm, "epochs", int(round(base_epochs * factor)), params_path)
-        for size in spec.curves.get("images", []):
+        for size in budgets["images"]:
             if size != spec.regimes[arm.regime].get("max_train"):
                 _variant(spec, arm, "images", int(size), params_path)
     for name in spec.transfer.get("arms", []):

@@ -14,7 +14,7 @@ import yaml
 
 from skillpack.io import write_json, write_text
 from skillpack.verdicts import (ALPHA, INCONCLUSIVE, NOT_TESTED, STATIC, VERDICTS, direction_sign, holm,
-                                minimum_detectable_proportion_gap, verdict)
+                                minimum_detectable_effect, minimum_detectable_proportion_gap, verdict)
 
 CLAIMS_FILE = Path("claims.yaml")
 UNITS = {"test_accuracy": "points", "recall_at_1": "points", "tar_at_far": "points"}  # the rest: relative, percent
@@ -261,26 +261,74 @@ def _noise(setting: str) -> tuple[str, float]:
 
 def _precision_test(detected: dict, rate: float) -> dict:
     """Precision of a detector's flags against the noise rate, which is the precision of
-    flagging at random: exact binomial test and Clopper-Pearson interval (scipy), in points."""
+    flagging at random, on one noise draw: exact binomial test and Clopper-Pearson interval
+    (scipy), in points."""
     from scipy import stats
 
     n = int(detected["flagged"])
     if n == 0:
-        return {"measured": None, "ci_low": -100 * rate, "ci_high": 100 * (1 - rate), "p": 1.0, "n": 0}
+        return {"measured": None, "ci_low": -100 * rate, "ci_high": 100 * (1 - rate), "p": 1.0, "n": 0, "draws": 1}
     hits = int(round(detected["precision"] * n))
     test = stats.binomtest(hits, n, rate)
     ci = test.proportion_ci(0.95, method="exact")
     return {"measured": 100 * (hits / n - rate), "ci_low": 100 * (ci.low - rate), "ci_high": 100 * (ci.high - rate),
-            "p": float(test.pvalue), "n": n}
+            "p": float(test.pvalue), "n": n, "draws": 1}
 
 
-def _cleaning_setup(results: dict, setting: str, flagged: int) -> str:
+def _draws_test(draws: dict, detector: str) -> dict:
+    """The same figure over several noise draws (each its own label flips and out-of-fold
+    models): the draw is the unit, so the t-interval of precision minus the draw's realised
+    noise rate, paired by draw, covers the noise and the training, in points."""
+    from skillpack.ablation import paired_comparison
+
+    precision = [d[detector]["precision"] for d in draws.values()]
+    rates = [d["noise_rate"] for d in draws.values()]
+    t = paired_comparison(precision, rates)
+    return {"measured": 100 * t["delta"], "ci_low": 100 * t["ci_low"], "ci_high": 100 * t["ci_high"],
+            "p": t["p_value"], "n": int(statistics.median(d[detector]["flagged"] for d in draws.values())),
+            "draws": len(draws), "differences": [100 * (p - r) for p, r in zip(precision, rates)]}
+
+
+def cleaning_test(found: dict, detector: str, rate: float) -> dict:
+    """A setting's test of one detector: over its noise draws where it has several, else the
+    binomial test of its single draw."""
+    draws = found.get("draws") or {}
+    return _draws_test(draws, detector) if len(draws) >= 2 else _precision_test(found[detector], rate)
+
+
+def _cleaning_setup(results: dict, setting: str, t: dict) -> str:
     kind, rate = _noise(setting)
     oof = results.get("oof", {})
     images = results[setting].get("cleaned", {}).get("input")
     size = f"{images:,} images, " if images else ""
-    return (f"{size}{kind} label noise at {rate:.0%}, {flagged:,} flagged, out-of-fold {oof.get('model', '?')} "
-            f"({oof.get('folds', '?')} folds x {oof.get('epochs', '?')} epochs), one noise draw")
+    draws = "one noise draw" if t["draws"] == 1 else \
+        f"{t['draws']} noise draws (label flips and out-of-fold seeds {', '.join(results[setting]['draws'])})"
+    flagged = f"{t['n']:,} flagged" if t["draws"] == 1 else f"median {t['n']:,} flagged"
+    return (f"{size}{kind} label noise at {rate:.0%}, {flagged}, out-of-fold {oof.get('model', '?')} "
+            f"({oof.get('folds', '?')} folds x {oof.get('epochs', '?')} epochs), {draws}")
+
+
+def _blind_spot(t: dict, rate: float, family_size: int) -> tuple[float | None, float | None]:
+    """The minimum detectable effect at alpha and at the family's Bonferroni alpha, in points."""
+    if t["draws"] > 1:
+        gaps = [minimum_detectable_effect(t["differences"], a) for a in (ALPHA, ALPHA / family_size)]
+        return tuple(g if g is None else float(g) for g in gaps)
+    gaps = [minimum_detectable_proportion_gap(rate, t["n"], a) for a in (ALPHA, ALPHA / family_size)]
+    return tuple(g if g is None else 100 * g for g in gaps)
+
+
+def _detector_detail(found: dict, detector: str) -> dict:
+    """Precision, recall, F1 (and cleanlab's F1 beside it): means over the noise draws where
+    there are several."""
+    draws = list((found.get("draws") or {}).values()) or [found]
+    mean = lambda name, key: statistics.fmean(d[name][key] for d in draws)  # noqa: E731
+    detail = {k: round(mean(detector, k), 3) for k in ("precision", "recall", "f1") if k in found[detector]}
+    if "cleanlab" in found:
+        detail["cleanlab_f1"] = round(mean("cleanlab", "f1"), 3)
+    if detector == "gradient" and "gradient_norm" in found:
+        g = found["gradient_norm"]
+        detail["median_norm_flipped_vs_clean"] = [round(g["median_flipped"], 3), round(g["median_clean"], 3)]
+    return detail
 
 
 def cleaning_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
@@ -288,34 +336,27 @@ def cleaning_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
     Holm-adjusted across all of them (the benchmark run's family of tests)."""
     judged = [c for c in claims if c.get("cleaning")]
     settings = [s for s in results.get("settings", []) if s in results]
-    tests = [(claim, setting, _precision_test(results[setting][claim["cleaning"]["detector"]], _noise(setting)[1]))
+    tests = [(claim, setting, cleaning_test(results[setting], claim["cleaning"]["detector"], _noise(setting)[1]))
              for claim in judged for setting in settings if claim["cleaning"]["detector"] in results[setting]]
     family = {"name": f"the {len(tests)} tests of the cleaning benchmark", "size": len(tests)}
     out: dict[str, list[dict]] = {}
     for (claim, setting, t), p_adjusted in zip(tests, holm([t["p"] for _, _, t in tests])):
         detector = claim["cleaning"]["detector"]
         verdict_ = verdict(t["ci_low"], t["ci_high"], p_adjusted, None, claim["direction"])
-        rate = _noise(setting)[1]
-        gaps = [minimum_detectable_proportion_gap(rate, t["n"], alpha) for alpha in (ALPHA, ALPHA / len(tests))]
-        blind = verdict_ == INCONCLUSIVE and gaps[0] is not None
-        mde, mde_family = (100 * gaps[0], 100 * gaps[1]) if blind else (None, None)
-        setup = _cleaning_setup(results, setting, t["n"])
+        mde, mde_family = _blind_spot(t, _noise(setting)[1], len(tests))
+        blind = verdict_ == INCONCLUSIVE and mde is not None
+        mde, mde_family = (mde, mde_family) if blind else (None, None)
+        setup = _cleaning_setup(results, setting, t)
         statement = _judged_statement(verdict_, setup, f"{detector} precision minus noise rate",
                                       t["measured"] or 0.0, t["ci_low"], t["ci_high"], "points", None,
                                       claim["direction"], t["p"], p_adjusted, (mde, mde_family) if blind else None,
                                       family)
-        found = results[setting][detector]
-        detail = {k: round(found[k], 3) for k in ("precision", "recall", "f1") if k in found}
-        if "cleanlab" in results[setting]:
-            detail["cleanlab_f1"] = round(results[setting]["cleanlab"]["f1"], 3)
-        if detector == "gradient" and "gradient_norm" in results[setting]:
-            g = results[setting]["gradient_norm"]
-            detail["median_norm_flipped_vs_clean"] = [round(g["median_flipped"], 3), round(g["median_clean"], 3)]
         out.setdefault(claim["id"], []).append(
             row(claim, verdict_, statement, arm=setting, measured=t["measured"], ci_low=t["ci_low"],
                 ci_high=t["ci_high"], p=t["p"], p_adjusted=p_adjusted, mde=mde, setup=setup, mde_family=mde_family,
                 baseline="random flags", unit="points", direction=claim["direction"], family=family["name"],
-                detail=detail))
+                detail=_detector_detail(results[setting], detector),
+                replicates={"count": t["draws"], "of": "noise draw"}))
     return out
 
 
@@ -354,7 +395,8 @@ def compression_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]
             out.setdefault(claim["id"], []).append(
                 row(claim, verdict_, statement, arm=name, measured=c["delta_points"], ci_low=low, ci_high=high,
                     claimed=claimed, p=c["p"], p_adjusted=c["p_adjusted"], mde=mde, setup=setup,
-                    baseline=c["control"], unit="points", direction=claim["direction"], family=family["name"]))
+                    baseline=c["control"], unit="points", direction=claim["direction"], family=family["name"],
+                    replicates={"count": len(c["seeds"]), "of": "seed"}))
     return out
 
 
@@ -474,19 +516,42 @@ def _more_cell(r: dict) -> str:
 
 def evidence_summary(claims_doc: dict, table: list[dict]) -> dict:
     """How much of the article the table judges, and on how many seeds: claims with a measured
-    verdict and an interval, the seeds of the ablation's rows, their interval half-widths."""
+    verdict and an interval, the seeds of the ablation's rows, their interval half-widths, and
+    the replicates (seeds, noise draws) of the rows judged on benchmarks."""
     measured = [r for r in table if r["verdict"] in VERDICTS and r["verdict"] != NOT_TESTED]
     ablation = [r for r in measured if r.get("n_seeds")]
     accuracy = [r for r in ablation if r.get("family") == "main" and r.get("metric") == ACCURACY]
     claims = list(dict.fromkeys(r["claim"] for r in measured))
-    few = sorted({r["claim"] for r in measured if not r.get("n_seeds")} - {r["claim"] for r in ablation})
+    benchmark = {}
+    for r in measured:
+        if not r.get("n_seeds"):
+            counts = benchmark.setdefault(r["claim"], {})
+            unit_ = (r.get("replicates") or {}).get("of", "sample")
+            counts.setdefault(unit_, []).append((r.get("replicates") or {}).get("count", 1))
     return {"claims": len(claims_doc["claims"]), "measured_claims": len(claims),
             "ablation_claims": len({r["claim"] for r in ablation}),
             "seeds_min": min((r["n_seeds"] for r in ablation), default=None),
             "seeds_median": statistics.median([r["n_seeds"] for r in ablation]) if ablation else None,
             "halfwidth_median_points": statistics.median([(r["ci_high"] - r["ci_low"]) / 2 for r in accuracy])
             if accuracy else None,
-            "benchmark_only_claims": few}
+            "benchmark_claims": {claim: {unit_: {"rows": len(n), "max": max(n), "min": min(n)}
+                                         for unit_, n in counts.items()} for claim, counts in benchmark.items()},
+            "below_five": sorted(c for c, counts in benchmark.items() if all(max(n) < 5 for n in counts.values()))}
+
+
+def _counted(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _benchmark_text(claim: str, counts: dict) -> str:
+    """'clean.dbscan (5 noise draws in some of 6 rows, 1 in the others)'"""
+    parts = []
+    for unit_, n in counts.items():
+        if n["min"] == n["max"]:
+            parts.append(_counted(n["max"], unit_) + ("" if n["rows"] == 1 else " in each row"))
+        else:
+            parts.append(f"{_counted(n['max'], unit_)} in some of {n['rows']} rows, {n['min']} in the others")
+    return f"{claim} ({'; '.join(parts)})"
 
 
 def _summary_lines(summary: dict) -> list[str]:
@@ -498,9 +563,11 @@ def _summary_lines(summary: dict) -> list[str]:
         line += f" (seeds per row: at least {summary['seeds_min']}, median {summary['seeds_median']:g})"
     if summary["halfwidth_median_points"] is not None:
         line += f"; accuracy intervals at the spec's budget: half-width median {summary['halfwidth_median_points']:.2f} points"
-    if summary["benchmark_only_claims"]:
-        line += (". Judged on benchmarks only, with their own sampling (not seeds of the ablation): "
-                 + ", ".join(summary["benchmark_only_claims"]))
+    if summary["benchmark_claims"]:
+        line += (". Judged on benchmarks, with their own replicates: "
+                 + ", ".join(_benchmark_text(c, n) for c, n in summary["benchmark_claims"].items()))
+    if summary["below_five"]:
+        line += f". Fewer than 5 replicates in every row: {', '.join(summary['below_five'])}"
     return [line + ".", ""]
 
 

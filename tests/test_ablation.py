@@ -1,11 +1,14 @@
 """The ablation engine: spec, statistics, verdicts, resumable results, and the quick flow."""
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from skillpack import ablation as ab
+from skillpack.config import ParamsError
 from skillpack.verdicts import VERDICTS
 
 from conftest import make_project_repo, project_env, run
@@ -43,6 +46,23 @@ def test_default_spec_has_the_required_arms_and_claims():
         assert epochs[-1] / epochs[0] >= 9, (name, epochs)
     for arm in spec.arms + spec.cumulative:  # every configuration is valid params
         ab.run_params(spec, arm, 0)
+
+
+def test_an_arms_own_curve_axes_replace_the_shared_ones(tmp_path):
+    spec = ab.load_spec(SPEC)
+    # warm-up: oscillation over the first 5 epochs is the same run at every epoch budget (step
+    # schedule), so its curve is over images; the overfitting regime's is over epochs only
+    assert [n for _, n in ab.curve_points(spec, "warmup_5_epochs", "epochs")] == ["warmup_5_epochs"]
+    assert [b for b, _ in ab.curve_points(spec, "warmup_5_epochs", "images")] == [500, 2000, 8000]
+    assert spec.arm("warmup_5_epochs@8000img").baseline == "baseline_long@8000img"
+    epochs = [b for b, _ in ab.curve_points(spec, "aug_basic_small_data", "epochs")]
+    assert epochs == [20, 60, 180]
+    assert [n for _, n in ab.curve_points(spec, "aug_basic_small_data", "images")] == ["aug_basic_small_data"]
+    raw = yaml.safe_load(Path(SPEC).read_text())
+    raw["curves"]["axes"]["not_an_arm"] = {"epochs": []}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match="curves.axes: not_an_arm not in curves.arms"):
+        ab.load_spec(tmp_path / "spec.yaml")
 
 
 def test_quick_profile_shrinks_the_runs():

@@ -73,3 +73,38 @@ def test_merge_previous_keeps_only_settings_measured_with_the_same_model_and_det
     assert results["pair_0.1"] == full and results["pair_0.4"] == {"new": True} and "pair_0.2" not in results
     other_model = {"acc_clean_by_seed": {"0": 0.92}}
     assert bench.merge_previous(other_model, []) == [] and "pair_0.1" not in other_model
+
+
+def test_noise_draws_flip_their_own_labels_and_add_to_the_stored_results(tmp_path, monkeypatch):
+    """Two real noise draws on a tiny random set (out-of-fold models of 1 epoch): each draw flips
+    exactly rate x N labels of its own, the stored results keep their other figures, and results
+    from other detectors are refused rather than mixed."""
+    import json
+    from types import SimpleNamespace
+
+    import benchmarks.cleaning as bench
+    from skillpack.config import load_params
+
+    monkeypatch.setattr(bench, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(bench, "RESULTS", tmp_path)
+    monkeypatch.setattr("benchmarks.common.RESULTS", tmp_path)
+    monkeypatch.setattr(bench, "render_claims", lambda: None)
+    params = load_params("params.yaml", ["clean.oof.epochs=1", "clean.oof.folds=2", "train.threads=1"])
+    rng = np.random.default_rng(0)
+    train = SimpleNamespace(images=rng.integers(0, 255, (200, 28, 28, 1), dtype=np.uint8),
+                            labels=np.arange(200) % 10)
+    stored = {"settings": ["symmetric_0.1"], "symmetric_0.1": {"acc_noisy": 0.9},
+              "oof": params.clean.oof.model_dump(), "detectors": params.clean.model_dump(exclude={"oof"})}
+    (tmp_path / "cleaning.json").write_text(json.dumps(stored))
+
+    results = bench.add_noise_draws(["symmetric_0.1"], [0, 1], {"train": train}, params, 0.0)
+    draws = results["symmetric_0.1"]["draws"]
+    assert set(draws) == {"0", "1"} and results["symmetric_0.1"]["acc_noisy"] == 0.9
+    assert all(d["noise_rate"] == pytest.approx(20 / 200) for d in draws.values())
+    assert all(0 <= d[name]["precision"] <= 1 for d in draws.values() for name in bench.DETECTOR_ORDER)
+    flips = [bench.noise_and_detections("symmetric_0.1", train, params, seed)["flipped"] for seed in (0, 1)]
+    assert not np.array_equal(flips[0], flips[1])
+    assert json.loads((tmp_path / "cleaning.json").read_text())["symmetric_0.1"]["draws"].keys() == {"0", "1"}
+    other = load_params("params.yaml", ["clean.oof.epochs=1", "clean.oof.folds=3", "train.threads=1"])
+    with pytest.raises(SystemExit, match="`oof` differs"):
+        bench.add_noise_draws(["symmetric_0.1"], [2], {"train": train}, other, 0.0)

@@ -5,7 +5,9 @@ import itertools
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from skillpack import ablation as ab
 from skillpack import claims as cl
@@ -224,6 +226,32 @@ def test_cleaning_rows_test_precision_against_the_noise_rate():
     assert better["p_adjusted"] == pytest.approx(min(1.0, 2 * better["p"]))  # Holm over the benchmark's 2 tests
     assert "the 2 tests of the cleaning benchmark" in better["statement"]
     assert "500 flagged" in at_chance["setup"]
+
+
+def test_cleaning_rows_over_noise_draws_use_the_draw_as_the_unit():
+    claims = [{"id": "clean.x", "direction": "increase", "cleaning": {"detector": "det"}}]
+    precision, rates = [0.60, 0.64, 0.58, 0.66, 0.62], [0.100, 0.101, 0.099, 0.100, 0.102]
+    draws = {str(seed): {"det": {"precision": p, "recall": 0.5, "f1": 0.5, "flagged": 1000 + seed}, "noise_rate": r}
+             for seed, (p, r) in enumerate(zip(precision, rates))}
+    results = {"settings": ["symmetric_0.1", "pair_0.1"],
+               "symmetric_0.1": {"det": draws["0"]["det"], "draws": draws},
+               "pair_0.1": {"det": {"precision": 0.3, "recall": 0.1, "f1": 0.15, "flagged": 800}}}
+    over_draws, single = cl.cleaning_rows(claims, results)["clean.x"]
+    differences = [100 * (p - r) for p, r in zip(precision, rates)]
+    half = stats.t.ppf(0.975, 4) * np.std(differences, ddof=1) / np.sqrt(5)
+    assert over_draws["measured"] == pytest.approx(np.mean(differences))
+    assert over_draws["ci_high"] - over_draws["ci_low"] == pytest.approx(2 * half)
+    assert over_draws["replicates"] == {"count": 5, "of": "noise draw"} and single["replicates"]["count"] == 1
+    assert "5 noise draws (label flips and out-of-fold seeds 0, 1, 2, 3, 4)" in over_draws["setup"]
+    assert "median 1,002 flagged" in over_draws["setup"] and "one noise draw" in single["setup"]
+    assert over_draws["detail"]["precision"] == pytest.approx(np.mean(precision), abs=1e-3)
+    # the claims summary counts replicates per claim and names those with fewer than 5 in every row
+    doc = {"claims": [{"id": "clean.x"}, {"id": "clean.y"}]}
+    few = dict(over_draws, claim="clean.y", replicates={"count": 3, "of": "seed"})
+    summary = cl.evidence_summary(doc, [over_draws, single, few])
+    assert summary["below_five"] == ["clean.y"]
+    line = cl._summary_lines(summary)[0]
+    assert "clean.x (5 noise draws in some of 2 rows, 1 in the others)" in line and "clean.y (3 seeds)" in line
 
 
 def test_the_amp_row_is_rendered_from_the_benchmark_results_passed_in():
