@@ -224,10 +224,12 @@ def add_noise_draws(settings: list[str], seeds: list[int], splits, params, t_sta
     if not path.is_file():
         raise SystemExit(f"{path}: no results to add noise draws to; run `python -m benchmarks.cleaning` first")
     results = json.loads(path.read_text())
-    now = {"oof": params.clean.oof.model_dump(), "detectors": params.clean.model_dump(exclude={"oof"})}
-    for key, value in now.items():
-        if json.loads(json.dumps(value)) != results.get(key):
-            raise SystemExit(f"{path}: `{key}` differs from params.yaml's clean.{key if key == 'oof' else '*'}; "
+    detectors = params.clean.model_dump(include=set(DETECTOR_ORDER) & set(type(params.clean).model_fields))
+    stored = {name: (results.get("detectors") or {}).get(name) for name in detectors}
+    for key, now, before in (("oof", params.clean.oof.model_dump(), results.get("oof")),
+                             ("detectors", detectors, stored)):
+        if json.loads(json.dumps(now)) != before:
+            raise SystemExit(f"{path}: `{key}` differs from params.yaml's clean.{key if key == 'oof' else '<detector>'}; "
                              "re-run the whole benchmark rather than mixing detectors")
     missing = [s for s in settings if s not in results]
     if missing:
