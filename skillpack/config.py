@@ -287,7 +287,7 @@ class QuantizeParams(_Strict):
 
 class CompressParams(_Strict):
     """The compress stage: channel pruning + fine-tuning, a distilled student, int8."""
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)  # intervals over these
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)  # intervals over these
     prune_ratio: float = Field(0.2, ge=0, lt=1)  # share of channels removed (0.2 keeps 80%)
     prune_importance: Literal["l2", "l1", "bn_scale", "random"] = "l2"
     finetune_epochs: int = Field(2, ge=1)        # after pruning; the unpruned control gets the same
