@@ -534,7 +534,8 @@ def evidence_summary(claims_doc: dict, table: list[dict]) -> dict:
             "seeds_median": statistics.median([r["n_seeds"] for r in ablation]) if ablation else None,
             "halfwidth_median_points": statistics.median([(r["ci_high"] - r["ci_low"]) / 2 for r in accuracy])
             if accuracy else None,
-            "benchmark_claims": {claim: {unit_: {"rows": len(n), "max": max(n), "min": min(n)}
+            "benchmark_claims": {claim: {unit_: {"rows": len(n), "max": max(n), "min": min(n),
+                                                 "at_max": n.count(max(n))}
                                          for unit_, n in counts.items()} for claim, counts in benchmark.items()},
             "below_five": sorted(c for c, counts in benchmark.items() if all(max(n) < 5 for n in counts.values()))}
 
@@ -544,13 +545,13 @@ def _counted(n: int, what: str) -> str:
 
 
 def _benchmark_text(claim: str, counts: dict) -> str:
-    """'clean.dbscan (5 noise draws in some of 6 rows, 1 in the others)'"""
+    """'clean.dbscan (5 noise draws in 2 of 6 rows, 1 in the others)'"""
     parts = []
     for unit_, n in counts.items():
         if n["min"] == n["max"]:
             parts.append(_counted(n["max"], unit_) + ("" if n["rows"] == 1 else " in each row"))
         else:
-            parts.append(f"{_counted(n['max'], unit_)} in some of {n['rows']} rows, {n['min']} in the others")
+            parts.append(f"{_counted(n['max'], unit_)} in {n['at_max']} of {n['rows']} rows, {n['min']} in the others")
     return f"{claim} ({'; '.join(parts)})"
 
 

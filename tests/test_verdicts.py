@@ -251,7 +251,7 @@ def test_cleaning_rows_over_noise_draws_use_the_draw_as_the_unit():
     summary = cl.evidence_summary(doc, [over_draws, single, few])
     assert summary["below_five"] == ["clean.y"]
     line = cl._summary_lines(summary)[0]
-    assert "clean.x (5 noise draws in some of 2 rows, 1 in the others)" in line and "clean.y (3 seeds)" in line
+    assert "clean.x (5 noise draws in 1 of 2 rows, 1 in the others)" in line and "clean.y (3 seeds)" in line
 
 
 def test_the_amp_row_is_rendered_from_the_benchmark_results_passed_in():
