@@ -57,7 +57,7 @@ def cached_oof(setting: str, images, noisy, params, seed: int) -> tuple[cleaning
     if path.is_file():
         return cleaning.OutOfFold.load(path), None
     t0 = time.perf_counter()
-    oof = cleaning.out_of_fold(images, noisy, 10, params.clean.oof.train_params(params.train.threads, params.train.device),
+    oof = cleaning.out_of_fold(images, noisy, 10, params.clean.oof.train_params(params.train.threads, params.runtime.device),
                                params.clean.oof.folds, seed,
                                on_fold=lambda k, f: print(f"    fold {k}: held-out acc {f['held_out_acc']:.4f} "
                                                           f"({f['train_seconds']:.0f}s)", flush=True))

@@ -1,6 +1,7 @@
 """Render the measured sections of docs/benchmarks.md from the results JSON (never by hand).
 
     python -m benchmarks.docs           # rewrite every <!-- rendered: NAME --> ... <!-- end: NAME --> block
+                                        # of docs/benchmarks.md and README.md
     python -m benchmarks.docs --check   # exit 1 when a block differs from what its JSON renders
 
 tests/test_docs.py runs the check, so a figure in these blocks cannot drift from its results file.
@@ -61,27 +62,51 @@ def latency_block() -> str:
 
 def compression_block() -> str:
     table = _load(ROOT / paths.COMPRESSION_TABLE)
-    compressed = _load(ROOT / paths.COMPRESS_METRICS)
-    if table is None or compressed is None:
+    if table is None or "served" not in table:
         return "Not measured yet: `dvc repro export`."
-    lines = [f"`dvc repro export` (compress over seeds {compressed['seeds']}: fine-tune {compressed['finetune_epochs']} "
-             f"epochs, student {compressed['student']} x {compressed['student_epochs']} epochs; "
-             f"{compressed['seconds'] / 60:.1f} min) on {table['machine_line']}. Test accuracy: mean over the seeds; "
-             f"each variant against its control, paired by seed, 95% t-interval, Holm over the three comparisons.", "",
-             "| variant | params | MMACs | test acc | vs control (points) |", "|---|---|---|---|---|"]
+    compressed, served = table["compress"], table["served"]
+    lines = [f"`dvc repro export` on {table['machine_line']}: compress {compressed['seconds']:.0f} s (each variant "
+             f"trained once, seed {compressed['seed']}), export {table['seconds']:.0f} s. Test accuracy on "
+             f"{table['n_test']:,} images, each variant against the trained model; budget "
+             f"{compressed['max_drop_points']} points.", "",
+             "| variant | params | MMACs | test acc | vs trained model (points) | kept |", "|---|---|---|---|---|---|"]
+    base = compressed["baseline"]
+    lines.append(f"| trained ({base['model']}) | {base['params']:,} | {base['macs'] / 1e6:.2f} | "
+                 f"{base['test_accuracy']:.4f} | - | yes |")
     for name, v in compressed["variants"].items():
-        acc = v["test_accuracy"]
-        mean = sum(acc.values()) / len(acc)
-        c = compressed["comparisons"].get(name)
-        diff = (f"{c['delta_points']:+.2f} [{c['ci_low_points']:+.2f}, {c['ci_high_points']:+.2f}] vs {c['control']}, "
-                f"Holm p {c['p_adjusted']:.3g}") if c else "-"
-        lines.append(f"| {name} ({v['model']}) | {v['params']:,} | {v['macs'] / 1e6:.2f} | {mean:.4f} | {diff} |")
-    lines += ["", "Runtimes of the trained model (whole test set):", "",
-              "| runtime | max abs logit diff | top-1 agreement | test acc | drop (points) |", "|---|---|---|---|---|"]
-    lines += [f"| {p['runtime']} | {p['max_abs_diff']:.1e} | {p['top1_agreement']:.4f} | {p['test_accuracy']:.4f} | "
-              f"{p['accuracy_drop_points']:+.2f} |" for p in table["parity"]]
-    lines += [f"| {name} | {reason} | | | |" for name, reason in table["skipped"].items()]
+        lines.append(f"| {name} ({v['model']}) | {v['params']:,} | {v['macs'] / 1e6:.2f} | {v['test_accuracy']:.4f} | "
+                     f"{v['delta_points']:+.2f} | {'yes' if v['accepted'] else 'rejected'} |")
+    lines += ["", f"Served (`models/export/model.onnx`): **{served['variant']}, {served['runtime']}**, test accuracy "
+              f"{served['test_accuracy']:.4f}, {served['p50_ms']:.3f} ms at batch 1 (rule `{served['rule']}`: "
+              f"{served['why']}). int8 format {table['int8_format']['format']} "
+              f"({table['int8_format']['decided_by']}).", "",
+              "Runtimes against each model's own eager logits (whole test set):", "",
+              "| variant | runtime | max abs logit diff | top-1 agreement | test acc | drop (points) |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {p['variant']} | {p['runtime']} | {p['max_abs_diff']:.1e} | {p['top1_agreement']:.4f} | "
+              f"{p['test_accuracy']:.4f} | {p['accuracy_drop_points']:+.2f} |" for p in table["parity"]]
+    lines += [f"| - | {name} | {reason} | | | |" for name, reason in table["skipped"].items()]
     return "\n".join(lines)
+
+
+def pipeline_time_rows(f: dict) -> list[str]:
+    stages = ", ".join(f"{name} {s:.0f}" for name, s in f["stage_s"].items())
+    return [f"| `make run` on a clean clone (install included; uv cache "
+            f"{'warm' if f['uv_cache_bytes_before'] else 'empty'}) | {f['make_run_s'] / 60:.1f} min: install "
+            f"{f['install_s']:.0f} s, stages (s) {stages}; compress + export {f['compress_export_s']:.0f} s; "
+            f"test accuracy {f['test_acc']:.4f} | `python -m benchmarks.pipeline_time` |",
+            f"| `make test` on a clean clone (install included) | {f['make_test_s'] / 60:.1f} min "
+            f"({f['make_test_result']}) | the same |",
+            f"| `make test-fast` (the unit tier) | {f['make_test_fast_s']:.0f} s ({f['make_test_fast_result']}) | "
+            f"the same |"]
+
+
+def pipeline_time_block() -> str:
+    f = _load(RESULTS / "pipeline_time.json")
+    if f is None or "make_test_s" not in f:
+        return "Not measured yet: `python -m benchmarks.pipeline_time`."
+    return "\n".join([f"{f['cpu']}, 2 cores, commit {f['commit']} (`{_machine(f)}`):", "",
+                      "| what | figure | command |", "| --- | --- | --- |", *pipeline_time_rows(f)])
 
 
 def serve_block() -> str:
@@ -164,7 +189,9 @@ def cleaning_draws_block() -> str:
 
 
 BLOCKS = {"latency": latency_block, "compression": compression_block, "serve_load": serve_block,
-          "ablation_cost": ablation_block, "cleaning_draws": cleaning_draws_block}
+          "ablation_cost": ablation_block, "cleaning_draws": cleaning_draws_block, "pipeline_time": pipeline_time_block}
+README = ROOT / "README.md"
+DOCS = (DOC, README)   # the files whose <!-- rendered: NAME --> blocks are rendered
 
 
 def render(text: str) -> str:
@@ -178,14 +205,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args(argv)
-    current = DOC.read_text()
-    rendered = render(current)
+    stale = [doc for doc in DOCS if render(doc.read_text()) != doc.read_text()]
     if args.check:
-        stale = [n for n in BLOCKS if f"<!-- rendered: {n} -->" in current and render(current) != current]
-        print("docs/benchmarks.md is stale: run `python -m benchmarks.docs`" if stale else "up to date")
+        print(f"stale: {', '.join(d.name for d in stale)}: run `python -m benchmarks.docs`" if stale else "up to date")
         return 1 if stale else 0
-    DOC.write_text(rendered)
-    print(f"rendered {', '.join(BLOCKS)} into {DOC}")
+    for doc in stale:
+        doc.write_text(render(doc.read_text()))
+    print(f"rendered {', '.join(BLOCKS)} into {', '.join(str(d.relative_to(ROOT)) for d in DOCS)}")
     return 0
 
 

@@ -12,7 +12,7 @@ overrun --budget-s is skipped and named under "skipped"):
    the device: img/s, the engine's upper bound. Then one warm-up epoch of the `gpu` recipe
    under CUDA's sync debug mode: how many times the host waited for the GPU inside the epoch.
 2. recipes gpu, gpu_long (recipes.yaml) x seeds through the engine (skillpack.runs.train_model,
-   train.resident auto = resident on CUDA): final test accuracy, training seconds (the epochs'
+   runtime.resident auto = resident on CUDA): final test accuracy, training seconds (the epochs'
    own wall time, validation included; the per-epoch test evaluation that finds
    seconds_to_0.92/0.935/0.95 is not counted), the engine's img/s, medians over the seeds.
 3. ablation: the default ablation's arms x seeds (ablations/default.yaml, fp32 like the CPU
@@ -20,10 +20,10 @@ overrun --budget-s is skipped and named under "skipped"):
    N from the free memory): wall time, N, and every comparison's effect next to the CPU run's
    (reports/ablation.json).
 4. recipe gpu_best x seeds.
-5. parity: the `gpu` recipe on the host path (train.resident=false) with the same seeds: the
+5. parity: the `gpu` recipe on the host path (runtime.resident=false) with the same seeds: the
    resident path draws from CUDA's generator, so the two agree in distribution, not bit for
    bit; the accuracy medians are compared.
-6. compile: the `gpu` recipe, first seed, train.compile=reduce-overhead (CUDA graphs) and
+6. compile: the `gpu` recipe, first seed, runtime.compile=reduce-overhead (CUDA graphs) and
    max-autotune: compile seconds (reported apart), training seconds, accuracy.
 7. sweep (only when named in --parts): the `gpu` recipe's learning rate, and SGD vs LARS vs
    LAMB at batch 4,096, one seed each (the large-batch optimizers tested fairly: same epochs,
@@ -69,7 +69,7 @@ SWEEP = {  # name -> overrides of the gpu recipe
 }
 # what --smoke changes: tiny data, one short epoch, small batches, the resident path forced on a CPU too
 SMOKE_DATA = ["data.max_train=700", "data.max_test=300"]
-SMOKE_TRAIN = ["train.epochs=1", "train.batch_size=64", "train.resident=true"]
+SMOKE_TRAIN = ["train.epochs=1", "train.batch_size=64", "runtime.resident=true"]
 
 
 class Bench:
@@ -285,7 +285,7 @@ class Bench:
             spec.seeds = spec.seeds[:1]
         extra = {}  # the spec's own train.amp (bf16), as the CPU run trained
         if self.args.smoke:
-            extra.update({"train.resident": True, "train.epochs": 1})
+            extra.update({"runtime.resident": True, "train.epochs": 1})
         params = load_params(ROOT / "params.yaml", self.data_extra)
         work = Path(tempfile.mkdtemp(prefix="skillpack-gpu-ablation-"))
         source, splits = prepare_splits(params.data, params.seed)  # what the prepare stage stores
@@ -328,7 +328,7 @@ class Bench:
         for run in resident["runs"]:
             if not self.fits(f"parity seed {run['seed']}", 4 * run["train_s"] + 10):
                 break
-            runs.append(self.recipe_run("gpu", run["seed"], ["train.resident=false"]))
+            runs.append(self.recipe_run("gpu", run["seed"], ["runtime.resident=false"]))
         if runs:
             host = summarise(runs)
             seeds = [r["seed"] for r in runs]
@@ -345,7 +345,7 @@ class Bench:
         for mode in ("reduce-overhead", "max-autotune"):
             if not self.fits(f"compile {mode}", 150):
                 break
-            run = self.recipe_run("gpu", self.args.seeds[0], [f"train.compile={mode}"])
+            run = self.recipe_run("gpu", self.args.seeds[0], [f"runtime.compile={mode}"])
             self.figures["compile"][mode] = {k: run[k] for k in ("final_acc", "train_s", "compile_s", "img_s",
                                                                  "seconds_to")}
             self.save()

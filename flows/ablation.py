@@ -6,6 +6,8 @@ reports and charts.
     python -m flows.ablation ablations/default.yaml --quick    # CI profile
     python -m flows.ablation ablations/default.yaml --report-only  # re-render the reports from
                                         # reports/ablation.json's stored runs and benchmarks/results/*.json
+    python -m flows.ablation ablations/default.yaml --restore-store  # fill the result store (not in git)
+                                        # from reports/ablation.json's runs: the next run computes only new ones
     python -m flows.ablation ablations/default.yaml --task-runner dask --workers 2   # one run's override
 
 Where the (arm, seed) runs execute is params.yaml `ablation.task_runner` (read by
@@ -38,7 +40,7 @@ from skillpack import ablation_runs, tracking
 from skillpack.config import TaskRunnerParams, flatten
 
 from skillpack.paths import ABLATION_RESULTS as RESULTS
-from skillpack.paths import COMPRESS_METRICS, PREPARED, REPORTS
+from skillpack.paths import PREPARED, REPORTS
 
 VAL_IMAGES = ablation_runs.VAL_IMAGES
 
@@ -62,7 +64,7 @@ def train_teacher(spec_path: str, name: str, profile: str) -> str:
 def _log_child(parent_run_id: str, params, result: dict, data_hash: str) -> None:
     """Every (arm, seed) is a child run of the ablation's parent run, computed or from the store."""
     flat = {**flatten(params.train, "train"), "seed": params.seed}
-    tracking.log_child_run(parent_run_id, params.mlflow.experiment, f"{result['arm']}/seed{result['seed']}", flat,
+    tracking.log_child_run(parent_run_id, params.registry.experiment, f"{result['arm']}/seed{result['seed']}", flat,
                            {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
                            {"arm": result["arm"], "seed": result["seed"], "claims": ",".join(result["claims"]),
                             "regime": result["regime"], "stage": "ablation", "data_hash": data_hash,
@@ -113,7 +115,7 @@ def build_task_runner(runner: TaskRunnerParams, api_url: str | None = None, devi
     cluster of worker processes with one thread each, or a running one) or Ray. `api_url`: the
     Prefect API the local workers report to (the flow's own, so that they never start a
     temporary server each; the workers of a running cluster need PREFECT_API_URL set where they
-    run). `device`: train.device, where a process pool's runs train; `plan`: concurrency_plan's,
+    run). `device`: runtime.device, where a process pool's runs train; `plan`: concurrency_plan's,
     when already made."""
     plan = plan or concurrency_plan(runner, device)
     workers = plan.workers
@@ -234,7 +236,7 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
                           tags={"stage": "ablation", "spec": spec.name, "profile": profile,
                                 "git_commit": tracking.git_commit()}) as parent:
         teachers = {name: train_teacher(spec_path, name, profile) for name in spec.teachers}
-        device = load_params().train.device
+        device = load_params().runtime.device
         plan = concurrency_plan(runner, device)  # on CUDA: reads the free GPU memory once
         api_url = str(FlowRunContext.get().client.api_url)  # the server this flow reports to (maybe temporary)
         grid = run_grid.with_options(task_runner=build_task_runner(runner, api_url, device, plan))
@@ -287,11 +289,8 @@ def load_benchmark_results(folder: Path = BENCHMARK_RESULTS) -> dict[str, dict]:
     """The benchmark results the claims report reads, by benchmark name, where measured."""
     import json
 
-    found = {name: json.loads((folder / f"{name}.json").read_text()) for name in CLAIM_BENCHMARKS
-             if (folder / f"{name}.json").is_file()}
-    if COMPRESS_METRICS.is_file():  # the compress stage's paired comparisons (claims light.*)
-        found["compression"] = json.loads(COMPRESS_METRICS.read_text())
-    return found
+    return {name: json.loads((folder / f"{name}.json").read_text()) for name in CLAIM_BENCHMARKS
+            if (folder / f"{name}.json").is_file()}
 
 
 def render_reports(spec_path: str = "ablations/default.yaml", profile: str = "cpu") -> dict:
@@ -306,6 +305,40 @@ def render_reports(spec_path: str = "ablations/default.yaml", profile: str = "cp
     stored = json.loads(report_paths(REPORTS, spec, command)["json"].read_text())
     return write_ablation_reports(spec, stored["runs"], REPORTS, command=stored.get("command", command),
                                   benchmarks=load_benchmark_results(), rendered_by=f"{command} --report-only")
+
+
+PER_INVOCATION = ("cached",)  # labels a run's result gets from the invocation that returned it, not stored
+
+
+def restore_store(spec_path: str = "ablations/default.yaml", profile: str = "cpu", reports: Path = REPORTS,
+                  results: Path = RESULTS) -> tuple[Path, dict[str, int]]:
+    """Write every run of the profile's committed report (reports/ablation.json: `runs`, each
+    with its `key`) into the result store, skipping keys already stored: the store is not in
+    git, and a fresh clone's ablation then computes only the runs whose keys are new. Returns
+    the store's folder and how many runs were restored, already stored, or had no key."""
+    import json
+
+    from skillpack.ablation_report import report_paths
+
+    spec = ab.load_spec(spec_path, profile=profile)
+    path = report_paths(reports, spec, _command(spec_path, profile))["json"]
+    if not path.is_file():
+        raise SystemExit(f"{path}: no report to restore the result store {results / spec.name} from")
+    report = json.loads(path.read_text())
+    if report.get("spec") != spec.name:
+        raise SystemExit(f"{path}: runs of spec {report.get('spec')!r}, not {spec.name!r}")
+    store = ab.ResultStore(results / spec.name)
+    counts = {"restored": 0, "already_stored": 0, "without_key": 0}
+    for run in report["runs"]:
+        key = run.get("key")
+        if not key:
+            counts["without_key"] += 1
+        elif store.get(key) is not None:
+            counts["already_stored"] += 1
+        else:
+            store.put(key, {k: v for k, v in run.items() if k not in PER_INVOCATION})
+            counts["restored"] += 1
+    return store.root, counts
 
 
 def _workers(value: str) -> int | str:
@@ -326,7 +359,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", help="dask / ray: a running cluster's address")
     parser.add_argument("--report-only", action="store_true",
                         help="re-render the reports from the stored runs of the last ablation (no training)")
+    parser.add_argument("--restore-store", action="store_true",
+                        help="write the runs of the committed report (reports/ablation.json) into the result store, "
+                             "skipping keys already stored, then stop: the next ablation computes only new runs")
     args = parser.parse_args(argv)
+    if args.restore_store:
+        root, counts = restore_store(args.spec, args.profile or ("quick" if args.quick else "cpu"))
+        print(f"result store {root}: " + ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in counts.items()))
+        return
     if args.report_only:
         outputs = render_reports(args.spec, args.profile or ("quick" if args.quick else "cpu"))
         print("\n".join(str(path) for path in outputs["files"]))

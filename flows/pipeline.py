@@ -10,36 +10,49 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
-import subprocess
 from pathlib import Path
 
 import skillpack  # noqa: F401  (environment defaults first)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
+from prefect.logging.handlers import APILogHandler
 
 from skillpack import tracking
 
 from skillpack import paths
 from stages import NAMES as STAGES
 
+from flows.stream import run_streaming
+
 ARTIFACT_KEY = "pipeline-metrics"
+RESULT_MARKER = "pipeline-result "   # the last line of `python -m flows.pipeline`: this, then JSON (benchmarks read it)
 # Stages whose failure is a verdict on the inputs (bad params, data failing its expectations):
 # retrying cannot help. The others (training, MLflow/SQLite writes, export) are retried.
 DETERMINISTIC = {"check_params", "validate"}
 
 
-@task(name="dvc-repro")
+@task(name="dvc-repro", task_run_name="dvc-repro-{stage}")
 def repro_stage(stage: str, repo: str, env: dict, force: bool = False) -> str:
-    """Run one DVC stage (upstream stages are already up to date, so this runs just `stage`)."""
+    """Run one DVC stage (upstream stages are already up to date, so this runs just `stage`), its
+    output live on the terminal and, as throttled lines, in the flow run's logs."""
     cmd = ["dvc", "repro", *(["--force", "--single-item"] if force else []), stage]
-    proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
     logger = get_run_logger()
-    tail = (proc.stdout + proc.stderr)[-4000:]
-    if proc.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed with exit code {proc.returncode}:\n{tail}")
-    logger.info("%s\n%s", " ".join(cmd), tail[-1500:])
-    return tail
+    logger.info("%s", " ".join(cmd))
+    return run_streaming(cmd, api_only(logger), cwd=repo, env=env)
+
+
+def api_only(run_logger: logging.LoggerAdapter) -> logging.LoggerAdapter:
+    """`run_logger` minus Prefect's console echo: its records go to the run's logs in the API only.
+    The terminal already shows the stage's output; an echo would print each line twice and break
+    into a progress bar's line as it redraws."""
+    logger = logging.getLogger("skillpack.stage_output")
+    if not logger.handlers:
+        logger.addHandler(APILogHandler())
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    return logging.LoggerAdapter(logger, run_logger.extra)
 
 
 def metrics_table(metrics: dict, per_class: dict) -> list[dict]:
@@ -59,29 +72,54 @@ def run_label() -> str:
     return flow_run.name or "local"
 
 
+@task(name="registry-sync")
+def sync_registry(repo: Path) -> dict:
+    """Point registry.aliases at their versions (skillpack.tracking.sync_aliases): idempotent, so
+    the aliases follow a rename in params' registry section, which re-runs no stage."""
+    from skillpack.config import load_section
+    from skillpack.io import file_sha256
+
+    registry = load_section(repo / paths.PARAMS, "registry")
+    weights = read_json(repo / paths.TRAIN_METRICS).get("weights_sha256")
+    onnx_file = repo / paths.EXPORTED / "model.onnx"
+    onnx = file_sha256(onnx_file) if onnx_file.is_file() else None
+    return tracking.sync_aliases(registry.model, registry.aliases, weights, onnx)
+
+
 @flow(name="skillpack-pipeline", log_prints=True)
-def pipeline(repo: str = ".", stages: list[str] = list(STAGES), force: bool = False,
-             experiment: str = "skillpack") -> dict:
+def pipeline(repo: str = ".", stages: list[str] = list(STAGES), force: bool = False) -> dict:
+    """Every stage in order (`dvc repro <stage>`) under one MLflow parent run in params'
+    registry.experiment, then the registry's aliases synced; returns the parent run id, the
+    metrics and each stage's wall seconds."""
+    import time
+
+    from skillpack.config import load_section
+
     repo_path = Path(repo).resolve()
     env = {**os.environ, "SKILLPACK_ROOT": str(repo_path)}
     os.environ["SKILLPACK_ROOT"] = str(repo_path)
     env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
     import mlflow
 
-    tracking.setup(experiment)
+    tracking.setup(load_section(repo_path / paths.PARAMS, "registry").experiment)
+    seconds = {}
     with mlflow.start_run(run_name=f"pipeline {run_label()}",
                           tags={"stage": "pipeline", "git_commit": tracking.git_commit(repo_path)}) as parent:
         env[tracking.PARENT_ENV] = env[tracking.REPRO_ENV] = parent.info.run_id
         mlflow.set_tag(tracking.REPRO_TAG, parent.info.run_id)
         for stage in stages:
             repro = repro_stage if stage in DETERMINISTIC else repro_stage.with_options(retries=2, retry_delay_seconds=30)
+            t0 = time.perf_counter()
             repro(stage, str(repo_path), env, force)
+            seconds[stage] = round(time.perf_counter() - t0, 1)
+        aliases = sync_registry(repo_path)
         metrics = read_json(repo_path / paths.METRICS)
+        tracking.log_metrics({f"stage_seconds.{stage}": s for stage, s in seconds.items()})
         if metrics:
             tracking.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, (dict, bool))})
             create_table_artifact(key=ARTIFACT_KEY, table=metrics_table(metrics, read_json(repo_path / paths.PER_CLASS)),
                                   description=f"skillpack pipeline metrics (MLflow parent run {parent.info.run_id})")
-    return {"parent_run_id": parent.info.run_id, "metrics": metrics}
+    return {"parent_run_id": parent.info.run_id, "metrics": metrics, "stage_seconds": seconds, "aliases": aliases}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,8 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stages", nargs="+", default=list(STAGES))
     args = parser.parse_args(argv)
     result = pipeline(repo=args.repo, stages=args.stages, force=args.force)
-    print(json.dumps({"parent_run_id": result["parent_run_id"],
-                      "test_accuracy": result["metrics"].get("test_accuracy")}))
+    print(RESULT_MARKER + json.dumps({"parent_run_id": result["parent_run_id"],
+                                      "test_accuracy": result["metrics"].get("test_accuracy"),
+                                      "stage_seconds": result["stage_seconds"]}))
 
 
 if __name__ == "__main__":

@@ -68,11 +68,11 @@ def retrain(repo: str = ".", force: bool = False) -> dict:
     pipeline(repo=str(root), force=force)
     params = load_params(root / paths.PARAMS)
     images, labels = (np.array(a) for a in PreparedStore(root / paths.PREPARED).arrays("test"))
-    result = promote_if_better(params.mlflow.registered_model, params.export.registered_alias,
-                               params.retrain.champion_alias, images, labels, params.retrain.margin_points,
+    result = promote_if_better(params.registry.model, params.registry.aliases.candidate_onnx,
+                               params.registry.aliases.champion, images, labels, params.retrain.margin_points,
                                params.retrain.confidence)
     create_markdown_artifact(key="retrain-decision", markdown=decision_markdown(result),
-                             description=f"{params.mlflow.registered_model}: candidate v{result['candidate_version']}")
+                             description=f"{params.registry.model}: candidate v{result['candidate_version']}")
     print(result["reason"])
     return result
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skillpack import config
-from skillpack.config import Params
+from skillpack.config import CompressParams, Params
 from skillpack.io import write_json
 from skillpack.verdicts import ALPHA, holm, minimum_detectable_effect
 
@@ -32,6 +33,55 @@ class Arm:
     regime: str = "standard"
     baseline: str = "baseline"  # the arm it is compared with (same regime)
     variant: dict | None = None  # a budget-curve or transfer copy: {"of": arm, "axis": epochs|images|dataset, "value"}
+    start: dict | None = None    # StartOption.as_dict(): trained further from another arm's model of the same seed
+
+
+PruneImportance = CompressParams.model_fields["prune_importance"].annotation  # torch-pruning's criteria
+
+
+class StartOption(BaseModel):
+    """An arm's `start: {from: arm, prune_ratio, prune_importance}`: for seed s, the run starts
+    from the model the `from` arm's run trains with seed s (its params, its data draw), pruned
+    to (1 - prune_ratio) of its channels by skillpack.compress.prune_channels when prune_ratio
+    is given, and trains it further with its own params."""
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: str = Field(alias="from")
+    prune_ratio: float | None = Field(None, gt=0, lt=1)
+    prune_importance: PruneImportance = "l2"
+
+    def as_dict(self) -> dict:
+        """What the run key hashes: the importance only where something is pruned."""
+        out = {"from": self.from_}
+        if self.prune_ratio is not None:
+            out.update(prune_ratio=self.prune_ratio, prune_importance=self.prune_importance)
+        return out
+
+
+class TeacherOption(BaseModel):
+    """A distillation teacher of `teachers:`. Trained once on its regime with its seed, or, with
+    `per_seed: true`, with each run's seed on that run's own data draw (the run's regime): then
+    the interval of a distillation arm covers the teacher's seed too."""
+    model_config = ConfigDict(extra="forbid")
+    overrides: dict = Field(default_factory=dict)
+    regime: str = "standard"
+    seed: int = 0
+    per_seed: bool = False
+
+    @model_validator(mode="after")
+    def _per_seed_takes_the_runs_seed_and_data(self):
+        if self.per_seed and {"regime", "seed"} & self.model_fields_set:
+            raise ValueError("a per_seed teacher trains with each run's seed on that run's data draw: "
+                             "drop its regime and seed")
+        return self
+
+
+def _option(model: type[BaseModel], raw, where: str):
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(": ".join(filter(None, (".".join(map(str, e["loc"])),
+                                                     e["msg"].removeprefix("Value error, ")))) for e in err.errors())
+        raise config.ParamsError(f"{where}: {problems}") from None
 
 
 @dataclass
@@ -52,13 +102,14 @@ class Spec:
     base: dict            # overrides every run shares (budget, recipe)
     arms: list[Arm]       # baselines first (one per regime), then the arms, then their budget / transfer copies
     cumulative: list[Arm]
-    teachers: dict[str, dict]
+    teachers: dict[str, dict]  # trained once (the flow's train-teacher task); a run names one as "teacher:<name>"
     profile: str = "cpu"
     sequential: Sequential = field(default_factory=Sequential)
     resample: bool = True  # each seed draws its own training subset (the intervals cover the data draw too)
     curves: dict = field(default_factory=dict)
     transfer: dict = field(default_factory=dict)
     priorities: dict = field(default_factory=dict)  # {first: [augmentation arms], others: [other techniques]}
+    seed_teachers: dict[str, dict] = field(default_factory=dict)  # per_seed: true - trained within each run
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms + self.cumulative:
@@ -96,7 +147,12 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None)
 
     def arms(items, default_baseline):
         return [Arm(name=a["name"], overrides=a.get("overrides", {}) or {}, claims=a.get("claims", []) or [],
-                    regime=a.get("regime", "standard"), baseline=a.get("baseline", default_baseline)) for a in items]
+                    regime=a.get("regime", "standard"), baseline=a.get("baseline", default_baseline),
+                    start=_option(StartOption, a["start"], f"{path}: arm {a['name']}: start").as_dict()
+                    if a.get("start") is not None else None) for a in items]
+
+    teachers = {name: _option(TeacherOption, body or {}, f"{path}: teachers.{name}")
+                for name, body in (raw.get("teachers") or {}).items()}
 
     regimes = {name: {**(body or {}), **(overlay.get("regimes", {}).get(name, {}) or {})}
                for name, body in raw["regimes"].items()}
@@ -106,23 +162,30 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None)
         arm.overrides = {**previous.overrides, **arm.overrides}
     spec = Spec(name=raw["name"], seeds=overlay.get("seeds", raw["seeds"]), regimes=regimes,
                 base={**raw.get("base", {}), **overlay.get("base", {})},
-                arms=arms(raw["arms"], "baseline"), cumulative=chain, teachers=raw.get("teachers", {}),
+                arms=arms(raw["arms"], "baseline"), cumulative=chain,
+                teachers={n: raw["teachers"][n] for n, t in teachers.items() if not t.per_seed},
+                seed_teachers={n: {"overrides": t.overrides} for n, t in teachers.items() if t.per_seed},
                 profile=profile,
                 sequential=Sequential(**{**(raw.get("sequential") or {}), **(overlay.get("sequential") or {})}),
                 resample=bool(raw.get("resample", True)),
                 curves=overlay.get("curves", raw.get("curves")) or {},
                 transfer=overlay.get("transfer", raw.get("transfer")) or {},
                 priorities=raw.get("priorities") or {})
-    if overlay.get("arms"):  # the listed arms and the arms they are compared with
+    if overlay.get("arms"):  # the listed arms, the arms they are compared with and the arms they start from
         keep = set(overlay["arms"])
         by_name = {a.name: a for a in spec.arms}
-        for name in list(keep):
-            while name in by_name and by_name[name].baseline not in keep:
-                name = by_name[name].baseline
-                keep.add(name)
+        todo = list(keep)
+        while todo:
+            arm = by_name.get(todo.pop())
+            needed = [arm.baseline] + ([arm.start["from"]] if arm.start else []) if arm else []
+            todo += [name for name in needed if name not in keep]
+            keep.update(needed)
         spec.arms = [a for a in spec.arms if a.name in keep or a.name == "baseline"]
         spec.cumulative = [a for a in spec.cumulative if a.name in keep]
-    add_variants(spec)
+    try:
+        add_variants(spec)
+    except config.ParamsError as err:
+        raise config.ParamsError(f"{path}: {err}") from None
     validate_spec(spec, path)
     return spec
 
@@ -144,6 +207,9 @@ def _epoch_budget(spec: Spec, arm: Arm, epochs: int, params_path: str | Path) ->
 
 def _variant(spec: Spec, arm: Arm, axis: str, value, params_path: str | Path) -> Arm:
     """A copy of `arm` (and, recursively, of its baseline) at another budget or dataset."""
+    if arm.start:
+        raise config.ParamsError(f"arm {arm.name} starts from another arm's model: it has no budget curve or "
+                                 f"transfer copy (leave it out of curves.arms and transfer.arms)")
     suffix = {"epochs": f"@{value}ep", "images": f"@{value}img", "dataset": f"@{value}"}[axis]
     name = arm.name + suffix
     known = {a.name: a for a in spec.arms}
@@ -218,9 +284,36 @@ def validate_spec(spec: Spec, path: str | Path, params_path: str | Path = "param
             raise config.ParamsError(f"{path}: arm {arm.name}: unknown regime {arm.regime!r}; "
                                      f"the spec has {', '.join(spec.regimes)}")
         try:
-            run_params(spec, arm, spec.seeds[0], params_path)
+            params = run_params(spec, arm, spec.seeds[0], params_path)
         except config.ParamsError as err:
             raise config.ParamsError(f"{path}: arm {arm.name}: {err}") from None
+        known = [*spec.teachers, *spec.seed_teachers]
+        if teacher_name(params) and teacher_name(params) not in known:
+            raise config.ParamsError(f"{path}: arm {arm.name}: train.loss.distill.teacher "
+                                     f"{params.train.loss.distill.teacher!r}: no such teacher under teachers: "
+                                     f"({', '.join(known) or 'none'})")
+        if arm.start:
+            _check_start(spec, arm, path)
+
+
+def _check_start(spec: Spec, arm: Arm, path: str | Path) -> None:
+    """A start names an arm of the spec, on the same dataset, and no chain of starts loops."""
+    seen = [arm.name]
+    here = arm
+    while here.start:
+        name = here.start["from"]
+        where = f"{path}: arm {here.name}: start.from"
+        try:
+            origin = spec.arm(name)
+        except KeyError:
+            raise config.ParamsError(f"{where}: no arm {name!r} in the spec") from None
+        if name in seen:
+            raise config.ParamsError(f"{where}: {' -> '.join(seen + [name])} starts from itself")
+        if spec.regimes[origin.regime].get("dataset") != spec.regimes[here.regime].get("dataset"):
+            raise config.ParamsError(f"{where}: {name} trains on another dataset (regime {origin.regime}, not "
+                                     f"{here.regime}'s)")
+        seen.append(name)
+        here = origin
 
 
 def run_params(spec: Spec, arm: Arm, seed: int, params_path: str | Path = "params.yaml",
@@ -393,16 +486,60 @@ class ResultStore:
     def put(self, key: str, result: dict) -> None:
         write_json(self.path(key), result)
 
+    def model_path(self, key: str) -> Path:
+        """The model file of the run `key` trains, where a run that starts from it (an arm's
+        start:, a per-seed teacher) finds it."""
+        return self.root / "models" / f"{key}.pt"
 
-def run_key(seed: int, params: Params, data_hash: str, options: dict) -> str:
+
+def run_key(seed: int, params: Params, data_hash: str, options: dict, sources: dict | None = None) -> str:
     """Identical configurations share a result whatever the arm is called (the cumulative
-    chain's first steps are one-at-a-time arms too)."""
+    chain's first steps are one-at-a-time arms too). `sources` (run_sources): the keys of the
+    runs whose models this run starts from or distils from; a run without any hashes exactly as
+    before they existed."""
     from skillpack.engine import config_hash
 
     # a run reads train.* and the seed (skillpack.runs.train_and_evaluate) and the prepared data
     # (data_hash, options): other sections - cleaning, export, serving - never change its result.
     # RESULT_VERSION: what a run records and how it draws its data (bump when either changes).
-    return f"s{seed}-{config_hash(params.train.result_dump(), options, data_hash, RESULT_VERSION)}"
+    parts = (params.train.result_dump(), options, data_hash, RESULT_VERSION) + ((sources,) if sources else ())
+    return f"s{seed}-{config_hash(*parts)}"
+
+
+TEACHER_PREFIX = "teacher:"  # train.loss.distill.teacher of an arm: "teacher:<name of the spec's teachers:>"
+
+
+def teacher_name(params: Params) -> str | None:
+    """The spec teacher a run distils from, or None."""
+    reference = params.train.loss.distill.teacher
+    return reference.removeprefix(TEACHER_PREFIX) if reference and reference.startswith(TEACHER_PREFIX) else None
+
+
+def teacher_arm(spec: Spec, name: str, regime: str) -> Arm:
+    """A per-seed teacher as the run it is: its overrides on the student's regime (its data draw)."""
+    return Arm(name=f"{TEACHER_PREFIX}{name}", overrides=spec.seed_teachers[name]["overrides"], regime=regime)
+
+
+def run_sources(spec: Spec, arm: Arm, seed: int, data_hash: str, params_path: str | Path = "params.yaml",
+                extra: dict | None = None) -> dict:
+    """The runs whose models `arm`'s run at `seed` starts from (start:) or distils from (a
+    per-seed teacher), by their keys: a change to any of them changes this run's key. {} for an
+    arm that trains from scratch with no teacher or a teacher trained once."""
+    sources = {}
+    if arm.start:
+        origin = spec.arm(arm.start["from"])
+        sources["start"] = {**arm.start, "from": arm_key(spec, origin, seed, data_hash, params_path, extra)}
+    teacher = teacher_name(run_params(spec, arm, seed, params_path, extra))
+    if teacher in spec.seed_teachers:
+        sources["teacher"] = arm_key(spec, teacher_arm(spec, teacher, arm.regime), seed, data_hash, params_path, extra)
+    return sources
+
+
+def arm_key(spec: Spec, arm: Arm, seed: int, data_hash: str, params_path: str | Path = "params.yaml",
+            extra: dict | None = None) -> str:
+    """The result-store key of `arm`'s run at `seed` (run_key with the arm's params, regime and sources)."""
+    return run_key(seed, run_params(spec, arm, seed, params_path, extra), data_hash, regime_options(spec, arm.regime),
+                   run_sources(spec, arm, seed, data_hash, params_path, extra))
 
 
 RESULT_VERSION = 2  # 2: the training subset drawn per seed; val curve, step losses, retrieval figures

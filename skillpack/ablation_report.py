@@ -19,7 +19,9 @@ from skillpack.verdicts import ALPHA, POWER, RULES_TEXT, direction_sign
 EFFECT_COLOURS = {"improves": "tab:green", "hurts": "tab:red", "no detectable effect": "tab:gray"}
 SEED_NOISE = ("Each seed draws its own training subset (regimes with a size or an imbalance ratio) and an arm "
               "shares it with its baseline, so the intervals cover the model's seed and the draw of the training "
-              "data; the test set is fixed (the dataset's own), and a distillation teacher is trained once.")
+              "data; the test set is fixed (the dataset's own). An arm that starts from another arm's model starts "
+              "from that arm's run of the same seed, and a per-seed distillation teacher is trained with the run's "
+              "seed on its draw, so their seeds vary too; a teacher without per_seed is trained once.")
 
 
 def results_by_key(runs: list[dict]) -> dict[tuple[str, int], dict]:
@@ -163,14 +165,29 @@ def images_text(n: int) -> str:
 
 
 def arm_setup(spec: ab.Spec, arm: ab.Arm, runs: dict, params_path: str | Path = "params.yaml") -> dict:
-    train = ab.run_params(spec, arm, spec.seeds[0], params_path).train
+    params = ab.run_params(spec, arm, spec.seeds[0], params_path)
+    train = params.train
     regime = spec.regimes[arm.regime]
-    return {"n_train": runs[(arm.name, spec.seeds[0])]["n_train"], "epochs": train.epochs,
-            "seeds": sum(1 for (name, _) in runs if name == arm.name),
-            "model": train.model, "batch_size": train.batch_size, "regime": arm.regime,
-            "imbalance_ratio": regime.get("imbalance_ratio"), "regime_sets_batch": "train.batch_size" in regime,
-            "dataset": regime.get("dataset"), "resampled": spec.resample and bool(regime.get("max_train")
-                                                                                  or regime.get("imbalance_ratio"))}
+    setup = {"n_train": runs[(arm.name, spec.seeds[0])]["n_train"], "epochs": train.epochs,
+             "seeds": sum(1 for (name, _) in runs if name == arm.name),
+             "model": train.model, "batch_size": train.batch_size, "regime": arm.regime,
+             "imbalance_ratio": regime.get("imbalance_ratio"), "regime_sets_batch": "train.batch_size" in regime,
+             "dataset": regime.get("dataset"), "resampled": spec.resample and bool(regime.get("max_train")
+                                                                                   or regime.get("imbalance_ratio"))}
+    if arm.start:
+        origin = spec.arm(arm.start["from"])
+        setup["start"] = {**arm.start, "epochs": ab.run_params(spec, origin, spec.seeds[0], params_path).train.epochs}
+    teacher = ab.teacher_name(params)
+    if teacher:
+        accuracies = [r["teacher_test_accuracy"] for (name, _), r in runs.items()
+                      if name == arm.name and "teacher_test_accuracy" in r]
+        body = spec.seed_teachers.get(teacher) or spec.teachers[teacher]
+        setup["teacher"] = {"name": teacher, "per_seed": teacher in spec.seed_teachers,
+                            "model": ab.run_params(spec, ab.Arm(teacher, body.get("overrides", {}),
+                                                                regime=body.get("regime", arm.regime)),
+                                                   spec.seeds[0], params_path).train.model,
+                            "test_accuracy_mean": float(np.mean(accuracies)) if accuracies else None}
+    return setup
 
 
 def _count(n: int, noun: str) -> str:
@@ -184,8 +201,20 @@ def setup_text(setup: dict, seeds: int | None = None) -> str:
     where = f" of {setup['dataset']}" if setup.get("dataset") else ""
     batch = f", batch {setup['batch_size']}" if setup["regime_sets_batch"] else ""
     drawn = " (drawn per seed)" if setup.get("resampled") else ""
-    return (f"{images_text(setup['n_train'])} {tail}images{where}{drawn} × {_count(setup['epochs'], 'epoch')}{batch}, "
-            f"{_count(seeds or setup['seeds'], 'seed')}, {setup['model']}")
+    training = _count(setup["epochs"], "epoch")
+    start = setup.get("start")
+    if start:
+        pruned = (f", pruned to {1 - start['prune_ratio']:.0%} of its channels ({start['prune_importance']})"
+                  if start.get("prune_ratio") is not None else "")
+        training = f"{_count(start['epochs'], 'epoch')} ({start['from']}'s run){pruned}, + {training} of fine-tuning"
+    teacher = setup.get("teacher")
+    taught = ""
+    if teacher:
+        taught = f", distilled from {teacher['model']} trained {'per seed' if teacher['per_seed'] else 'once'}"
+        if teacher.get("test_accuracy_mean") is not None:
+            taught += f" (its test accuracy {teacher['test_accuracy_mean']:.4f}, mean)"
+    return (f"{images_text(setup['n_train'])} {tail}images{where}{drawn} × {training}{batch}, "
+            f"{_count(seeds or setup['seeds'], 'seed')}, {setup['model']}{taught}")
 
 
 def arm_setups(spec: ab.Spec, runs: list[dict], params_path: str | Path = "params.yaml") -> dict[str, dict]:

@@ -6,10 +6,18 @@ without training anything.
 """
 from __future__ import annotations
 
+import contextlib
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from skillpack.ablation import Arm, ResultStore, Spec, regime_options, regime_split, run_key, run_params
+from skillpack.ablation import (Arm, ResultStore, Spec, arm_key, regime_options, regime_split, run_params,
+                                teacher_arm, teacher_name)
 from skillpack.config import Params
+
+if TYPE_CHECKING:
+    from skillpack.runs import RunData
 
 VAL_IMAGES = 1000   # per-epoch validation of an ablation run only feeds its curves: the first 1,000 val images
 
@@ -36,41 +44,161 @@ def train_teacher(spec: Spec, name: str, data: dict, classes: list[str], path: s
     return path
 
 
+@dataclass
+class RunContext:
+    """What every model one (arm, seed) run needs is built from: the spec, the seed, the
+    prepared splits (split name -> (images, labels)), the fixed teachers' files, the result
+    store whose models/ folder caches the models other runs start from (None: no cache)."""
+    spec: Spec
+    seed: int
+    data: dict
+    num_classes: int
+    data_hash: str
+    teachers: dict[str, str]
+    results: ResultStore | None = None
+    torch_threads: int | None = None
+    params_path: str | Path = "params.yaml"
+    extra: dict | None = None
+
+    def params(self, arm: Arm) -> Params:
+        """The arm's params at this seed, as they train here (torch_threads says where the run
+        executes, not what it computes: keys are made from run_params alone)."""
+        params = run_params(self.spec, arm, self.seed, self.params_path, self.extra)
+        if self.torch_threads:
+            params = params.model_copy(update={"train": params.train.model_copy(update={"threads": self.torch_threads})})
+        return params
+
+    def key(self, arm: Arm) -> str:
+        return arm_key(self.spec, arm, self.seed, self.data_hash, self.params_path, self.extra)
+
+
+@dataclass
+class RunInputs:
+    """An arm's training at one seed, before it trains: params, its data draw, the test split,
+    the teacher, the model it starts from (start:), and what the result records about them."""
+    params: Params
+    data: RunData
+    test: tuple
+    teacher: object = None
+    init: object = None
+    recorded: dict = field(default_factory=dict)
+
+
+def run_inputs(ctx: RunContext, arm: Arm) -> RunInputs:
+    """The inputs of `arm`'s training at ctx.seed: its regime's data drawn with the seed (the
+    spec's resample), the teacher it distils from (a fixed one's file, or a per-seed one trained
+    here on the same draw) and, for an arm with start:, the `from` arm's model of the same seed,
+    pruned when the start says so."""
+    from skillpack.runs import RunData
+
+    params = ctx.params(arm)
+    options = regime_options(ctx.spec, arm.regime)
+    data = regime_data(options, ctx.data)
+    train = regime_split(*data["train"], options, ctx.seed if ctx.spec.resample else 0)
+    val = tuple(a[:VAL_IMAGES] for a in data["val"])
+    num_classes = len(data["classes"]) if "classes" in data else ctx.num_classes
+    inputs = RunInputs(params, RunData(train, val, num_classes), data["test"])
+    name = teacher_name(params)
+    if name in ctx.spec.seed_teachers:
+        inputs.teacher, info = arm_model(ctx, teacher_arm(ctx.spec, name, arm.regime))
+        inputs.recorded["teacher_test_accuracy"] = info["test_accuracy"]
+    elif name:
+        from skillpack.checkpoint import load_classifier
+        from skillpack.runs import evaluate_model
+
+        inputs.teacher = load_classifier(ctx.teachers[name])[0]
+        inputs.recorded["teacher_test_accuracy"] = evaluate_model(inputs.teacher, *inputs.test).accuracy
+    if arm.start:
+        inputs.init, inputs.recorded["start"] = start_model(ctx, arm, inputs.data.image_shape, inputs.test)
+    return inputs
+
+
+def start_model(ctx: RunContext, arm: Arm, image_shape: tuple[int, int, int], test: tuple) -> tuple:
+    """The model `arm`'s run starts from: its start's `from` arm's model at ctx.seed, pruned
+    by skillpack.compress.prune_channels when the start has a prune_ratio; with what the result
+    records about both."""
+    from skillpack.models import count_params
+    from skillpack.runs import evaluate_model
+
+    start = arm.start
+    model, info = arm_model(ctx, ctx.spec.arm(start["from"]))
+    recorded = {**start, "from_key": info["key"], "from_test_accuracy": info["test_accuracy"],
+                "from_params": info["params"]}
+    if start.get("prune_ratio") is not None:
+        from skillpack.compress import prune_channels
+
+        model = prune_channels(model, image_shape, start["prune_ratio"], start["prune_importance"])
+        recorded.update(pruned_test_accuracy=evaluate_model(model, *test).accuracy, pruned_params=count_params(model))
+    return model, recorded
+
+
+_MODEL_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _model_lock(path: Path | None):
+    """One lock per model file: two runs of a thread pool that start from the same model train
+    it once (processes may both train it; the file is written atomically). No lock without a
+    store: nothing is shared."""
+    if path is None:
+        return contextlib.nullcontext()
+    with _LOCKS_LOCK:
+        return _MODEL_LOCKS.setdefault(str(path), threading.Lock())
+
+
+def arm_model(ctx: RunContext, arm: Arm) -> tuple:
+    """The model `arm`'s run trains at ctx.seed - the same params, data draw, teacher and start
+    as that run - and {key, test_accuracy, params}: read from the result store's models/ folder
+    when there, else trained and saved there (skillpack.checkpoint), then read back, so that a
+    run gets the same model whether it was just trained or cached."""
+    from skillpack.checkpoint import load_classifier, save_classifier
+    from skillpack.models import count_params
+    from skillpack.runs import evaluate_model, train_model
+
+    key = ctx.key(arm)
+    path = ctx.results.model_path(key) if ctx.results is not None else None
+    with _model_lock(path):
+        if path is None or not path.is_file():
+            inputs = run_inputs(ctx, arm)
+            trained = train_model(inputs.params.train, inputs.data, inputs.params.seed, teacher=inputs.teacher,
+                                  init=inputs.init).model.cpu().eval()
+            info = {"key": key, "test_accuracy": evaluate_model(trained, *inputs.test).accuracy,
+                    "params": count_params(trained)}
+            if path is None:
+                return trained, info
+            classes = [str(i) for i in range(inputs.data.num_classes)]  # a cache of the ablation's: class indices
+            save_classifier(path, trained, model_name=inputs.params.train.model, classes=classes,
+                            image_shape=inputs.data.image_shape, head=inputs.params.train.head, extra=info)
+        model, state = load_classifier(path)
+    return model, state["extra"]
+
+
 def arm_run(spec: Spec, arm_name: str, seed: int, data: dict, num_classes: int, data_hash: str,
             teachers: dict[str, str], torch_threads: int | None = None, results: ResultStore | None = None,
             params_path: str | Path = "params.yaml", extra: dict | None = None) -> tuple[dict, Params]:
     """One (arm, seed) of `spec`: the stored result when `results` holds its key, else trained
     and scored on the test split (and stored). `data`: split name -> (images, labels);
-    `teachers`: teacher name -> model file. The ablation flow's task and benchmarks/gpu.py both
-    run this; the flow adds MLflow and Prefect around it. `torch_threads` says where the run
-    executes, not what it computes: the key stays."""
-    from skillpack.runs import RunData, train_and_evaluate
+    `teachers`: fixed teacher name -> model file (per-seed teachers and the models an arm starts
+    from are trained here, cached in the store's models/ folder). The ablation flow's task and
+    benchmarks/gpu.py both run this; the flow adds MLflow and Prefect around it. `torch_threads`
+    says where the run executes, not what it computes: the key stays."""
+    from skillpack.runs import train_and_evaluate
 
     arm = spec.arm(arm_name)
-    params = run_params(spec, arm, seed, params_path, extra)
-    options = regime_options(spec, arm.regime)
-    key = run_key(seed, params, data_hash, options)
-    if torch_threads:
-        params = params.model_copy(update={"train": params.train.model_copy(update={"threads": torch_threads})})
+    ctx = RunContext(spec, seed, data, num_classes, data_hash, teachers, results, torch_threads, params_path, extra)
+    key = ctx.key(arm)
     labels = dict(arm=arm.name, seed=seed, regime=arm.regime, claims=arm.claims, key=key)
     cached = results.get(key) if results is not None else None
     if cached is not None:
-        return {**cached, **labels, "cached": True}, params
-    reference = params.train.loss.distill.teacher
-    teacher = None
-    if reference:
-        from skillpack.checkpoint import load_classifier
-
-        teacher = load_classifier(teachers[reference.split(":", 1)[1]])[0]
-    data = regime_data(options, data)
-    train = regime_split(*data["train"], options, seed if spec.resample else 0)
-    val = tuple(a[:VAL_IMAGES] for a in data["val"])
-    num_classes = len(data["classes"]) if "classes" in data else num_classes
-    result = train_and_evaluate(params.train, params.seed, RunData(train, val, num_classes), data["test"], teacher)
+        return {**cached, **labels, "cached": True}, ctx.params(arm)
+    inputs = run_inputs(ctx, arm)
+    result = train_and_evaluate(inputs.params.train, inputs.params.seed, inputs.data, inputs.test, inputs.teacher,
+                                init=inputs.init)
+    result.update(inputs.recorded)
     result.update(labels)
     if results is not None:
         results.put(key, result)
-    return result, params
+    return result, inputs.params
 
 
 _DATASETS: dict[str, dict] = {}

@@ -360,46 +360,6 @@ def cleaning_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
     return out
 
 
-# ------------------------------------------------------------------ compress stage
-
-def _compression_setup(results: dict, name: str) -> str:
-    seeds = len(results["seeds"])
-    base = results["variants"]["baseline"]["model"]
-    if name.startswith("student"):
-        return (f"{results['n_train']:,} images, {results['student']} student x {results['student_epochs']} epochs, "
-                f"teacher {base}, {seeds} seeds")
-    return (f"{results['n_train']:,} images, {base} pruned to {1 - results['prune_ratio']:.0%} of its channels "
-            f"({results['prune_importance']}) + {results['finetune_epochs']} fine-tune epochs, {seeds} seeds")
-
-
-def compression_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
-    """Rows for the claims judged on the compress stage's paired comparisons (variant vs its
-    control over the stage's seeds, Holm-adjusted across the stage's comparisons)."""
-    comparisons = results.get("comparisons", {})
-    family = {"name": f"the {len(comparisons)} comparisons of the compress stage", "size": len(comparisons)}
-    out: dict[str, list[dict]] = {}
-    for claim in (c for c in claims if c.get("compression")):
-        for name in claim["compression"]["comparisons"]:
-            c = comparisons.get(name)
-            if c is None:
-                continue
-            claimed = claimed_value(claim)
-            low, high = c["ci_low_points"], c["ci_high_points"]
-            verdict_ = verdict(low, high, c["p_adjusted"], claimed, claim["direction"])
-            blind = verdict_ == INCONCLUSIVE and c.get("mde_points") is not None
-            mde = c["mde_points"] if blind else None
-            setup = _compression_setup(results, name)
-            statement = _judged_statement(verdict_, setup, f"{name} vs {c['control']}", c["delta_points"], low, high,
-                                          "points", claimed, claim["direction"], c["p"], c["p_adjusted"],
-                                          (mde, None) if blind else None, family)
-            out.setdefault(claim["id"], []).append(
-                row(claim, verdict_, statement, arm=name, measured=c["delta_points"], ci_low=low, ci_high=high,
-                    claimed=claimed, p=c["p"], p_adjusted=c["p_adjusted"], mde=mde, setup=setup,
-                    baseline=c["control"], unit="points", direction=claim["direction"], family=family["name"],
-                    replicates={"count": len(c["seeds"]), "of": "seed"}))
-    return out
-
-
 # ------------------------------------------------------------------ related measurements
 
 def cpu_bf16(spec: dict, benchmarks: dict[str, dict]) -> dict | None:
@@ -451,17 +411,14 @@ def claims_table(claims_doc: dict, comparisons: list, setups: dict[str, str], fa
     cleaning setting that tests it, or a not-tested row with the reason of claims.yaml.
     `comparisons` are the ablation's, family-adjusted ({name, size} of that family in `family`);
     `setups` maps arm -> setup text;
-    `benchmarks` maps a benchmark's name (cleaning, train_speed, ...) to its loaded results, and
-    "compression" to the compress stage's reports/compress.json."""
+    `benchmarks` maps a benchmark's name (cleaning, train_speed, ...) to its loaded results."""
     benchmarks = benchmarks or {}
     claims, defaults = claims_doc["claims"], claims_doc.get("defaults", {})
     cleaning = cleaning_rows(claims, benchmarks["cleaning"]) if benchmarks.get("cleaning") else {}
-    compression = compression_rows(claims, benchmarks["compression"]) if benchmarks.get("compression") else {}
     table = []
     for claim in claims:
         rows = ([static_row(claim, params_path, benchmarks)] if claim.get("static") else [])
         rows += ablation_rows(claim, comparisons, setups, family, curves, transfer) + cleaning.get(claim["id"], [])
-        rows += compression.get(claim["id"], [])
         if claim.get("not_tested"):
             rows.append(with_related(not_tested_row(claim, claim["not_tested"], spec=spec_name), claim, benchmarks))
         elif not rows or (claim.get("direction") and not any(r["verdict"] != STATIC for r in rows)):

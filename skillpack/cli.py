@@ -76,8 +76,9 @@ def cmd_serve(args) -> int:
     cfg = load_section(args.params, "serve", args.overrides)  # the service reads only its own section
     cfg = cfg.model_copy(update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v})
     if args.registry or (args.model is None and cfg.model is None):
-        registered = load_section(args.params, "mlflow", args.overrides).registered_model
-        model = load_registered(registered, cfg.alias, cfg.fallback_alias, cfg.threads)
+        registry = load_section(args.params, "registry", args.overrides)
+        model = load_registered(registry.model, registry.aliases.champion, registry.aliases.candidate_onnx,
+                                cfg.threads)
     else:
         model = load_onnx(args.model or cfg.model, cfg.threads)
     test_images = _test_images(args.data)
@@ -95,6 +96,23 @@ def _test_images(prepared: str):
 
     path = Path(prepared) / "test_images.npy"
     return np.load(path) if path.is_file() else None
+
+
+def cmd_registry(args) -> int:
+    import json
+
+    from skillpack import paths, tracking
+    from skillpack.config import load_section
+    from skillpack.io import file_sha256
+
+    registry = load_section(args.params, "registry")
+    train = json.loads(paths.TRAIN_METRICS.read_text()) if paths.TRAIN_METRICS.is_file() else {}
+    weights = train.get("weights_sha256")
+    onnx_file = paths.EXPORTED / "model.onnx"
+    onnx = file_sha256(onnx_file) if onnx_file.is_file() else None
+    for alias, version in tracking.sync_aliases(registry.model, registry.aliases, weights, onnx).items():
+        print(f"{registry.model}@{alias}: " + (f"v{version}" if version else "no version to point at"))
+    return 0
 
 
 def cmd_alerts(args) -> int:
@@ -152,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_recipe)
     p = sub.add_parser("serve", help="the HTTP inference service with Prometheus metrics")
     p.add_argument("--model", help="an exported ONNX file (default: params serve.model)")
-    p.add_argument("--registry", action="store_true", help="the registry's version by alias (serve.alias, then "
-                                                           "serve.fallback_alias)")
+    p.add_argument("--registry", action="store_true", help="the registry's version by alias (registry.aliases.champion, "
+                                                           "then candidate_onnx)")
     p.add_argument("--host", help="bind address (default: params serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int)
     p.add_argument("--data", default="data/prepared", help="prepared store whose test set is the drift reference")
@@ -165,6 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default="params.yaml")
     p.add_argument("overrides", nargs="*", help="e.g. monitor.p95_latency_ms_max.threshold=50")
     p.set_defaults(fn=cmd_alerts)
+    p = sub.add_parser("registry", help="`registry sync`: point the aliases of params' registry section at their "
+                                        "versions (idempotent; after a rename of an alias the new name follows)")
+    p.add_argument("action", choices=["sync"])
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(fn=cmd_registry)
     p = sub.add_parser("fetch", help="download fashion_mnist / cifar10 / cifar100 into a folder for data.root")
     p.add_argument("source", choices=["fashion_mnist", "cifar10", "cifar100"])
     p.add_argument("dest", nargs="?", default="data/raw")

@@ -1,33 +1,7 @@
-"""The accuracy-latency table of the compress and export stages, rendered from their JSON:
-paired comparisons of each compressed variant with its control, one row per (variant,
-runtime), and the model card."""
+"""The accuracy-latency table of the compress and export stages and the model card, rendered
+from their JSON: one row per (variant, runtime), each variant against the trained model, and
+which model the service gets and by which rule."""
 from __future__ import annotations
-
-from skillpack.ablation import paired_comparison
-from skillpack.verdicts import holm, minimum_detectable_effect
-
-
-def compare_to_controls(accuracy: dict[str, dict[str, float]], controls: dict[str, str]) -> dict[str, dict]:
-    """Each variant against its control, paired by seed (accuracy[variant][seed]): the mean
-    difference in points with its 95% t-interval, p, and Holm's p over these comparisons."""
-    out = {}
-    for variant, control in controls.items():
-        seeds = sorted(accuracy[variant], key=int)
-        arm = [accuracy[variant][s] for s in seeds]
-        base = [accuracy[control][s] for s in seeds]
-        stats = paired_comparison(arm, base)
-        differences = [100 * (a - b) for a, b in zip(arm, base)]
-        out[variant] = {"control": control, "seeds": [int(s) for s in seeds], "differences_points": differences,
-                        "delta_points": 100 * stats["delta"], "ci_low_points": 100 * stats["ci_low"],
-                        "ci_high_points": 100 * stats["ci_high"], "p": stats["p_value"],
-                        "mde_points": minimum_detectable_effect(differences)}
-    for comparison, adjusted in zip(out.values(), holm([c["p"] for c in out.values()])):
-        comparison["p_adjusted"] = adjusted
-    return out
-
-
-def _mean(values: dict[str, float]) -> float:
-    return sum(values.values()) / len(values)
 
 
 def _fmt_latency(row: dict, batch: int) -> str:
@@ -36,15 +10,22 @@ def _fmt_latency(row: dict, batch: int) -> str:
 
 
 def _fmt_delta(row: dict) -> str:
-    c = row.get("vs_control")
-    if not c:
-        return "-"
-    return (f"{c['delta_points']:+.2f} [{c['ci_low_points']:+.2f}, {c['ci_high_points']:+.2f}] "
-            f"vs {c['control']} ({len(c['seeds'])} seeds, Holm p {c['p_adjusted']:.3g})")
+    return "-" if row.get("delta_points") is None else f"{row['delta_points']:+.2f}"
 
 
 def _fmt_size(n: int | None, unit: str = "") -> str:
     return "-" if n is None else f"{n:,}{unit}"
+
+
+def _served_lines(table: dict) -> list[str]:
+    served, int8 = table["served"], table["int8_format"]
+    rejected = [f"{name} ({v['delta_points']:+.2f} points)" for name, v in table["compress"]["variants"].items()
+                if not v["accepted"]]
+    return [f"**Served** (`models/export/model.onnx`): {served['variant']}, {served['runtime']}, test accuracy "
+            f"{served['test_accuracy']:.4f} ({-served['drop_points']:+.2f} points), {served['p50_ms']:.3f} ms at batch 1 "
+            f"- rule `{served['rule']}`: {served['why']}.",
+            f"Rejected by the budget: {', '.join(rejected) or 'none'}. int8 format: {int8['format']} "
+            f"({int8['decided_by']})."]
 
 
 def compression_markdown(table: dict) -> str:
@@ -53,13 +34,15 @@ def compression_markdown(table: dict) -> str:
     lines = [
         "# Compression and export: accuracy against latency", "",
         f"Rendered by the export stage (`dvc repro export`) from `reports/compress.json` and its own measurements. "
-        f"Data: {table['n_test']:,} test images, data version {table['data_hash']}. Fine-tuned and distilled "
-        f"variants: test accuracy is the mean over seeds {table['seeds']}; each is compared with its control, "
-        f"paired by seed (95% t-interval; Holm over the comparisons of this table). The intervals cover seed "
-        f"noise only (one trained baseline, one test set).", "",
+        f"Data: {table['n_test']:,} test images, data version {table['data_hash']}. Each compressed variant was "
+        f"trained once (seed {table['compress']['seed']}) and is compared with the trained model on the same test "
+        f"set; a variant losing more than {table['compress']['max_drop_points']} points is rejected and not exported. "
+        f"One training seed and one test set: for intervals over seeds see the ablation's light.* claims "
+        f"(reports/claims.md).", "",
+        *_served_lines(table), "",
         f"Latency: wall time per call of the raw-pixel model (uint8 in, logits out), median / 95th percentile "
         f"in ms, on {table['machine_line']}, OpenMP wait policy {table.get('omp_wait_policy', 'default')}.", "",
-        "| variant | runtime | params | MMACs | file | test acc | vs control (points) | agreement with eager | "
+        "| variant | runtime | params | MMACs | file | test acc | vs trained model (points) | agreement with eager | "
         + " | ".join(f"batch {b} p50 / p95 ms" for b in batches) + " |",
         "|---|---|---|---|---|---|---|---|" + "---|" * len(batches)]
     for row in table["rows"]:
@@ -98,13 +81,15 @@ def model_card(card: dict) -> str:
         f"hash); trained on {card['n_train']:,} images, tested on {card['n_test']:,}.", "",
         "## Training", f"`params.yaml` train section at git commit {card['git_commit']}: model {card['model']}, "
         f"{card['epochs']} epochs, seed {card['seed']}.", "",
+        "## Served model", f"`models/export/model.onnx` is {card['served']['variant']} as {card['served']['runtime']} "
+        f"(rule `{card['served']['rule']}`: {card['served']['why']}).", "",
         "## Metrics (test set)", "| metric | value |", "|---|---|", metrics, "",
         "## Files", *[f"- `{path}`: {what}" for path, what in card["files"].items()], "",
         "## Limits",
         f"- Trained and tested on {card['data_source']} only: images of other domains, sizes or colour modes are "
         f"out of distribution; resize to {h} x {w} with {c} channel(s) first and expect lower accuracy.",
-        "- The accuracy is measured on one test set and one training seed; see reports/compression.md for the "
-        "seed spread of the compressed variants.",
+        "- The accuracy is measured on one test set and one training seed; the seed spread of pruning and "
+        "distillation is measured by the ablation (reports/claims.md, light.*).",
         "- int8: activations were calibrated on training images; inputs unlike them can lose more accuracy than "
         "the table's drop.",
         "- Not evaluated for fairness, robustness to adversarial inputs or calibration beyond the reliability "

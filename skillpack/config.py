@@ -19,7 +19,7 @@ class _Strict(BaseModel):
 
 
 def _registered_model(name: str) -> str:
-    from skillpack.models import is_known_model
+    from skillpack.model_names import is_known_model  # names only: no torch or timm import
 
     if not is_known_model(name):
         raise ValueError(f"unknown model {name!r}; `skillpack models` lists the choices (any timm name)")
@@ -55,6 +55,13 @@ class ColorJitterParams(_Strict):
     hue: float = Field(0.0, ge=0, le=0.5)
 
 
+# The keyword arguments of torchvision's policy classes (skillpack.data.augment.POLICIES) that
+# train.augment.policy_options may set, spelled here so that validating params never imports
+# torch; a test checks them against the classes' signatures.
+POLICY_OPTIONS = {"autoaugment": {"policy"}, "randaugment": {"num_ops", "magnitude", "num_magnitude_bins"},
+                  "trivialaugment": {"num_magnitude_bins"}}
+
+
 class AugmentParams(_Strict):
     hflip: bool = True
     crop_padding: int = Field(2, ge=0)
@@ -73,11 +80,10 @@ class AugmentParams(_Strict):
             if self.policy_options:
                 raise ValueError(f"policy_options {sorted(self.policy_options)} given but policy is null")
             return self
-        from skillpack.data.augment import policy_option_names  # torch: only when a policy is named
-        unknown = set(self.policy_options) - policy_option_names(self.policy)
+        unknown = set(self.policy_options) - POLICY_OPTIONS[self.policy]
         if unknown:
             raise ValueError(f"policy_options: unknown {sorted(unknown)} for {self.policy}; it takes "
-                             f"{sorted(policy_option_names(self.policy)) or 'none'}")
+                             f"{sorted(POLICY_OPTIONS[self.policy]) or 'none'}")
         return self
 
 
@@ -154,11 +160,14 @@ class TrainParams(_Strict):
     ema: EmaParams = EmaParams()
     grad_clip: float | None = Field(None, gt=0)   # max global grad norm
     threads: int = Field(2, ge=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["off", "fp16", "bf16"] = "fp16"  # CUDA; on CPU only bf16, where it has bf16 units
+    # auto: fp16 on CUDA, bf16 on a CPU with bf16 units (AVX512-BF16 or AMX), else fp32; the run
+    # records what it used (MLflow tag precision)
+    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
     channels_last: bool = True
-    resident: Literal["auto"] | bool = "auto"   # training set, augmentation and figures on the device; auto: on CUDA
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile of the step
+    # set from params' runtime section (Params copies it in; params.yaml's train section may not say them)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    resident: Literal["auto"] | bool = "auto"
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
 
     # How a run executes, not what it computes: left out of the run's identity (checkpoint
     # fingerprint, ablation result keys). On a CPU the resident path is bit-identical to the host
@@ -189,22 +198,36 @@ class TrainParams(_Strict):
 DetectorName = Literal["dbscan", "vote", "gradient", "cleanlab"]
 
 
+def _is_partial_training(tree: dict) -> dict:
+    """A partial training tree, nested like params.yaml's train section, checked against
+    TrainParams: an unknown key or an invalid value is an error naming the key."""
+    flat = dict(_flatten(tree or {}))
+    try:
+        TrainParams.model_validate(apply_overrides(TrainParams().model_dump(),
+                                                   [f"{k}={json.dumps(v)}" for k, v in flat.items()]))
+    except ValidationError as err:
+        raise ValueError(_problems(err)) from None
+    return tree or {}
+
+
+# A training derived from another: only the keys that differ, nested like the train section
+# (clean.oof.train, compress.finetune, compress.student). `derive` applies it on a base.
+TrainOverrides = Annotated[dict, AfterValidator(_is_partial_training)]
+
+
+def derive(base: "TrainParams", overrides: dict) -> "TrainParams":
+    """`base` with the partial training tree `overrides` on top (with_overrides)."""
+    return with_overrides(base, dict(_flatten(overrides)))
+
+
 class OofParams(_Strict):
-    """The K fold models whose predictions every detector reads (trained with TrainParams'
-    defaults plus these fields, so changing train.* does not invalidate the cache)."""
+    """The K fold models whose predictions every detector reads: TrainParams' defaults (not
+    params' train section, so changing train.* keeps the cached predictions) with `train` on top."""
     folds: int = Field(4, ge=2)
-    model: ModelName = "sp_cnn_s"
-    epochs: int = Field(4, ge=1)
-    batch_size: int = Field(256, ge=1)
-    lr: float = Field(0.1, gt=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    train: TrainOverrides = Field(default_factory=lambda: {"model": "sp_cnn_s", "epochs": 4, "batch_size": 256})
 
     def train_params(self, threads: int, device: str) -> "TrainParams":
-        base = TrainParams(model=self.model, epochs=self.epochs, batch_size=self.batch_size,
-                           threads=threads, device=device)
-        return base.model_copy(update={
-            "optimizer": base.optimizer.model_copy(update={"lr": self.lr}),
-            "loss": base.loss.model_copy(update={"label_smoothing": self.label_smoothing})})
+        return derive(TrainParams(threads=threads, device=device), self.train)
 
 
 class DbscanParams(_Strict):
@@ -283,29 +306,39 @@ class QuantizeParams(_Strict):
     calibration_images: int = Field(512, ge=1)   # drawn from the training set, seeded
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
+    # int8 types (skillpack.compress.INT8_FORMATS); auto: s8s8 on CPUs with VNNI and on non-x86,
+    # u8s8_reduce_range on x86 without VNNI, where s8s8's kernels saturate
+    format: Literal["auto", "s8s8", "u8s8_reduce_range", "u8u8"] = "auto"
 
 
 class CompressParams(_Strict):
-    """The compress stage: channel pruning + fine-tuning, a distilled student, int8."""
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)  # intervals over these
+    """The compress stage: one pruned + fine-tuned model and one distilled student, each trained
+    once from the trained model (seed: params' seed) and kept only within the accuracy budget."""
     prune_ratio: float = Field(0.2, ge=0, lt=1)  # share of channels removed (0.2 keeps 80%)
     prune_importance: Literal["l2", "l1", "bn_scale", "random"] = "l2"
-    finetune_epochs: int = Field(2, ge=1)        # after pruning; the unpruned control gets the same
-    finetune_lr: float = Field(0.01, gt=0)
-    student: ModelName = "sp_dwcnn_m"
-    student_epochs: int = Field(5, ge=1)
-    distill_temperature: float = Field(4.0, gt=0)
-    distill_weight: float = Field(0.7, ge=0, le=1)
-    quantize: QuantizeParams = QuantizeParams()
+    # the pruned model's fine-tune and the distilled student: params' train section with these keys changed
+    finetune: TrainOverrides = Field(default_factory=lambda: {"epochs": 2, "optimizer": {"lr": 0.01},
+                                                              "schedule": {"warmup_epochs": 0}})
+    student: TrainOverrides = Field(default_factory=lambda: {"model": "sp_dwcnn_m", "epochs": 5})
+    max_drop_points: float = Field(1.0, ge=0)    # a variant losing more test accuracy than this is rejected
+
+
+SERVE_RULES = ("fastest_within_budget", "smallest_within_budget", "most_accurate")
 
 
 class ExportParams(_Strict):
     opset: int = Field(18, ge=13)
     latency_batches: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
-    latency_seconds: float = Field(2.0, gt=0)    # per (variant, runtime, batch): repeats fill this time
-    aoti_cpu: bool = True                        # also build the AOTInductor package for the CPU
+    latency_seconds: float = Field(1.0, gt=0)    # per (variant, runtime, batch): repeats fill this time
+    aoti_cpu: bool = False                       # also build the AOTInductor package for the CPU (a cold
+                                                 # compile of 40-170 s); on CUDA it is always built
+    quantize: QuantizeParams = QuantizeParams()
+    # which ONNX model the service gets (models/export/model.onnx), among the trained model and the
+    # compress stage's accepted variants, each in fp32 and int8: the fastest at batch 1 (p50) within
+    # compress.max_drop_points of the trained model's test accuracy; the smallest file within it; or the
+    # most accurate
+    serve_rule: Literal[SERVE_RULES] = "fastest_within_budget"
     tensorrt_workspace_mb: int = Field(1024, ge=64)
-    registered_alias: str = "candidate-onnx"     # alias of the ONNX version in the model registry
 
 
 class ServeParams(_Strict):
@@ -313,8 +346,6 @@ class ServeParams(_Strict):
     host: str = "127.0.0.1"                  # loopback unless told otherwise
     port: int = Field(8000, ge=1, le=65535)
     model: str | None = "models/export/model.onnx"  # an exported ONNX file; null = the registry, by alias
-    alias: str = "champion"                  # registry alias tried first ...
-    fallback_alias: str = "candidate-onnx"   # ... then this one, with a log line
     top_k: int = Field(3, ge=1)
     max_batch: int = Field(64, ge=1)         # images per request
     max_body_bytes: int = Field(8 << 20, ge=1024)
@@ -348,15 +379,40 @@ class MonitorParams(_Strict):
 
 class RetrainParams(_Strict):
     """flows/retrain.py: when the new candidate replaces the champion."""
-    champion_alias: str = "champion"
     margin_points: float = 0.0        # the interval's lower end must clear this (test-accuracy points)
     confidence: float = Field(0.95, gt=0.5, lt=1)
 
 
-class MlflowParams(_Strict):
+class AliasesParams(_Strict):
+    """Each alias of the model registry, spelled once, by role."""
+    candidate: str = "candidate"             # the train stage's PyTorch model
+    candidate_onnx: str = "candidate-onnx"   # the export stage's ONNX model (the one the service gets)
+    champion: str = "champion"               # moved by the retrain flow's promotion rule; served first
+
+
+class RegistryParams(_Strict):
+    """How runs and models are recorded in MLflow: DVC does not track this section, so a rename
+    re-runs no stage (`skillpack registry sync`, run by the pipeline flow, moves the aliases)."""
     experiment: str = "skillpack"
-    registered_model: str = "skillpack-classifier"
-    alias: str = "candidate"
+    model: str = "skillpack-classifier"      # the registered model
+    aliases: AliasesParams = AliasesParams()
+
+
+class RuntimeParams(_Strict):
+    """How a training executes, not what it computes: DVC does not track this section. (train.threads
+    stays in train: 1 and 2 threads gave different weights bit for bit, so it decides a result.)"""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    resident: Literal["auto"] | bool = "auto"   # training set, augmentation and figures on the device; auto: on CUDA
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile of the step
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_off_is_off(cls, value):
+        return "off" if value is False else value
+
+
+UNTRACKED_SECTIONS = ("runtime", "registry")   # params sections DVC does not see (stages/dag.py)
+RUNTIME_KEYS = tuple(RuntimeParams.model_fields)
 
 
 class TaskRunnerParams(_Strict):
@@ -388,10 +444,25 @@ class Params(_Strict):
     serve: ServeParams = ServeParams()
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
-    mlflow: MlflowParams = MlflowParams()
     ablation: AblationParams = AblationParams()
+    runtime: RuntimeParams = RuntimeParams()
+    registry: RegistryParams = RegistryParams()
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _runtime_keys_live_in_runtime(cls, raw):
+        moved = [k for k in RUNTIME_KEYS if isinstance(raw, dict) and k in (raw.get("train") or {})]
+        if moved:
+            raise ValueError("; ".join(f"train.{k} is a runtime setting: set runtime.{k}" for k in moved))
+        return raw
+
+    @model_validator(mode="after")
+    def _train_runs_as_runtime_says(self):
+        """The engine reads how to run from its TrainParams: runtime's values, copied in."""
+        self.train = self.train.model_copy(update=self.runtime.model_dump())
+        return self
 
     def flat(self) -> dict[str, object]:
         """Dotted keys -> values, the way MLflow and `dvc params diff` show them."""
@@ -437,7 +508,8 @@ def regime_options(where: str, raw: dict) -> RegimeOptions:
 
 
 def _problems(err: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                     for e in err.errors())
 
 
 def _flatten(tree: dict, prefix: str = ""):

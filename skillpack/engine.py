@@ -6,7 +6,7 @@ objective (skillpack.losses), optimizer / schedule / EMA (skillpack.optim), the 
 same loop runs DistributedDataParallel, each rank on its share of every global batch
 (skillpack.distributed says what is and is not equal to one process).
 
-Two ways to feed the loop, one loop (`train.resident`, auto: resident on CUDA):
+Two ways to feed the loop, one loop (`runtime.resident`, auto: resident on CUDA):
 - host: the training set stays in host memory; each batch is gathered, augmented on the CPU
   (from a CPU epoch generator) and copied to the device.
 - resident: the training set is uploaded once, as uint8, to the training device; the epoch's
@@ -17,7 +17,7 @@ Two ways to feed the loop, one loop (`train.resident`, auto: resident on CUDA):
   draws from a CPU generator: its stream, and so its weights, are exactly the host path's
   (tests/test_resident.py); on a GPU the stream is CUDA's (Philox), so the results are
   equal in distribution, not bit for bit.
-- `train.compile` (off | default | reduce-overhead | max-autotune): torch.compile of the
+- `runtime.compile` (off | default | reduce-overhead | max-autotune): torch.compile of the
   training forward (reduce-overhead: with CUDA graphs); the compile runs in a warm-up step
   before the first epoch (weights and statistics restored after it), and its seconds are
   reported apart from the training seconds (FitResult.compile_seconds).
@@ -58,7 +58,7 @@ def seed_everything(seed: int) -> None:
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device=cuda but no CUDA device is available")
+        raise RuntimeError("runtime.device=cuda but no CUDA device is available")
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(requested)
@@ -78,9 +78,12 @@ def cpu_has_bf16_units() -> bool:
 
 
 def resolve_amp(requested: str, device: torch.device) -> torch.dtype | None:
-    """fp16 or bf16 autocast on CUDA; on a CPU, bf16 where it has bf16 units, else fp32."""
-    if requested == "off":
+    """fp16 or bf16 autocast on CUDA; on a CPU, bf16 where it has bf16 units, else fp32. auto:
+    fp16 on CUDA, bf16 on a CPU with bf16 units, fp32 on any other CPU (no message)."""
+    if requested == "off" or (requested == "auto" and device.type == "cpu" and not cpu_has_bf16_units()):
         return None
+    if requested == "auto":
+        requested = "fp16" if device.type == "cuda" else "bf16"
     if device.type == "cuda":
         return torch.float16 if requested == "fp16" else torch.bfloat16
     if requested == "bf16" and cpu_has_bf16_units():
@@ -98,7 +101,7 @@ RESIDENT_SHARE = 0.25   # auto: resident when the training set takes at most thi
 
 
 def resolve_resident(requested, device: torch.device, nbytes: int) -> bool:
-    """train.resident: true / false as given; auto = resident on CUDA when the uint8 training
+    """runtime.resident: true / false as given; auto = resident on CUDA when the uint8 training
     set fits in RESIDENT_SHARE of the device's free memory, host path otherwise."""
     if requested in (True, False):
         return bool(requested)
@@ -107,7 +110,7 @@ def resolve_resident(requested, device: torch.device, nbytes: int) -> bool:
     free, _ = torch.cuda.mem_get_info(device)
     if nbytes > RESIDENT_SHARE * free:
         _say_once(f"[train] training set {nbytes / 2**30:.1f} GiB > {RESIDENT_SHARE:.0%} of free GPU memory: "
-                  f"host path (train.resident=true forces the resident one)")
+                  f"host path (runtime.resident=true forces the resident one)")
         return False
     return True
 
@@ -163,7 +166,7 @@ class FitResult:
     history: list[EpochResult] = field(default_factory=list)
     resumed_from_epoch: int = 0
     train_seconds: float = 0.0      # the epochs trained now (training + per-epoch validation)
-    compile_seconds: float = 0.0    # train.compile's warm-up, before the first epoch (not in train_seconds)
+    compile_seconds: float = 0.0    # runtime.compile's warm-up, before the first epoch (not in train_seconds)
     resident: bool = False          # the training set lived on the training device
 
 
@@ -243,7 +246,7 @@ class Trainer:
         self.ema = None
 
     def _fingerprint(self) -> str:
-        # what the run computes: train.resident / train.compile only decide how (TrainParams.result_dump)
+        # what the run computes: runtime.resident / runtime.compile only decide how (TrainParams.result_dump)
         return config_hash(self.cfg.result_dump(), self.seed, self.data_hash)
 
     def _stateful(self, optimizer, scheduler, scaler, objective) -> dict:
@@ -381,7 +384,7 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
         if self.world.main:
-            print(f"[train] train.compile={self.cfg.compile}: compiled in {seconds:.1f}s (not in the training time)")
+            print(f"[train] runtime.compile={self.cfg.compile}: compiled in {seconds:.1f}s (not in the training time)")
         return seconds
 
     def _forward(self, images, targets, index, teacher_cache):

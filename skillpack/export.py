@@ -120,10 +120,12 @@ class BuiltRuntime:
 
 def build_runtimes(model: ImageClassifier, image_shape: tuple[int, int, int], folder: str | Path,
                    calibration: np.ndarray, *, opset: int = 18, metadata: dict | None = None, aoti_cpu: bool = True,
-                   quantize_method: str = "minmax", per_channel: bool = True, tensorrt_workspace_mb: int = 1024,
+                   quantize_method: str = "minmax", per_channel: bool = True, int8_format: str = "auto",
+                   tensorrt_workspace_mb: int = 1024,
                    threads: int | None = None) -> tuple[dict[str, BuiltRuntime], dict[str, str]]:
     """Every deployable form of `model` this machine can build, into `folder` (the export
-    stage's and the latency benchmark's one way to make them): ONNX fp32, ONNX int8, an
+    stage's and the latency benchmark's one way to make them): ONNX fp32, ONNX int8 (in
+    `int8_format`, see skillpack.compress.choose_int8_format), an
     AOTInductor package for the CPU and, on CUDA, in fp16, TensorRT FP16 / INT8 where it can run.
     Returns {runtime: built}, {runtime: why it was skipped}."""
     from skillpack.compress import quantize_onnx_int8
@@ -140,7 +142,8 @@ def build_runtimes(model: ImageClassifier, image_shape: tuple[int, int, int], fo
     onnx_file = timed("onnx fp32", lambda: export_onnx(model, folder / "model.onnx", image_shape, opset, metadata),
                       lambda p: onnx_runner(onnx_session(p, threads)))
     timed("onnx int8", lambda: quantize_onnx_int8(onnx_file, folder / "model.int8.onnx", calibration,
-                                                  method=quantize_method, per_channel=per_channel),
+                                                  method=quantize_method, per_channel=per_channel,
+                                                  int8_format=int8_format),
           lambda p: onnx_runner(onnx_session(p, threads)))
     if aoti_cpu:
         timed("aoti cpu", lambda: build_aoti(model, folder / "model_cpu.pt2", image_shape, "cpu"), aoti_runner)

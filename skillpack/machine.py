@@ -8,6 +8,10 @@ import platform
 from pathlib import Path
 
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile")
+# int8 dot products summed straight into int32 (VPDPBUSD); without them x86 int8 kernels pair
+# u8 x s8 products into int16 sums first (VPMADDUBSW), which saturate
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+X86_ARCHES = ("x86_64", "amd64", "i386", "i686", "x86")
 
 
 def cpu_model() -> tuple[str, list[str]]:
@@ -24,6 +28,16 @@ def cpu_model() -> tuple[str, list[str]]:
             if name and flags:
                 break
     return name, [f for f in SPEED_FLAGS if f in flags]
+
+
+def is_x86(arch: str | None = None) -> bool:
+    """Whether `arch` (default: this machine's, platform.machine()) is an x86 CPU."""
+    return (arch or platform.machine()).lower() in X86_ARCHES
+
+
+def vnni_flags(flags: list[str] | set[str] | tuple[str, ...]) -> list[str]:
+    """The VNNI_FLAGS among `flags` (cpu_model()'s or any flag set)."""
+    return [f for f in VNNI_FLAGS if f in set(flags)]
 
 
 def describe() -> dict:

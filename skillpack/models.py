@@ -139,6 +139,8 @@ for _size, _dims in VIT_SIZES.items():
         return VisionTransformer(img_size=img_size, patch_size=4, **d, **kw)
     _register(f"sp_vit_{_size}_p4", _vit)
 
+# skillpack.model_names.OUR_MODEL_NAMES spells these names for params validation, which imports
+# neither torch nor timm (tests/test_model_names.py keeps the two equal).
 OUR_MODELS = [f"sp_cnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_dwcnn_{s}" for s in COMPACT_WIDTHS] + \
              [f"sp_condcnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_vit_{s}_p4" for s in VIT_SIZES]
 

@@ -53,8 +53,9 @@ class TrainedModel:
     resumed_from_epoch: int = 0            # epochs restored from a checkpoint, not trained now
     train_seconds: float = 0.0             # wall time of the epochs trained now
     device: torch.device = torch.device("cpu")
-    compile_seconds: float = 0.0           # train.compile's warm-up before the first epoch (not in train_seconds)
-    resident: bool = False                 # the training set lived on the training device (train.resident)
+    compile_seconds: float = 0.0           # runtime.compile's warm-up before the first epoch (not in train_seconds)
+    resident: bool = False                 # the training set lived on the training device (runtime.resident)
+    precision: str = "fp32"                # what train.amp resolved to on this device: fp32 | bf16 | fp16
 
     @property
     def epochs_trained(self) -> int:
@@ -82,8 +83,9 @@ def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch
     trainer = Trainer(model, cfg, seed, checkpoint=checkpoint, data_hash=fingerprint, on_epoch_end=on_epoch,
                       progress=progress, teacher=teacher)
     fit = trainer.fit(x_train, y_train, *data.val)
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(trainer.amp_dtype, "fp32")
     return TrainedModel(trainer.model, fit.history, fit.resumed_from_epoch, fit.train_seconds, trainer.device,
-                        fit.compile_seconds, fit.resident)
+                        fit.compile_seconds, fit.resident, precision)
 
 
 @dataclass
@@ -122,14 +124,16 @@ def embeddings_of(model: ImageClassifier, images: np.ndarray, batch_size: int = 
 
 
 def train_and_evaluate(cfg: TrainParams, seed: int, data: RunData, test: tuple[np.ndarray, np.ndarray],
-                       teacher: nn.Module | None = None, embedding_samples: int = 2000) -> dict:
-    """One experiment run (ablation arms, benchmarks): train, then score on the test set (on
-    the training device). Returns JSON-ready figures: test accuracies; the embedding space of
-    the first `embedding_samples` test images (intra_class_distance, recall_at_1, tar_at_far at
-    TAR_FAR); the curves (val_acc_by_epoch, train_loss_by_epoch, loss_oscillation over the
-    first OSCILLATION_EPOCHS epochs); the model's size (params, macs for one image)."""
+                       teacher: nn.Module | None = None, embedding_samples: int = 2000,
+                       init: ImageClassifier | None = None) -> dict:
+    """One experiment run (ablation arms, benchmarks): train (from `init` when given, as
+    train_model does), then score on the test set (on the training device). Returns JSON-ready
+    figures: test accuracies; the embedding space of the first `embedding_samples` test images
+    (intra_class_distance, recall_at_1, tar_at_far at TAR_FAR); the curves (val_acc_by_epoch,
+    train_loss_by_epoch, loss_oscillation over the first OSCILLATION_EPOCHS epochs); the model's
+    size (params, macs for one image)."""
     t0 = time.perf_counter()
-    trained = train_model(cfg, data, seed, teacher=teacher)
+    trained = train_model(cfg, data, seed, teacher=teacher, init=init)
     seconds = time.perf_counter() - t0
     model = trained.model
     x_test, y_test = test

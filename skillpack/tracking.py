@@ -117,6 +117,14 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
     mlflow.log_metrics(finite, step=step)
 
 
+def set_tags(tags: dict) -> None:
+    """Tags of the active run (what is known only once the stage has worked: the precision a
+    training used on this CPU)."""
+    import mlflow
+
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
 def log_artifact(path: str | Path, folder: str | None = None) -> None:
     import mlflow
 
@@ -264,3 +272,26 @@ def apply_promotion(registered_name: str, candidate_version: str, champion_alias
         client.set_registered_model_alias(registered_name, champion_alias, candidate_version)
         return str(candidate_version)
     return str(client.get_model_version_by_alias(registered_name, champion_alias).version)
+
+
+def sync_aliases(registered_name: str, aliases, weights_sha256: str | None, onnx_sha256: str | None) -> dict:
+    """Point each alias of `aliases` (params' registry.aliases, by role) at its version: candidate
+    at the version holding these weights, candidate_onnx at the one holding this ONNX file, champion
+    at the newest version a promotion chose. Idempotent: what the stages set is set again, and
+    after a rename of an alias (registry params, which re-run no stage) the new name follows.
+    Returns {alias: version or None when there is nothing to point at}."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = MlflowClient()
+    targets = {
+        aliases.candidate: registered_version_with_weights(registered_name, weights_sha256) if weights_sha256 else None,
+        aliases.candidate_onnx: (registered_version_with_weights(registered_name, onnx_sha256, tag="onnx_sha256")
+                                 if onnx_sha256 else None),
+        aliases.champion: registered_version_with_weights(registered_name, "True", tag="`promotion.promoted`"),
+    }
+    for alias, version in targets.items():
+        if version is not None:
+            client.set_registered_model_alias(registered_name, alias, version)
+    return targets

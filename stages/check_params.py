@@ -7,7 +7,7 @@ from __future__ import annotations
 from stages.common import params_from_argv, run_stage
 
 MARKER_TEXT = "params.yaml is valid\n"
-READS_ALL_PARAMS = True  # it validates every section (stages/dag.py declares all of params.yaml)
+READS_ALL_PARAMS = True  # it validates every section (stages/dag.py declares every tracked one)
 
 
 def require_data_root(data) -> None:

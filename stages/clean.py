@@ -64,7 +64,7 @@ def main() -> int:
     write_dvc_metrics(paths.CLEAN_DVC_METRICS, {"flagged": int(detections[cfg.use].flag.sum()), "kept": view.counts["keep"],
                                                 "dropped": view.counts["drop"], "relabelled": view.counts["relabel"]})
     flat = {k: v for k, v in flatten(cfg, "clean").items() if not k.startswith("clean.oof.")}
-    with tracking.stage_run("clean", params.mlflow.experiment, params=flat, data_hash=store.data_hash()):
+    with tracking.stage_run("clean", params.registry.experiment, params=flat, data_hash=store.data_hash()):
         tracking.log_metrics({**{f"flagged_{k}": v for k, v in summary["flagged"].items()},
                               **{k: summary[k] for k in ("input", "keep", "drop", "relabel")}})
         for path in (paths.FLAGGED, paths.CLEAN_METRICS, paths.CLEAN_PLOTS / "suspicious.png", paths.CLEAN_PLOTS / "gradient_norms.png"):

@@ -131,10 +131,21 @@ def params_read(path: Path, root_name: str = "params") -> set[str]:
     return keys
 
 
+def tracked_sections() -> list[str]:
+    """params.yaml's top-level keys DVC tracks: all but skillpack.config.UNTRACKED_SECTIONS
+    (runtime: how a run executes; registry: how it is recorded)."""
+    from skillpack.config import UNTRACKED_SECTIONS, Params
+
+    names = [field.alias or name for name, field in Params.model_fields.items()]
+    return [name for name in names if name not in UNTRACKED_SECTIONS]
+
+
 def minimal_keys(keys: set[str]) -> list[str]:
-    """Drop keys covered by a shorter one (train covers train.threads)."""
+    """Drop keys covered by a shorter one (train covers train.threads) and keys of the untracked
+    sections; reading everything is reading every tracked section."""
     if ALL_PARAMS in keys:
-        return [ALL_PARAMS]
+        keys = set(tracked_sections())
+    keys = {k for k in keys if k.split(".")[0] in tracked_sections()}
     return sorted(k for k in keys if not any(k.startswith(other + ".") for other in keys if other != k))
 
 
@@ -211,7 +222,7 @@ def write(path: Path) -> None:
         data_deps = [d for d in body.get("deps", []) or [] if not str(d).endswith(".py")
                      and not str(d).startswith(LOCAL_PACKAGES)]
         body["deps"] = needs.code + data_deps
-        body["params"] = [{"params.yaml": None}] if needs.params == [ALL_PARAMS] else needs.params
+        body["params"] = needs.params
     with open(path, "w") as fh:
         yaml.dump(doc, fh)
 

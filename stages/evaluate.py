@@ -73,7 +73,7 @@ def main() -> int:
     write_dvc_metrics(paths.EVALUATE_DVC_METRICS, {k: round(float(metrics[k]), 4) for k in
                                                    EVALUATED if k in metrics and k != "test_loss"})
     seconds = time.perf_counter() - t0
-    with tracking.stage_run("evaluate", params.mlflow.experiment,
+    with tracking.stage_run("evaluate", params.registry.experiment,
                             params={"evaluate.overfit_gap": cfg.overfit_gap, "model": meta["model_name"]},
                             data_hash=store.data_hash()):
         flat = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
@@ -81,7 +81,7 @@ def main() -> int:
         tracking.log_metrics({**flat, "overfitting": float(overfit["overfitting"]), "evaluate_seconds": seconds})
         for path in (paths.METRICS, paths.PER_CLASS, paths.CONFUSION_PNG, paths.CURVES_PNG):
             tracking.log_artifact(path)
-        tracking.describe_alias(params.mlflow.registered_model, params.mlflow.alias,
+        tracking.describe_alias(params.registry.model, params.registry.aliases.candidate,
                                 {f"test.{k}": f"{v:.4f}" for k, v in flat.items() if k in EVALUATED})
         if explained:
             tracking.log_metrics({"explain_seconds": explained["explain_seconds"]})

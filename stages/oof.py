@@ -22,24 +22,24 @@ def main() -> int:
     store = PreparedStore(paths.PREPARED)
     images, labels = store.arrays("train")
     t0 = time.perf_counter()
-    with tracking.stage_run("oof", params.mlflow.experiment, params={**flatten(cfg, "clean.oof"), "seed": params.seed},
+    with tracking.stage_run("oof", params.registry.experiment, params={**flatten(cfg, "clean.oof"), "seed": params.seed},
                             data_hash=store.data_hash()):
         def on_fold(k, figures):
             tracking.log_metrics(figures, step=k)
             print(f"[oof] fold {k + 1}/{cfg.folds}: held-out accuracy {figures['held_out_acc']:.4f} "
                   f"({figures['train_seconds']:.0f}s)", flush=True)
 
-        oof = out_of_fold(images, labels, len(store.classes), cfg.train_params(params.train.threads, params.train.device),
-                          cfg.folds, params.seed, on_fold=on_fold)
+        fold_cfg = cfg.train_params(params.train.threads, params.runtime.device)
+        oof = out_of_fold(images, labels, len(store.classes), fold_cfg, cfg.folds, params.seed, on_fold=on_fold)
         oof.save(paths.OOF_FILE)
-        summary = {"folds": cfg.folds, "model": cfg.model, "epochs": cfg.epochs, "samples": int(len(labels)),
+        summary = {"folds": cfg.folds, "model": fold_cfg.model, "epochs": fold_cfg.epochs, "samples": int(len(labels)),
                    "oof_accuracy": accuracy(oof.oof_probs, labels),
                    "seconds": round(time.perf_counter() - t0, 1), "data_hash": store.data_hash()}
         write_json(paths.OOF_METRICS, summary)
         write_dvc_metrics(paths.OOF_DVC_METRICS, {"oof_accuracy": round(summary["oof_accuracy"], 4)})
         tracking.log_metrics({"oof_accuracy": summary["oof_accuracy"], "seconds": summary["seconds"]})
     chance = float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
-    print(f"[oof] {cfg.folds} folds of {cfg.model}: out-of-fold accuracy {summary['oof_accuracy']:.4f} "
+    print(f"[oof] {cfg.folds} folds of {fold_cfg.model}: out-of-fold accuracy {summary['oof_accuracy']:.4f} "
           f"(chance, the largest class's share: {chance:.4f}) in {summary['seconds']:.0f}s -> {paths.OOF_FILE}")
     return 0
 

@@ -19,7 +19,7 @@ def main() -> int:
     seconds = time.perf_counter() - t0
     store = PreparedStore(paths.PREPARED)
     print(f"[prepare] {summary['source']}: {summary_line(summary)} in {seconds:.1f}s")
-    with tracking.stage_run("prepare", params.mlflow.experiment, params=flatten(params.data, "data"),
+    with tracking.stage_run("prepare", params.registry.experiment, params=flatten(params.data, "data"),
                             data_hash=store.data_hash()):
         tracking.log_metrics({"found": summary["found"], "prepared": summary["prepared"],
                               "quarantined": summary["quarantined"], "ignored": summary["ignored"],

@@ -29,6 +29,7 @@ def main() -> int:
     from skillpack.config import flatten
     from skillpack.data import PreparedStore
     from skillpack.io import write_json
+    from skillpack.machine import cpu_model
     from skillpack.models import count_macs, count_params
     from skillpack.runs import RunData, train_model
 
@@ -45,7 +46,7 @@ def main() -> int:
         train_model(cfg, data, params.seed, checkpoint=paths.CHECKPOINT, fingerprint=fingerprint, teacher=teacher)
         return 0
 
-    with tracking.stage_run("train", params.mlflow.experiment, params={**flatten(cfg, "train"), "seed": params.seed},
+    with tracking.stage_run("train", params.registry.experiment, params={**flatten(cfg, "train"), "seed": params.seed},
                             data_hash=data_hash, extra_tags={"model": cfg.model}):
         def log_epoch(record):
             tracking.log_metrics({k: v for k, v in record.as_dict().items() if k != "epoch"}, step=record.epoch)
@@ -69,16 +70,18 @@ def main() -> int:
                    "epochs_trained": trained.epochs_trained, "resumed_from_epoch": trained.resumed_from_epoch,
                    "train_seconds": round(trained.train_seconds, 2), "images_per_second": round(images_per_s, 1),
                    "resident": trained.resident, "compile_seconds": round(trained.compile_seconds, 2),
-                   "final_val_acc": trained.history[-1].val_acc}
+                   "final_val_acc": trained.history[-1].val_acc, "precision": trained.precision,
+                   "cpu": cpu_model()[0], "weights_sha256": weights_sha256(model)}
         write_json(paths.TRAIN_METRICS, summary)
         write_dvc_metrics(paths.TRAIN_DVC_METRICS, {"val_accuracy": round(summary["final_val_acc"], 4),
                                                     "train_seconds": summary["train_seconds"]})
         tracking.log_metrics({"params": n_params, "macs": macs, "train_samples": len(train_y),
                               "resumed_from_epoch": trained.resumed_from_epoch,
                               "epochs_trained": trained.epochs_trained, "train_seconds": trained.train_seconds,
-                              "compile_seconds": trained.compile_seconds,
+                              "compile_seconds": trained.compile_seconds, "bf16": float(trained.precision == "bf16"),
                               **({"images_per_second": images_per_s} if trained.epochs_trained else {}),
                               **{f"clean_{k}": cleaned[k] for k in ("drop", "relabel") if k in cleaned}})
+        tracking.set_tags({"precision": trained.precision, "cpu": summary["cpu"]})  # train.amp auto decides by CPU
         tracking.log_artifact(paths.TRAIN_LOG)
         example = torch.as_tensor(val[0][:2] if len(val[0]) else train_x[:2]).permute(0, 3, 1, 2).float().numpy()
         description = (f"{cfg.model} ({n_params:,} parameters, {macs / 1e6:.1f} M MACs) trained {cfg.epochs} epochs "
@@ -87,12 +90,12 @@ def main() -> int:
                        f"the export stage registers the ONNX version with the full model card.")
         tags = {**tracking.lineage_tags(data_hash), "model": cfg.model, "seed": params.seed,
                 "val_accuracy": f"{trained.history[-1].val_acc:.4f}", "params": n_params, "macs": macs}
-        version, new = tracking.log_and_register_model(model, example, params.mlflow.registered_model,
-                                                       params.mlflow.alias, weights_sha256(model), tags, description)
-        registered = (f"registered {params.mlflow.registered_model} v{version}" if new else
-                      f"weights unchanged: {params.mlflow.registered_model} v{version}, no new version")
+        version, new = tracking.log_and_register_model(model, example, params.registry.model,
+                                                       params.registry.aliases.candidate, weights_sha256(model), tags, description)
+        registered = (f"registered {params.registry.model} v{version}" if new else
+                      f"weights unchanged: {params.registry.model} v{version}, no new version")
         print(f"[train] {cfg.model}: val acc {trained.history[-1].val_acc:.4f}, {trained.epochs_trained} epochs in "
-              f"{trained.train_seconds:.0f}s ({images_per_s:.0f} img/s); {registered} @{params.mlflow.alias}")
+              f"{trained.train_seconds:.0f}s ({images_per_s:.0f} img/s); {registered} @{params.registry.aliases.candidate}")
     return 0
 
 

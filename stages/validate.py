@@ -22,7 +22,7 @@ def main() -> int:
                                params.validate_.max_imbalance_ratio, params.validate_.max_rows_reported,
                                ignored=store.ignored())
     write_json(paths.VALIDATION, report)
-    with tracking.stage_run("validate", params.mlflow.experiment, data_hash=store.data_hash(),
+    with tracking.stage_run("validate", params.registry.experiment, data_hash=store.data_hash(),
                             params={"validate.max_imbalance_ratio": params.validate_.max_imbalance_ratio}):
         ratio = report["imbalance_ratio"]
         tracking.log_metrics({"success": float(report["success"]), "failed_checks": len(report["failed"]),

@@ -1,10 +1,12 @@
 """Shared fixtures: real Fashion-MNIST subsets and a throw-away git + DVC copy of the project."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,9 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 # The small real subset the end-to-end tests train on.
 TINY_OVERRIDES = {
     "data.max_train": 2000, "data.max_test": 1000, "train.epochs": 2, "train.batch_size": 128,
-    "train.schedule.warmup_epochs": 0, "clean.oof.folds": 2, "clean.oof.epochs": 1,
-    "compress.seeds": [0, 1], "compress.finetune_epochs": 1, "compress.student": "sp_dwcnn_s",
-    "compress.student_epochs": 1, "compress.quantize.calibration_images": 128,
+    "train.schedule.warmup_epochs": 0, "clean.oof.folds": 2, "clean.oof.train.epochs": 1,
+    "compress.finetune.epochs": 1, "compress.student.model": "sp_dwcnn_s",
+    "compress.student.epochs": 1, "compress.max_drop_points": 100.0, "export.quantize.calibration_images": 128,
     "export.latency_batches": [1, 8], "export.latency_seconds": 0.05, "export.aoti_cpu": False,
 }
 
@@ -112,12 +114,15 @@ def project_env(repo: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    """Prefect's own server (the test harness starts a real one on a free local port)."""
+def prefect_server() -> str:
+    """Prefect's own server (the test harness starts a real one on a free local port), once per
+    test run: its API URL, for the flows the tests start in a process of their own (as
+    PREFECT_API_URL), which then need no temporary server each."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="session")
@@ -128,9 +133,150 @@ def tiny_repo(tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.fixture(scope="session")
+def prepared_project(tmp_path_factory) -> Path:
+    """The project in a temp git repo on the tiny real subset, prepared and validated once per
+    test run (`dvc repro validate`): the tests that need a prepared store work on copies of it
+    (copy_project), with their own params beyond the data's."""
+    repo = make_project_repo(tmp_path_factory.mktemp("prepared") / "project")
+    run([sys.executable, "-m", "dvc", "repro", "validate"], repo, env=project_env(repo))
+    return repo
+
+
+def copy_project(prepared: Path, dest: Path, overrides: dict | None = None) -> Path:
+    """A copy of `prepared` (its git history, DVC cache and prepared store; a fresh MLflow
+    database) with `overrides` set in params.yaml. The data params stay the prepared ones: a
+    change there would make DVC prepare again."""
+    data = {key: value for key, value in (overrides or {}).items() if key.split(".")[0] == "data"}
+    assert not data, f"copy_project: {data} would change the prepared data; use make_project_repo"
+    shutil.copytree(prepared, dest, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    run([sys.executable, "-m", "dvc", "remote", "modify", "--local", "local", "url", str(dest.parent / "dvc-remote")],
+        dest)
+    set_params(dest, overrides or {})
+    return dest
+
+
+@pytest.fixture(scope="session")
+def small_model(fmnist):
+    """sp_cnn_s trained for 2 epochs on 2,000 real images (seed 0), once per test run, on the CPU
+    in eval mode, with its training images: the model the serving and promotion tests serve."""
+    from skillpack.config import TrainParams
+    from skillpack.runs import RunData, train_model
+
+    x, y = small_split(fmnist, 2500)
+    cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64})
+    model = train_model(cfg, RunData((x[:2000], y[:2000]), (x[2000:], y[2000:]), 10), seed=0).model.cpu().eval()
+    return model, x[:2000]
+
+
 def small_split(source, n: int, seed: int = 0):
     """First-n-per-class-balanced numpy arrays from a loaded source's train split."""
     rng = np.random.default_rng(seed)
     split = source.splits["train"]
     index = np.sort(rng.choice(len(split.labels), size=n, replace=False))
     return split.images[index], split.labels[index]
+
+
+# ------------------------------------------------------------------ the two tiers
+#
+# `make test-fast` (pytest -m "not integration") runs the unit tier, `make test` both tiers.
+# The integration tier: tests that start a process or a server, run real DVC / MLflow / Prefect /
+# Prometheus, or train for more than a step or two. A test is in it when its module is listed
+# below, when it is listed by name, when it uses a fixture listed below (those start or train
+# something), or when it says so itself with @pytest.mark.integration.
+
+INTEGRATION_MODULES = {
+    "test_pipeline", "test_flow", "test_deployments", "test_skills_wiring", "test_ddp", "test_docker", "test_cli",
+    "test_stage_imports", "test_gpu_bench",
+}
+INTEGRATION_FIXTURES = {
+    "tiny_repo", "prefect_server", "small_model", "prepared_project",   # this file's
+    "planted", "served", "service", "registry", "trained", "deployed", "prepared_repo", "tiny_splits",   # modules'
+}
+INTEGRATION_TESTS = {
+    "test_ablation": {"test_quick_ablation_flow_runs_resumes_and_reports"},
+    "test_checkpoint": {"test_a_temp_file_left_by_a_killed_writer_is_removed_at_the_next_write"},
+    "test_cleaning": {"test_oof_and_clean_stages_drop_policy_end_to_end",
+                      "test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance"},
+    "test_compress": {"test_a_pruned_model_trains_and_its_fine_tune_starts_from_the_pruned_weights"},
+    "test_dask": {"test_ablation_runs_on_a_two_worker_local_dask_cluster"},
+    "test_engine": {"test_training_learns_and_is_deterministic",
+                    "test_bf16_autocast_on_cpu_runs_where_the_cpu_has_bf16_units_and_stays_deterministic",
+                    "test_another_seed_gives_other_weights", "test_skill_combinations_train_and_resume_deterministically",
+                    "test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run",
+                    "test_every_step_s_loss_is_recorded_once_per_epoch_and_resumes_from_old_checkpoints",
+                    "test_step_losses_of_the_resident_path_equal_the_host_path_s"},
+    "test_explain": {"test_gradcam_on_a_cnn_lights_up_the_deciding_patch",
+                     "test_gradcam_on_a_vit_uses_the_real_patch_grid_and_lights_up_the_patch",
+                     "test_explain_model_writes_every_artifact"},
+    "test_export": {"test_aoti_package_compiles_for_the_cpu_and_matches_eager"},
+    "test_metrics": {"test_a_model_memorising_a_tiny_set_is_flagged", "test_train_and_evaluate_reports_the_ablation_figures"},
+    "test_model_names": {"test_missing_list_is_made_and_records_timms_version",
+                         "test_a_list_made_for_another_timm_version_is_remade", "test_the_install_step_writes_the_list"},
+    "test_resident": {"test_resident_path_on_a_cpu_is_bit_identical_to_the_host_path",
+                      "test_a_host_checkpoint_resumes_on_the_resident_path_to_the_same_weights",
+                      "test_compile_runs_before_the_first_epoch_timed_apart_and_changes_nothing"},
+    "test_serving": {"test_generated_rules_pass_promtool_check_and_their_unit_tests"},
+    "test_stream": {"test_a_real_child_streams_live_to_the_terminal_and_throttled_to_the_log",
+                    "test_a_failing_child_raises_with_the_tail_of_its_output"},
+}
+
+
+def is_integration(item: pytest.Item) -> bool:
+    module = item.path.stem
+    name = getattr(item, "originalname", item.name)
+    return (module in INTEGRATION_MODULES or name in INTEGRATION_TESTS.get(module, ())
+            or bool(INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())))
+            or item.get_closest_marker("integration") is not None)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if is_integration(item):
+            item.add_marker(pytest.mark.integration)
+
+
+# The unit tier's guard: a test outside the integration tier fails when it starts a process, or
+# when its call takes longer than UNIT_TEST_SECONDS (its fixtures' set-up not counted; set
+# SKILLPACK_UNIT_TEST_SECONDS to change the limit on a slower machine).
+UNIT_TEST_SECONDS = float(os.environ.get("SKILLPACK_UNIT_TEST_SECONDS", "15"))
+
+
+@contextlib.contextmanager
+def no_process_started(item: pytest.Item):
+    """Fail `item` at the first process it starts (subprocess, multiprocessing)."""
+    import multiprocessing.process
+
+    def refuse(what):
+        pytest.fail(f"{item.nodeid} starts a process ({what}) but is not in the integration tier: mark it "
+                    f"integration (tests/conftest.py INTEGRATION_*) or make it start none", pytrace=False)
+
+    execute_child, process_start = subprocess.Popen._execute_child, multiprocessing.process.BaseProcess.start
+    subprocess.Popen._execute_child = lambda self, args, *a, **k: refuse(args)
+    multiprocessing.process.BaseProcess.start = lambda self: refuse(f"multiprocessing {self.name}")
+    try:
+        yield
+    finally:
+        subprocess.Popen._execute_child, multiprocessing.process.BaseProcess.start = execute_child, process_start
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("integration"):
+        return (yield)
+    with no_process_started(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    if item.get_closest_marker("integration"):
+        return (yield)
+    start = time.perf_counter()
+    with no_process_started(item):
+        result = yield
+    seconds = time.perf_counter() - start
+    if seconds > UNIT_TEST_SECONDS:
+        pytest.fail(f"{item.nodeid} took {seconds:.1f} s, over the unit tier's {UNIT_TEST_SECONDS:.0f} s: make it "
+                    f"cheaper or mark it integration (tests/conftest.py INTEGRATION_*)", pytrace=False)
+    return result

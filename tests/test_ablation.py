@@ -11,7 +11,7 @@ from skillpack import ablation as ab
 from skillpack.config import ParamsError
 from skillpack.verdicts import VERDICTS
 
-from conftest import make_project_repo, project_env, run
+from conftest import copy_project, project_env, run
 
 SPEC = "ablations/default.yaml"
 
@@ -242,22 +242,21 @@ def _kill_after_stored(cmd: list[str], repo, env: dict, store, at_least: int, ti
     deadline = time.monotonic() + timeout
     while len(list(store.glob("*.json"))) < at_least and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)  # the flow, its Prefect server and its pool's workers
+    os.killpg(proc.pid, signal.SIGKILL)  # the flow and its pool's workers (and a Prefect server it started)
     proc.wait()
     time.sleep(1)
     return len(list(store.glob("*.json")))
 
 
-def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
+def test_quick_ablation_flow_runs_resumes_and_reports(prepared_project, prefect_server, tmp_path):
     """The Prefect flow on a small real subset, killed mid-way, then resumed from its result
     store: reports + json twins, child runs in MLflow, and a third run that recomputes nothing."""
     import re
 
     from mlflow import MlflowClient
 
-    repo = make_project_repo(tmp_path / "abl", {"data.max_train": 6000, "data.max_test": 1000})
-    env = project_env(repo)
-    run([sys.executable, "-m", "dvc", "repro", "validate"], repo, env=env)
+    repo = copy_project(prepared_project, tmp_path / "abl")
+    env = {**project_env(repo), "PREFECT_API_URL": prefect_server}   # the test run's Prefect server
     command = [sys.executable, "-m", "flows.ablation", SPEC, "--quick"]
     stored = _kill_after_stored(command, repo, env, repo / "ablations" / "results" / "default", at_least=10)
     assert stored >= 10 and not (repo / "reports" / "ablation_quick.json").exists()
@@ -268,7 +267,15 @@ def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
     assert reused >= stored  # every run the killed flow finished (and identical configs) came from the store
     report = json.loads((repo / "reports" / "ablation_quick.json").read_text())
     arms = {a["name"]: a for a in report["arms"]}
-    assert {"aug_flip_crop", "cutmix", "label_smoothing", "focal_longtail", "lars_large_batch", "distillation"} <= set(arms)
+    assert {"aug_flip_crop", "cutmix", "label_smoothing", "focal_longtail", "lars_large_batch", "distillation",
+            "pruned_80"} <= set(arms)
+    assert arms["pruned_80"]["baseline"] == "baseline_finetuned"
+    by_run = {(r["arm"], r["seed"]): r for r in report["runs"]}
+    for seed in (0, 1):  # each seed's pruned model comes from that seed's baseline run; each has its own teacher
+        start = by_run[("pruned_80", seed)]["start"]
+        assert start["from_key"] == by_run[("baseline", seed)]["key"]
+        assert by_run[("pruned_80", seed)]["params"] < by_run[("baseline_finetuned", seed)]["params"]
+        assert 0 < by_run[("distillation", seed)]["teacher_test_accuracy"] <= 1
     for a in arms.values():
         assert {"name", "claims", "n_seeds", "mean", "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "effect",
                 "mde", "extra_seconds", "seeds", "family"} <= set(a)
@@ -290,6 +297,11 @@ def test_quick_ablation_flow_runs_resumes_and_reports(tmp_path):
     (cutmix,) = [r for r in rows if r["claim"] == "aug.cutmix"]
     assert cutmix["arm"] == "cutmix" and cutmix["verdict"] in VERDICTS and "seeds" in cutmix["setup"]
     assert f"{cutmix['n_seeds']} seeds" in cutmix["setup"] and "drawn per seed" in cutmix["setup"]
+    for claim, arm, setup in (("light.pruning", "pruned_80", "pruned to 80% of its channels"),
+                              ("light.distillation", "distillation", "distilled from sp_cnn_l trained per seed")):
+        (judged,) = [r for r in rows if r["claim"] == claim]
+        assert judged["arm"] == arm and judged["n_seeds"] >= 2 and judged["verdict"] in VERDICTS
+        assert setup in judged["setup"]
     triplet = [r for r in rows if r["claim"] == "loss.triplet"]
     assert [r["metric"] for r in triplet] == ["recall_at_1"]
     (vit,) = [r for r in rows if r["claim"] == "arch.vit_base.jft"]
@@ -402,3 +414,158 @@ def test_the_chains_total_tests_only_the_chains_claim():
     (total,) = {(arm.name, arm.baseline, tuple(arm.claims)) for arm, _, name in tests_of(spec, load_claims())
                 if name == CHAIN_TOTAL}
     assert total == ("chain_label_smoothing", "chain_baseline", ("ablation.cumulative",))
+
+
+# ------------------------------------------------------------------ arms that start from another arm's model
+
+START_SPEC = """name: tiny
+seeds: [0, 1]
+regimes: {standard: {max_train: 400}}
+base: {train.model: sp_cnn_s, train.epochs: 2, train.batch_size: 32, train.threads: 1, train.amp: "off",
+       train.schedule.warmup_epochs: 0}
+teachers:
+  wide: {per_seed: true, overrides: {train.model: sp_cnn_m}}
+arms:
+  - {name: baseline}
+  - {name: baseline_finetuned, start: {from: baseline}, overrides: {train.optimizer.lr: 0.01}}
+  - {name: pruned, baseline: baseline_finetuned, start: {from: baseline, prune_ratio: 0.5},
+     overrides: {train.optimizer.lr: 0.01}}
+  - {name: distilled, overrides: {train.loss.distill.teacher: "teacher:wide"}}
+  - {name: wide_alone, overrides: {train.model: sp_cnn_m}}
+  - {name: distilled_finetuned, baseline: distilled, start: {from: distilled}, overrides: {train.epochs: 1}}
+"""
+
+
+def _start_spec(tmp_path, text: str = START_SPEC, name: str = "start.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_splits(fmnist):
+    """1,000 training images (each run draws its regime's 400 per seed), 200 for validation, 300 test images."""
+    train, test = fmnist.splits["train"], fmnist.splits["test"]
+    return {"train": (train.images[:1000], train.labels[:1000]), "val": (train.images[1000:1200], train.labels[1000:1200]),
+            "test": (test.images[:300], test.labels[:300])}
+
+
+def _runner(spec: ab.Spec, data: dict, store: ab.ResultStore):
+    from skillpack import ablation_runs
+
+    return lambda arm, seed: ablation_runs.arm_run(spec, arm, seed, data, 10, "data1", {}, results=store)[0]
+
+
+def test_a_start_arm_trains_on_the_from_arms_model_of_the_same_seed(tmp_path, tiny_splits):
+    spec = ab.load_spec(_start_spec(tmp_path))
+    store = ab.ResultStore(tmp_path / "store")
+    run = _runner(spec, tiny_splits, store)
+    base0 = run("baseline", 0)
+    pruned0 = run("pruned", 0)
+    start = pruned0["start"]
+    # the baseline's own run's model: trained exactly as that run (same params, same draw), so it scores the same
+    assert start["from_key"] == base0["key"] and start["from_test_accuracy"] == base0["test_accuracy"]
+    assert pruned0["params"] == start["pruned_params"] < start["from_params"] == base0["params"]
+    model_file = store.model_path(base0["key"])
+    trained_at = model_file.stat().st_mtime_ns
+    control0 = run("baseline_finetuned", 0)  # the same base model, read from the store's models/ folder
+    assert control0["start"]["from_key"] == base0["key"] and model_file.stat().st_mtime_ns == trained_at
+    assert control0["params"] == base0["params"] and "pruned_params" not in control0["start"]
+    assert control0["test_accuracy"] != base0["test_accuracy"]  # it did train further
+    pruned1 = run("pruned", 1)
+    base1 = run("baseline", 1)
+    assert pruned1["start"]["from_key"] == base1["key"] != base0["key"]
+    assert pruned1["start"]["from_test_accuracy"] == base1["test_accuracy"]
+    assert sorted(p.name for p in (store.root / "models").iterdir()) == sorted(f"{k}.pt" for k in (base0["key"],
+                                                                                                   base1["key"]))
+    assert run("pruned", 0)["cached"] and model_file.stat().st_mtime_ns == trained_at
+
+
+def test_start_keys_follow_the_from_arm_and_leave_other_keys_alone(tmp_path):
+    spec = ab.load_spec(_start_spec(tmp_path))
+
+    def key(s: ab.Spec, arm: str, seed: int = 0) -> str:
+        return ab.arm_key(s, s.arm(arm), seed, "data1")
+
+    # an arm without start or per-seed teacher hashes exactly as before starts existed: stored results stay valid
+    assert key(spec, "baseline") == ab.run_key(0, ab.run_params(spec, spec.arm("baseline"), 0), "data1",
+                                               {"max_train": 400})
+    default = ab.load_spec(SPEC)
+    for name in ("baseline", "cutmix", "baseline_longtail"):
+        arm = default.arm(name)
+        assert ab.arm_key(default, arm, 3, "d") == ab.run_key(3, ab.run_params(default, arm, 3), "d",
+                                                             ab.regime_options(default, arm.regime))
+    changed = ab.load_spec(_start_spec(tmp_path, START_SPEC.replace(
+        "{name: baseline}", "{name: baseline, overrides: {train.optimizer.lr: 0.02}}"), "changed.yaml"))
+    assert key(changed, "pruned") != key(spec, "pruned") and key(changed, "baseline_finetuned") != key(spec, "baseline_finetuned")
+    assert key(changed, "distilled") == key(spec, "distilled")  # it does not start from the baseline
+    ratio = ab.load_spec(_start_spec(tmp_path, START_SPEC.replace("prune_ratio: 0.5", "prune_ratio: 0.3"), "r.yaml"))
+    assert key(ratio, "pruned") != key(spec, "pruned") and key(ratio, "baseline_finetuned") == key(spec, "baseline_finetuned")
+    assert key(spec, "pruned") != key(spec, "baseline_finetuned")  # same params, one is pruned
+    teacher = ab.load_spec(_start_spec(tmp_path, START_SPEC.replace("train.model: sp_cnn_m}}",
+                                                                    "train.model: sp_cnn_m, train.epochs: 3}}"), "t.yaml"))
+    assert key(teacher, "distilled") != key(spec, "distilled") and key(teacher, "baseline") == key(spec, "baseline")
+
+
+@pytest.mark.parametrize("change, message", [
+    (("start: {from: baseline}", "start: {from: nowhere}"), "arm baseline_finetuned: start.from: no arm 'nowhere'"),
+    (("start: {from: baseline}", "start: {from: baseline_finetuned}"), "starts from itself"),
+    (("prune_ratio: 0.5", "prune_ratio: 1.0"), "arm pruned: start: prune_ratio"),
+    (("prune_ratio: 0.5", "prune_ratio: 0.5, prune_importance: taylor"), "arm pruned: start: prune_importance"),
+    (("prune_ratio: 0.5", "prune_ratio: 0.5, epochs: 2"), "arm pruned: start: epochs"),
+    (("{per_seed: true,", "{per_seed: true, seed: 3,"), "teachers.wide: a per_seed teacher trains with each run's seed"),
+    (('"teacher:wide"', '"teacher:narrow"'), "arm distilled: train.loss.distill.teacher 'teacher:narrow': no such"),
+    (("\narms:\n", "\ncurves: {arms: [pruned], epochs: [2]}\narms:\n"), "arm pruned starts from another arm's model"),
+])
+def test_a_bad_start_or_teacher_is_one_line_naming_the_spec_and_the_arm(tmp_path, change, message):
+    assert change[0] in START_SPEC
+    path = _start_spec(tmp_path, START_SPEC.replace(*change))
+    with pytest.raises(ParamsError) as err:
+        ab.load_spec(path)
+    assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_per_seed_teacher_is_trained_on_each_runs_seed_and_draw(tmp_path, tiny_splits):
+    from skillpack.checkpoint import load_classifier, weights_sha256
+
+    spec = ab.load_spec(_start_spec(tmp_path))
+    store = ab.ResultStore(tmp_path / "store")
+    run = _runner(spec, tiny_splits, store)
+    distilled = {seed: run("distilled", seed) for seed in (0, 1)}
+    teachers = {seed: ab.run_sources(spec, spec.arm("distilled"), seed, "data1")["teacher"] for seed in (0, 1)}
+    assert teachers[0] != teachers[1]
+    models = {seed: load_classifier(store.model_path(key)) for seed, key in teachers.items()}
+    assert weights_sha256(models[0][0]) != weights_sha256(models[1][0])
+    for seed in (0, 1):
+        assert distilled[seed]["teacher_test_accuracy"] == models[seed][1]["extra"]["test_accuracy"]
+    # the teacher is the run an arm of its config makes at that seed on that draw: the same key, the same model
+    alone = run("wide_alone", 0)
+    assert alone["key"] == teachers[0] and alone["test_accuracy"] == distilled[0]["teacher_test_accuracy"]
+    # without a store (benchmarks/gpu.py's workers) a chain of starts and teachers trains in memory, the same models
+    from skillpack import ablation_runs
+
+    chained, _ = ablation_runs.arm_run(spec, "distilled_finetuned", 0, tiny_splits, 10, "data1", {})
+    assert chained["start"]["from_key"] == distilled[0]["key"]
+    assert chained["start"]["from_test_accuracy"] == distilled[0]["test_accuracy"]
+
+
+def test_restore_store_writes_back_every_reported_run_and_the_next_run_computes_none(tmp_path, tiny_splits):
+    from flows.ablation import restore_store
+    from skillpack.io import write_json
+
+    path = _start_spec(tmp_path)
+    spec = ab.load_spec(path)
+    made = [{**result, "cached": False} for result in (_runner(spec, tiny_splits, ab.ResultStore(tmp_path / "made"))(arm, 0)
+                                                        for arm in ("baseline", "pruned"))]
+    write_json(tmp_path / "reports" / "ablation.json", {"spec": "tiny", "runs": made})
+    root, counts = restore_store(str(path), "cpu", reports=tmp_path / "reports", results=tmp_path / "results")
+    assert root == tmp_path / "results" / "tiny"
+    assert counts == {"restored": 2, "already_stored": 0, "without_key": 0}
+    store = ab.ResultStore(root)
+    for result in made:
+        assert store.get(result["key"]) == {k: v for k, v in result.items() if k != "cached"}
+    assert restore_store(str(path), "cpu", reports=tmp_path / "reports", results=tmp_path / "results")[1] == \
+        {"restored": 0, "already_stored": 2, "without_key": 0}
+    again = [_runner(spec, tiny_splits, store)(arm, 0) for arm in ("baseline", "pruned")]
+    assert all(r["cached"] for r in again)
+    assert not (root / "models").exists()  # nothing trained, not even the model the pruned arm starts from

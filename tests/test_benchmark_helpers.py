@@ -89,7 +89,7 @@ def test_noise_draws_flip_their_own_labels_and_add_to_the_stored_results(tmp_pat
     monkeypatch.setattr(bench, "RESULTS", tmp_path)
     monkeypatch.setattr("benchmarks.common.RESULTS", tmp_path)
     monkeypatch.setattr(bench, "render_claims", lambda: None)
-    params = load_params("params.yaml", ["clean.oof.epochs=1", "clean.oof.folds=2", "train.threads=1"])
+    params = load_params("params.yaml", ["clean.oof.train.epochs=1", "clean.oof.folds=2", "train.threads=1"])
     rng = np.random.default_rng(0)
     train = SimpleNamespace(images=rng.integers(0, 255, (200, 28, 28, 1), dtype=np.uint8),
                             labels=np.arange(200) % 10)
@@ -105,6 +105,6 @@ def test_noise_draws_flip_their_own_labels_and_add_to_the_stored_results(tmp_pat
     flips = [bench.noise_and_detections("symmetric_0.1", train, params, seed)["flipped"] for seed in (0, 1)]
     assert not np.array_equal(flips[0], flips[1])
     assert json.loads((tmp_path / "cleaning.json").read_text())["symmetric_0.1"]["draws"].keys() == {"0", "1"}
-    other = load_params("params.yaml", ["clean.oof.epochs=1", "clean.oof.folds=3", "train.threads=1"])
+    other = load_params("params.yaml", ["clean.oof.train.epochs=1", "clean.oof.folds=3", "train.threads=1"])
     with pytest.raises(SystemExit, match="`oof` differs"):
         bench.add_noise_draws(["symmetric_0.1"], [2], {"train": train}, other, 0.0)

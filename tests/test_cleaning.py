@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import make_project_repo, project_env, run, small_split
+from conftest import copy_project, project_env, run, small_split
 from skillpack import cleaning
 from skillpack.config import load_params
 
@@ -25,7 +25,7 @@ def planted(fmnist):
     inverted = np.zeros(len(labels), dtype=bool)
     inverted[np.random.default_rng(1).choice(np.flatnonzero(~flipped), N_INVERTED, replace=False)] = True
     images[inverted] = 255 - images[inverted]
-    params = load_params("params.yaml", ["clean.oof.folds=3", "clean.oof.epochs=8"])
+    params = load_params("params.yaml", ["clean.oof.folds=3", "clean.oof.train.epochs=8"])
     oof = cleaning.out_of_fold(images, noisy, 10, params.clean.oof.train_params(2, "cpu"), 3, seed=0)
     return {"images": images, "labels": labels, "noisy": noisy, "flipped": flipped, "inverted": inverted,
             "oof": oof, "params": params, "detections": cleaning.run_detectors(oof, noisy, params.clean)}
@@ -138,12 +138,12 @@ def test_ensemble_rule_and_params_are_checked():
         load_params("params.yaml", ["clean.vote.min_disagree=9"])
 
 
-def test_oof_and_clean_stages_drop_policy_end_to_end(tmp_path):
+def test_oof_and_clean_stages_drop_policy_end_to_end(prepared_project, tmp_path):
     """`dvc repro clean` with policy drop: the prepared store is untouched, the cleaned view
     and flagged.csv agree, and the train stage sees exactly the kept rows."""
     # fold models good enough to judge (2 folds x 2 epochs at batch 256 were at chance: 0.16)
-    repo = make_project_repo(tmp_path / "project", {"clean.policy": "drop", "clean.oof.epochs": 3,
-                                                    "clean.oof.batch_size": 32})
+    repo = copy_project(prepared_project, tmp_path / "project",
+                        {"clean.policy": "drop", "clean.oof.train.epochs": 3, "clean.oof.train.batch_size": 32})
     env = project_env(repo)
     run([sys.executable, "-m", "dvc", "repro", "clean"], repo, env=env)
     labels_before = np.load(repo / "data/prepared/train_labels.npy")
@@ -193,7 +193,7 @@ def test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance(fmnist, 
 
     images, labels = small_split(fmnist, 400, seed=2)
     shuffled = np.random.default_rng(0).permutation(labels)
-    params = load_params("params.yaml", ["clean.oof.folds=2", "clean.oof.epochs=1", "clean.oof.model=sp_cnn_s"])
+    params = load_params("params.yaml", ["clean.oof.folds=2", "clean.oof.train.epochs=1", "clean.oof.train.model=sp_cnn_s"])
     oof = cleaning.out_of_fold(images, shuffled, 10, params.clean.oof.train_params(1, "cpu"), 2, seed=0)
     split = Split(images, shuffled, [f"train/{i}" for i in range(len(labels))])
     empty = Split(images[:0], labels[:0], [])

@@ -58,20 +58,47 @@ def test_unknown_importance_is_named():
         prune_channels(_model(), (28, 28, 1), 0.2, "taylor2")
 
 
-def test_comparisons_with_controls_are_paired_by_seed_and_holm_adjusted():
-    from scipy import stats
+def _candidate(variant, runtime, drop, ms, size):
+    from skillpack.release import Candidate
 
-    from skillpack.compression_report import compare_to_controls
+    return Candidate(variant, runtime, f"{variant}.onnx", 0.9 - drop / 100, drop, ms, size)
 
-    acc = {"pruned": {"0": 0.90, "1": 0.91, "2": 0.905}, "finetuned": {"0": 0.91, "1": 0.915, "2": 0.92},
-           "student_distilled": {"0": 0.88, "1": 0.87, "2": 0.89}, "student": {"0": 0.87, "1": 0.872, "2": 0.875}}
-    out = compare_to_controls(acc, {"pruned": "finetuned", "student_distilled": "student"})
-    d = np.array([-1.0, -0.5, -1.5])
-    assert out["pruned"]["differences_points"] == pytest.approx(list(d))
-    assert out["pruned"]["delta_points"] == pytest.approx(d.mean())
-    half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
-    assert out["pruned"]["ci_low_points"] == pytest.approx(d.mean() - half)
-    p = [out["pruned"]["p"], out["student_distilled"]["p"]]
-    assert p[0] == pytest.approx(stats.ttest_rel([0.90, 0.91, 0.905], [0.91, 0.915, 0.92]).pvalue)
-    low, high = sorted(p)
-    assert sorted(c["p_adjusted"] for c in out.values()) == pytest.approx([min(1, 2 * low), max(min(1, 2 * low), high)])
+
+def test_the_serve_rule_picks_within_the_budget_and_never_comes_up_empty():
+    from skillpack.release import choose
+
+    found = [_candidate("baseline", "onnx fp32", 0.0, 0.50, 900), _candidate("baseline", "onnx int8", 0.3, 0.30, 300),
+             _candidate("pruned", "onnx int8", 1.4, 0.10, 200), _candidate("student", "onnx fp32", 0.9, 0.20, 100)]
+    assert choose(found, "fastest_within_budget", 1.0).variant == "student"      # pruned int8 is faster, but too lossy
+    assert choose(found, "fastest_within_budget", 2.0).variant == "pruned"
+    assert choose(found, "smallest_within_budget", 0.5).runtime == "onnx int8"   # the baseline's int8: 300 bytes
+    assert choose(found, "most_accurate", 0.0).runtime == "onnx fp32"
+    assert choose(found, "fastest_within_budget", 0.0).as_dict() == found[0].as_dict()  # drop 0 is always within
+    with pytest.raises(ValueError, match="export.serve_rule: unknown 'cheapest'"):
+        choose(found, "cheapest", 1.0)
+
+
+def test_compress_once_trains_each_variant_once_and_rejects_beyond_the_budget(fmnist):
+    from skillpack.compress import VARIANTS, compress_once
+    from skillpack.config import CompressParams, derive, with_overrides
+
+    x, y = small_split(fmnist, 700)
+    data, test = RunData((x[:500], y[:500]), (x[500:600], y[500:600]), 10), (x[600:], y[600:])
+    base_cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64, "threads": 1,
+                                           "schedule": {"warmup_epochs": 0}})
+    baseline = train_model(base_cfg, data, seed=0).model.eval()
+    cfg = CompressParams(finetune={"epochs": 1}, student={"model": "sp_dwcnn_s", "epochs": 1}, max_drop_points=100.0)
+    trained = []
+    result = compress_once(baseline, "sp_cnn_s", data, test, derive(base_cfg, cfg.finetune),
+                           derive(base_cfg, cfg.student), cfg, seed=0, on_variant=trained.append)
+    assert trained == list(VARIANTS) and set(result.variants) == set(VARIANTS)   # one training each
+    pruned, student = result.variants["pruned"], result.variants["student"]
+    assert pruned.params < result.baseline_size["params"] and student.model_name == "sp_dwcnn_s"
+    assert pruned.delta_points == pytest.approx(100 * (pruned.test_accuracy - result.baseline_accuracy))
+    assert pruned.accepted and student.accepted              # a budget of 100 points accepts anything
+    strict = with_overrides(cfg, {"max_drop_points": 0.0})
+    again = compress_once(baseline, "sp_cnn_s", data, test, derive(base_cfg, cfg.finetune),
+                          derive(base_cfg, cfg.student), strict, seed=0)
+    for name, variant in again.variants.items():               # the same seed trains the same model
+        assert variant.test_accuracy == result.variants[name].test_accuracy
+        assert variant.accepted == (variant.delta_points >= 0.0)

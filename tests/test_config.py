@@ -44,8 +44,8 @@ def test_amp_off_survives_yaml_reading_off_as_false():
 def test_unknown_model_names_are_rejected_when_params_are_read():
     with pytest.raises(ParamsError, match=r"train\.model: .*unknown model 'sp_cnn_typo'"):
         load_params("params.yaml", ["train.model=sp_cnn_typo"])
-    with pytest.raises(ParamsError, match=r"clean\.oof\.model: .*resnet_nope"):
-        load_params("params.yaml", ["clean.oof.model=resnet_nope"])
+    with pytest.raises(ParamsError, match=r"clean\.oof\.train: model: unknown model 'resnet_nope'"):
+        load_params("params.yaml", ["clean.oof.train.model=resnet_nope"])
     assert load_params("params.yaml", ["train.model=resnet18"]).train.model == "resnet18"
 
 
@@ -81,3 +81,25 @@ def test_ablation_regimes_and_arms_are_validated_before_any_run(tmp_path):
     path.write_text(yaml.safe_dump(spec))
     with pytest.raises(ParamsError, match=rf"arm {spec['arms'][-1]['name']}: .*unknown model 'nope_net'"):
         ab.load_spec(path)
+
+
+def test_derived_trainings_are_train_with_only_their_own_keys_changed():
+    from skillpack.config import derive
+
+    params = load_params("params.yaml", ["train.optimizer.momentum=0.8", "compress.finetune.epochs=3"])
+    finetune = derive(params.train, params.compress.finetune)
+    assert finetune.epochs == 3 and finetune.optimizer.momentum == 0.8   # the rest is train's
+    assert finetune.model == params.train.model and finetune.optimizer.lr != params.train.optimizer.lr
+    fold = params.clean.oof.train_params(threads=1, device="cpu")
+    assert fold.optimizer.momentum == 0.9   # the fold models start from the defaults, not from train
+    with pytest.raises(ParamsError, match=r"compress\.student: epochs: .*greater than or equal to 1"):
+        load_params("params.yaml", ["compress.student.epochs=0"])
+    with pytest.raises(ParamsError, match=r"compress\.finetune: optimizer\.lrr: Extra inputs"):
+        load_params("params.yaml", ["compress.finetune.optimizer.lrr=0.1"])
+
+
+def test_runtime_settings_live_in_the_runtime_section_and_reach_the_engine():
+    params = load_params("params.yaml", ["runtime.device=cpu", "runtime.resident=true"])
+    assert params.train.device == "cpu" and params.train.resident is True
+    with pytest.raises(ParamsError, match=r"train\.device is a runtime setting: set runtime\.device"):
+        load_params("params.yaml", ["train.device=cpu"])

@@ -9,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT, make_project_repo, project_env, run
+from conftest import ROOT, copy_project, project_env, run
 
 # The quick profile of a tiny spec: one arm against the baseline and a two-step chain
 # (whose steps share their configurations, and so their stored results, with the arms):
@@ -33,18 +33,17 @@ TINY_SPEC = {
 ARMS = ("baseline", "label_smoothing", "chain_baseline", "chain_augmentation")
 
 
-def test_ablation_runs_on_a_two_worker_local_dask_cluster(tmp_path):
+def test_ablation_runs_on_a_two_worker_local_dask_cluster(prepared_project, prefect_server, tmp_path):
     from skillpack import ablation as ab
     from skillpack.config import load_params
     from skillpack.data import PreparedStore
     from skillpack.runs import RunData, train_and_evaluate
 
     t0 = time.perf_counter()
-    repo = make_project_repo(tmp_path / "dask", {"data.max_train": 1200, "data.max_test": 300,
-                                                 "ablation": {"task_runner": {"kind": "dask", "workers": 2}}})
-    env = project_env(repo)
+    repo = copy_project(prepared_project, tmp_path / "dask",
+                        {"ablation": {"task_runner": {"kind": "dask", "workers": 2}}})
+    env = {**project_env(repo), "PREFECT_API_URL": prefect_server}   # the test run's Prefect server
     (repo / "ablations" / "dask_tiny.yaml").write_text(yaml.safe_dump(TINY_SPEC, sort_keys=False))
-    run([sys.executable, "-m", "stages.prepare"], repo, env=env)
     t1 = time.perf_counter()
     proc = run([sys.executable, "-m", "flows.ablation", "ablations/dask_tiny.yaml", "--quick"], repo, env=env)
     t2 = time.perf_counter()
@@ -82,7 +81,7 @@ def test_ablation_runs_on_a_two_worker_local_dask_cluster(tmp_path):
         for key in ("test_accuracy", "final_val_acc", "train_loss", "val_loss", "intra_class_distance"):
             assert runs[(name, seed)][key] == pytest.approx(here[key], abs=1e-6), (name, seed, key)
     t3 = time.perf_counter()
-    print(f"\n[dask] project + prepare {t1 - t0:.1f}s, flow on 2 Dask workers {t2 - t1:.1f}s, "
+    print(f"\n[dask] project copy {t1 - t0:.1f}s, flow on 2 Dask workers {t2 - t1:.1f}s, "
           f"reference run {t3 - t2:.1f}s")
 
 

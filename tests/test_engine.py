@@ -11,7 +11,7 @@ import torch
 from skillpack.config import TrainParams
 from skillpack.runs import RunData, train_model
 
-from conftest import StopTraining, make_project_repo, project_env, run, small_split, stop_after_first_epoch
+from conftest import StopTraining, copy_project, project_env, run, small_split, stop_after_first_epoch
 
 
 def _train(fmnist, seed=0, epochs=2, n=1500, checkpoint=None, on_epoch=None, **overrides):
@@ -111,15 +111,12 @@ def _final_weights(repo):
     return state["state_dict"]
 
 
-def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(tmp_path):
-    overrides = {"data.max_train": 4000, "train.epochs": 3, "train.batch_size": 64, "train.ema.enabled": True,
+def test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run(prepared_project, tmp_path):
+    overrides = {"train.epochs": 3, "train.batch_size": 64, "train.ema.enabled": True,
                  "train.loss.center_weight": 0.01}  # optimizer, scheduler, EMA and centres all resume
     train_cmd = [sys.executable, "-m", "stages.train"]
-    straight = make_project_repo(tmp_path / "straight", overrides)
-    killed = make_project_repo(tmp_path / "killed", overrides)
-    for repo in (straight, killed):
-        run([sys.executable, "-m", "stages.prepare"], repo, env=project_env(repo))
-        run([sys.executable, "-m", "stages.validate"], repo, env=project_env(repo))
+    straight = copy_project(prepared_project, tmp_path / "straight", overrides)
+    killed = copy_project(prepared_project, tmp_path / "killed", overrides)
     run(train_cmd, straight, env=project_env(straight))
 
     checkpoint = killed / "models" / "checkpoints" / "last.pt"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from skillpack import export
-from skillpack.compress import calibration_images, quantize_onnx_int8
+from skillpack.compress import INT8_FORMATS, NO_VNNI_INT8_FORMAT, calibration_images, choose_int8_format, \
+    quantize_onnx_int8
 from skillpack.config import HeadParams, TrainParams
 from skillpack.models import build_classifier
 from skillpack.runs import RunData, train_model
@@ -42,16 +43,74 @@ def test_onnx_takes_uint8_pixels_with_a_dynamic_batch_and_matches_eager(trained,
     assert np.abs(run(images[:5]) - by_hand).max() < 1e-4
 
 
-def test_int8_agrees_with_fp32_on_at_least_97_percent(trained, tmp_path):
+def _quantized_types(path) -> tuple[set[int], set[int], int]:
+    """(element types of the quantized conv / gemm weights, of the activations' zero points,
+    largest |quantized weight|) of a QDQ model."""
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    tensors = {t.name: t for t in graph.initializer}
+    weights, activations, largest = set(), set(), 0
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[2] not in tensors:
+            continue
+        value = tensors.get(node.input[0])
+        if value is not None and len(value.dims) > 1:   # a quantized weight, stored as an initializer
+            weights.add(value.data_type)
+            largest = max(largest, int(np.abs(numpy_helper.to_array(value).astype(np.int32)).max()))
+        elif value is None:                            # an activation, quantized at run time
+            activations.add(tensors[node.input[2]].data_type)
+    return weights, activations, largest
+
+
+# the format this CPU gets (auto) and, on any CPU, the one CPUs without VNNI get
+@pytest.mark.parametrize("int8_format", ["auto", NO_VNNI_INT8_FORMAT])
+def test_int8_agrees_with_fp32_on_at_least_97_percent(trained, tmp_path, int8_format):
     model, train_images, images, labels = trained
     fp32 = export.export_onnx(model, tmp_path / "m.onnx", (28, 28, 1))
-    int8 = quantize_onnx_int8(fp32, tmp_path / "m.int8.onnx", calibration_images(train_images, 256, seed=0))
+    int8 = quantize_onnx_int8(fp32, tmp_path / "m.int8.onnx", calibration_images(train_images, 256, seed=0),
+                              int8_format=int8_format)
     assert int8.stat().st_size < 0.6 * fp32.stat().st_size  # int8 weights
+    # the graph holds the format's types: ONNX Runtime's kernels are chosen from them
+    activation, weight, reduce_range = INT8_FORMATS[choose_int8_format(int8_format)["format"]]
+    onnx_type = {"QInt8": onnx.TensorProto.INT8, "QUInt8": onnx.TensorProto.UINT8}
+    weights, activations, largest = _quantized_types(int8)
+    assert weights == {onnx_type[weight]} and activations == {onnx_type[activation]}, (weights, activations)
+    assert 32 < largest <= (64 if reduce_range else 255)   # reduce_range: weights within [-64, 64]
     reference = export.logits_of(export.onnx_runner(export.onnx_session(fp32, 1)), images)
     quantized = export.logits_of(export.onnx_runner(export.onnx_session(int8, 1)), images)
     check = export.parity(reference, quantized)
+    print(f"\n[int8] {choose_int8_format(int8_format)}: {check}")
     assert check.top1_agreement >= 0.97, check
     assert 0 < check.max_abs_diff  # it really is another computation
+
+
+@pytest.mark.parametrize("flags, arch, chosen", [
+    (["avx2", "avx512f", "avx512_vnni", "avx512_bf16"], "x86_64", "s8s8"),   # Zen 4 / 5, Ice Lake and later
+    (["avx2", "avx_vnni"], "x86_64", "s8s8"),                                 # Alder Lake: VNNI without AVX-512
+    (["avx2"], "x86_64", NO_VNNI_INT8_FORMAT),                                # Zen 2 / 3, Haswell
+    (["avx2", "avx512f"], "AMD64", NO_VNNI_INT8_FORMAT),                      # Skylake-SP: AVX-512 without VNNI
+    ([], "x86_64", NO_VNNI_INT8_FORMAT),
+    ([], "aarch64", "s8s8"),                                                  # ARM's int8 dot products do not saturate
+])
+def test_auto_int8_format_follows_the_cpu_flags(flags, arch, chosen):
+    decision = choose_int8_format("auto", flags, arch)
+    assert decision["format"] == chosen and decision["cpu_flags"] == flags
+    assert ("without" in decision["decided_by"]) == (chosen == NO_VNNI_INT8_FORMAT)
+    # an explicit format is kept whatever the CPU
+    assert choose_int8_format("u8u8", flags, arch)["format"] == "u8u8"
+
+
+def test_int8_format_is_checked_and_read_from_this_cpu_by_default():
+    from skillpack.config import QuantizeParams
+    from skillpack.machine import cpu_model
+
+    assert choose_int8_format()["cpu_flags"] == cpu_model()[1]
+    with pytest.raises(ValueError, match="quantize.format"):
+        choose_int8_format("s4s4")
+    with pytest.raises(ValueError, match="format"):
+        QuantizeParams.model_validate({"format": "s4s4"})
+    assert QuantizeParams().format == "auto"
 
 
 def test_aoti_package_compiles_for_the_cpu_and_matches_eager(tmp_path):

@@ -35,24 +35,19 @@ def test_decide_promotes_only_past_the_margin():
 
 
 @pytest.fixture(scope="module")
-def registry(fmnist, tmp_path_factory):
+def registry(fmnist, small_model, tmp_path_factory):
     """Two ONNX versions in a real MLflow registry: a trained model and an untrained one."""
     import mlflow
 
     from skillpack import export, tracking
-    from skillpack.config import HeadParams, TrainParams
+    from skillpack.config import HeadParams
     from skillpack.models import build_classifier
-    from skillpack.runs import RunData, train_model
-
-    from conftest import small_split
 
     folder = tmp_path_factory.mktemp("registry")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
     mp.setenv("SKILLPACK_ROOT", str(folder))
-    x, y = small_split(fmnist, 2500)
-    cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64})
-    good = train_model(cfg, RunData((x[:2000], y[:2000]), (x[2000:], y[2000:]), 10), seed=0).model.cpu().eval()
+    good, x = small_model
     torch.manual_seed(1)
     bad = build_classifier("sp_cnn_s", 10, (28, 28, 1), HeadParams(), [72.9], [90.0]).eval()
     versions = {}

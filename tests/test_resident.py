@@ -1,4 +1,4 @@
-"""The engine's resident path (train.resident, issue 19), tested on a CPU.
+"""The engine's resident path (runtime.resident, issue 19), tested on a CPU.
 
 On a GPU the resident path uploads the training set once and draws the permutation and every
 augmentation from a CUDA generator; on a CPU it runs the same code with a CPU generator, whose
@@ -67,17 +67,17 @@ def test_execution_only_params_leave_the_run_identity_and_parse_from_yaml():
     from skillpack.config import load_params
 
     plain = load_params("params.yaml")
-    other = load_params("params.yaml", ["train.resident=true", "train.compile=max-autotune"])
-    assert other.train.resident is True and other.train.compile == "max-autotune"
+    other = load_params("params.yaml", ["runtime.resident=true", "runtime.compile=max-autotune"])
+    assert other.runtime.resident is True and other.runtime.compile == "max-autotune"
     assert plain.train.result_dump() == other.train.result_dump()
     assert ab.run_key(0, plain, "d", {}) == ab.run_key(0, other, "d", {})
     assert "resident" not in plain.train.result_dump() and "resident" in plain.train.model_dump()
-    assert load_params("params.yaml", ["train.compile=off"]).train.compile == "off"  # YAML 1.1 reads off as false
+    assert load_params("params.yaml", ["runtime.compile=off"]).runtime.compile == "off"  # YAML 1.1 reads off as false
     assert ab.run_key(0, plain, "d", {}) != ab.run_key(0, load_params("params.yaml", ["train.epochs=3"]), "d", {})
 
 
 def test_compile_runs_before_the_first_epoch_timed_apart_and_changes_nothing(fmnist, monkeypatch):
-    """train.compile's warm-up (one forward + backward on a real batch, weights and BatchNorm
+    """runtime.compile's warm-up (one forward + backward on a real batch, weights and BatchNorm
     statistics restored after it) through dynamo with its eager backend: inductor's own
     compile takes minutes on a CPU, benchmarks/gpu.py measures it on a GPU."""
     real = torch.compile

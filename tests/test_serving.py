@@ -16,13 +16,11 @@ import yaml
 from PIL import Image
 
 from skillpack import export
-from skillpack.config import MonitorParams, ServeParams, TrainParams
-from skillpack.runs import RunData, evaluate_model, train_model
+from skillpack.config import MonitorParams, ServeParams
+from skillpack.runs import evaluate_model
 from skillpack.serving.app import build_service
 from skillpack.monitoring import free_port
 from skillpack.serving.model import load_onnx
-
-from conftest import small_split
 
 CFG = ServeParams(max_body_bytes=64 * 1024, max_pixels=1024 * 1024, max_batch=8, feedback_window=20, top_k=3)
 
@@ -52,10 +50,8 @@ class RunningServer:
 
 
 @pytest.fixture(scope="module")
-def served(fmnist, tmp_path_factory):
-    x, y = small_split(fmnist, 2500)
-    cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64})
-    model = train_model(cfg, RunData((x[:2000], y[:2000]), (x[2000:], y[2000:]), 10), seed=0).model.cpu().eval()
+def served(fmnist, small_model, tmp_path_factory):
+    model, _ = small_model
     path = export.export_onnx(model, tmp_path_factory.mktemp("serve") / "model.onnx", (28, 28, 1),
                               metadata={"classes": fmnist.classes, "model_name": "sp_cnn_s"})
     test = fmnist.splits["test"]

@@ -6,7 +6,7 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from conftest import make_project_repo, project_env, run
+from conftest import copy_project, project_env, run
 
 GROUPS = {
     "augment": ["train.augment.rotation=30", "train.augment.resized_crop_scale=[0.8,1.0]",
@@ -25,11 +25,9 @@ GROUPS = {
 
 
 @pytest.fixture(scope="module")
-def prepared_repo(tmp_path_factory):
-    repo = make_project_repo(tmp_path_factory.mktemp("skills"), {"data.max_train": 1500, "data.max_test": 300})
-    env = project_env(repo)
-    run([sys.executable, "-m", "dvc", "repro", "validate"], repo, env=env)
-    return repo
+def prepared_repo(prepared_project, tmp_path_factory):
+    """The shared prepared project; one epoch per run (what is checked is the wiring)."""
+    return copy_project(prepared_project, tmp_path_factory.mktemp("skills") / "project", {"train.epochs": 1})
 
 
 def _train_run(repo, overrides):

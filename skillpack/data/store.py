@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 
 from skillpack.data.sources import SourceData, Split
-from skillpack.data.split import stratified_split, stratified_subset
 from skillpack.io import atomic_path, file_sha256, write_json
 
 SPLITS = ("train", "val", "test")
@@ -63,6 +62,8 @@ def carve_splits(data: SourceData, val_fraction: float, seed: int,
     such, else a seeded stratified `test_fraction` of train is held out; then `max_train` /
     `max_test` subsets; a val split the source has is used as such, else `val_fraction` of
     train is carved. `resplit` pools all of the source's splits first and carves both."""
+    from skillpack.data.split import stratified_split, stratified_subset  # scikit-learn: not to read a store
+
     given = dict(data.splits)
     if resplit:
         given = {"train": _concat([given[s] for s in ("train", "val", "test") if s in given])}
