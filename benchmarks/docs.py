@@ -95,6 +95,9 @@ def pipeline_time_rows(f: dict) -> list[str]:
             f"{'warm' if f['uv_cache_bytes_before'] else 'empty'}) | {f['make_run_s'] / 60:.1f} min: install "
             f"{f['install_s']:.0f} s, stages (s) {stages}; compress + export {f['compress_export_s']:.0f} s; "
             f"test accuracy {f['test_acc']:.4f} | `python -m benchmarks.pipeline_time` |",
+            f"| then `dvc repro` after one training param changed (train.optimizer.momentum) | "
+            f"{f['param_change_repro_s'] / 60:.1f} min, re-ran {', '.join(f['param_change_stages'])}; after renaming the "
+            f"experiment: {'nothing to re-run' if f['rename_up_to_date'] else 'stages out of date'} | the same |",
             f"| `make test` on a clean clone (install included) | {f['make_test_s'] / 60:.1f} min "
             f"({f['make_test_result']}) | the same |",
             f"| `make test-fast` (the unit tier) | {f['make_test_fast_s']:.0f} s ({f['make_test_fast_result']}) | "

@@ -29,13 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def timed(cmd: list[str], cwd: Path, log: Path) -> tuple[float, int, str]:
+def timed(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> tuple[float, int, str]:
     """Run `cmd`, its output streamed to the terminal and appended to `log`: (seconds, exit code, output)."""
     t0 = time.perf_counter()
     chunks = []
     with open(log, "ab") as sink:
         sink.write(f"\n$ {' '.join(cmd)}\n".encode())
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
             sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
@@ -65,6 +65,63 @@ def flow_record(output: str) -> dict:
     return json.loads(lines[-1][len(RESULT_MARKER):])
 
 
+def set_param(repo: Path, key: str, value) -> None:
+    """One params.yaml key, as `dvc exp run -S` would set it (through skillpack's override parser)."""
+    import yaml
+
+    from skillpack.config import apply_overrides
+
+    path = repo / "params.yaml"
+    path.write_text(yaml.safe_dump(apply_overrides(yaml.safe_load(path.read_text()), [f"{key}={value}"]),
+                                   sort_keys=False))
+
+
+def param_change_figures(clone: Path, log: Path) -> dict:
+    """After `make run`: renaming the experiment re-runs nothing (`dvc status`); one training param
+    changed (train.optimizer.momentum) re-runs train and what follows, timed (`dvc repro`)."""
+    import re
+
+    venv = clone / ".venv" / "bin"
+    env = {**os.environ, "PATH": f"{venv}:{os.environ['PATH']}", "OMP_WAIT_POLICY": "PASSIVE", "DVC_NO_ANALYTICS": "1",
+           "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}   # as the Makefile exports them
+    set_param(clone, "registry.experiment", "renamed-experiment")
+    _, _, status = timed(["dvc", "status", "dvc.yaml"], clone, log, env)
+    set_param(clone, "train.optimizer.momentum", 0.85)
+    seconds, code, output = timed(["dvc", "repro"], clone, log, env)
+    if code:
+        raise SystemExit(f"dvc repro after a param change failed ({code}); see {log}")
+    return {"rename_up_to_date": "Data and pipelines are up to date" in status,
+            "param_change_repro_s": round(seconds, 1),
+            "param_change_stages": re.findall(r"Running stage '([a-z_]+)'", output)}
+
+
+def pipeline_figures(clone: Path, log: Path) -> dict:
+    """`make install data` then `make run` in a fresh clone, then the param-change figures."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    install_s, code, _ = timed(["make", "install", "data"], clone, log)
+    if code:
+        raise SystemExit(f"make install data failed ({code}); see {log}")
+    flow_s, code, output = timed(["make", "run"], clone, log)
+    if code:
+        raise SystemExit(f"make run failed ({code}); see {log}")
+    stages = flow_record(output)["stage_seconds"]
+    metrics = json.loads((clone / "reports" / "metrics.json").read_text())
+    return {"make_run_s": round(install_s + flow_s, 1), "install_s": round(install_s, 1), "flow_s": round(flow_s, 1),
+            "stage_s": stages, "compress_export_s": round(stages["compress"] + stages["export"], 1),
+            "test_acc": metrics["test_accuracy"], **param_change_figures(clone, log)}
+
+
+def test_figures(clone: Path, log: Path) -> dict:
+    """`make test` (its install included) then `make test-fast`, in a fresh clone."""
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    figures = {}
+    for target in ("test", "test-fast"):
+        seconds, code, output = timed(["make", target], clone, log)
+        figures[f"make_{target.replace('-', '_')}_s"] = round(seconds, 1)
+        figures[f"make_{target.replace('-', '_')}_result"] = passed_count(output) or f"exit {code}"
+    return figures
+
+
 def passed_count(output: str) -> str | None:
     tails = [line for line in output.splitlines() if " passed" in line]
     return tails[-1].strip("= ") if tails else None
@@ -77,36 +134,24 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-tests", action="store_true", help="time the pipeline only")
+    parser.add_argument("--tests-only", action="store_true",
+                        help="time the tests only, keeping the stored pipeline figures (same commit)")
     parser.add_argument("--log", default="/tmp/pipeline_time.log")
     args = parser.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     log = Path(args.log)
     log.write_text("")
     figures: dict = {"commit": commit, "cpu": cpu_model()[0], "uv_cache_bytes_before": uv_cache_bytes()}
+    if args.tests_only:
+        stored = json.loads((RESULTS / "pipeline_time.json").read_text())
+        figures = {**stored, **{k: v for k, v in figures.items() if k != "uv_cache_bytes_before"},
+                   "pipeline_commit": stored.get("pipeline_commit", stored["commit"])}
     with tempfile.TemporaryDirectory(prefix="skillpack-clone-") as tmp:
-        clone = Path(tmp) / "skillpack"
-        subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-        env_note = {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY",)}
-        install_s, code, _ = timed(["make", "install", "data"], clone, log)
-        if code:
-            raise SystemExit(f"make install data failed ({code}); see {log}")
-        flow_s, code, output = timed(["make", "run"], clone, log)
-        if code:
-            raise SystemExit(f"make run failed ({code}); see {log}")
-        record = flow_record(output)
-        metrics = json.loads((clone / "reports" / "metrics.json").read_text())
-        figures.update({"make_run_s": round(install_s + flow_s, 1), "install_s": round(install_s, 1),
-                        "flow_s": round(flow_s, 1), "stage_s": record["stage_seconds"],
-                        "compress_export_s": round(record["stage_seconds"]["compress"]
-                                                   + record["stage_seconds"]["export"], 1),
-                        "test_acc": metrics["test_accuracy"], "env": env_note})
-        if not args.skip_tests:  # a second clean clone, as CI has: `make test` installs, then runs everything
-            clone = Path(tmp) / "skillpack-tests"
-            subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-            for target in ("test", "test-fast"):
-                seconds, code, output = timed(["make", target], clone, log)
-                figures[f"make_{target.replace('-', '_')}_s"] = round(seconds, 1)
-                figures[f"make_{target.replace('-', '_')}_result"] = passed_count(output) or f"exit {code}"
+        if not args.tests_only:
+            figures.update(pipeline_figures(Path(tmp) / "skillpack", log))
+            figures["pipeline_commit"] = commit
+        if not args.skip_tests:  # a clean clone, as CI has: `make test` installs, then runs everything
+            figures.update(test_figures(Path(tmp) / "skillpack-tests", log))
     figures["machine"] = describe()
     figures["generated_by"] = "python -m benchmarks.pipeline_time"
     write_json(RESULTS / "pipeline_time.json", figures)

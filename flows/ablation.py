@@ -315,20 +315,21 @@ def restore_store(spec_path: str = "ablations/default.yaml", profile: str = "cpu
     """Write every run of the profile's committed report (reports/ablation.json: `runs`, each
     with its `key`) into the result store, skipping keys already stored: the store is not in
     git, and a fresh clone's ablation then computes only the runs whose keys are new. Returns
-    the store's folder and how many runs were restored, already stored, or had no key."""
+    the store's folder and how many runs were restored, already stored, or had no key (all 0
+    where there is no report)."""
     import json
 
     from skillpack.ablation_report import report_paths
 
     spec = ab.load_spec(spec_path, profile=profile)
     path = report_paths(reports, spec, _command(spec_path, profile))["json"]
-    if not path.is_file():
-        raise SystemExit(f"{path}: no report to restore the result store {results / spec.name} from")
+    store = ab.ResultStore(results / spec.name)
+    counts = {"restored": 0, "already_stored": 0, "without_key": 0}
+    if not path.is_file():  # nothing to restore: the ablation computes every run
+        return store.root, counts
     report = json.loads(path.read_text())
     if report.get("spec") != spec.name:
         raise SystemExit(f"{path}: runs of spec {report.get('spec')!r}, not {spec.name!r}")
-    store = ab.ResultStore(results / spec.name)
-    counts = {"restored": 0, "already_stored": 0, "without_key": 0}
     for run in report["runs"]:
         key = run.get("key")
         if not key:

@@ -3,7 +3,10 @@
 A spec (ablations/*.yaml) names a baseline, data regimes, arms (params overrides + the claim
 ids they test + a regime) and a cumulative chain. Each (arm, seed) run is a pure function of
 (config, seed, data): its result is stored as JSON under a key of those hashes, so an
-interrupted ablation resumes and a finished run is never recomputed.
+interrupted ablation resumes and a finished run is never recomputed. An arm may start from
+another arm's model of the same seed (`start:`, pruned or not) and distil from a teacher trained
+per seed: the keys of those runs are part of its own key, and their models are cached beside
+the results (ResultStore.model_path).
 """
 from __future__ import annotations
 

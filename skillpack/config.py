@@ -319,7 +319,8 @@ class CompressParams(_Strict):
     # the pruned model's fine-tune and the distilled student: params' train section with these keys changed
     finetune: TrainOverrides = Field(default_factory=lambda: {"epochs": 2, "optimizer": {"lr": 0.01},
                                                               "schedule": {"warmup_epochs": 0}})
-    student: TrainOverrides = Field(default_factory=lambda: {"model": "sp_dwcnn_m", "epochs": 5})
+    student: TrainOverrides = Field(default_factory=lambda: {"model": "sp_dwcnn_m", "epochs": 3, "batch_size": 256,
+                                                             "optimizer": {"lr": 0.2}})
     max_drop_points: float = Field(1.0, ge=0)    # a variant losing more test accuracy than this is rejected
 
 

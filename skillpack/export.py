@@ -151,7 +151,8 @@ def build_runtimes(model: ImageClassifier, image_shape: tuple[int, int, int], fo
         timed("aoti cuda fp16", lambda: build_aoti(model, folder / "model_cuda_fp16.pt2", image_shape, "cuda",
                                                    torch.float16), lambda p: aoti_runner(p, "cuda"))
     else:
-        skipped["aoti cuda fp16"] = "skipped: no CUDA device (the CPU package is built and checked instead)"
+        skipped["aoti cuda fp16"] = ("skipped: no CUDA device" + (" (the CPU package is built and checked instead)"
+                                                                 if aoti_cpu else ""))
     reason = tensorrt_unavailable()
     for precision in ("fp16", "int8"):
         if reason is not None:

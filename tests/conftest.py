@@ -22,11 +22,12 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # The small real subset the end-to-end tests train on.
 TINY_OVERRIDES = {
-    "data.max_train": 2000, "data.max_test": 1000, "train.epochs": 2, "train.batch_size": 128,
+    "data.max_train": 2000, "data.max_test": 500, "train.epochs": 2, "train.batch_size": 128,
     "train.schedule.warmup_epochs": 0, "clean.oof.folds": 2, "clean.oof.train.epochs": 1,
     "compress.finetune.epochs": 1, "compress.student.model": "sp_dwcnn_s",
     "compress.student.epochs": 1, "compress.max_drop_points": 100.0, "export.quantize.calibration_images": 128,
     "export.latency_batches": [1, 8], "export.latency_seconds": 0.05, "export.aoti_cpu": False,
+    "evaluate.explain.tsne_samples": 300,
 }
 
 
@@ -150,8 +151,8 @@ def copy_project(prepared: Path, dest: Path, overrides: dict | None = None) -> P
     data = {key: value for key, value in (overrides or {}).items() if key.split(".")[0] == "data"}
     assert not data, f"copy_project: {data} would change the prepared data; use make_project_repo"
     shutil.copytree(prepared, dest, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
-    run([sys.executable, "-m", "dvc", "remote", "modify", "--local", "local", "url", str(dest.parent / "dvc-remote")],
-        dest)
+    local = dest / ".dvc" / "config.local"  # the remote make_project_repo set, moved along (as `dvc remote modify`)
+    local.write_text(local.read_text().replace(str(prepared.parent / "dvc-remote"), str(dest.parent / "dvc-remote")))
     set_params(dest, overrides or {})
     return dest
 
@@ -182,16 +183,16 @@ def small_split(source, n: int, seed: int = 0):
 # `make test-fast` (pytest -m "not integration") runs the unit tier, `make test` both tiers.
 # The integration tier: tests that start a process or a server, run real DVC / MLflow / Prefect /
 # Prometheus, or train for more than a step or two. A test is in it when its module is listed
-# below, when it is listed by name, when it uses a fixture listed below (those start or train
+# below, when it is listed by name, when it uses a fixture listed below (each starts or trains
 # something), or when it says so itself with @pytest.mark.integration.
 
 INTEGRATION_MODULES = {
-    "test_pipeline", "test_flow", "test_deployments", "test_skills_wiring", "test_ddp", "test_docker", "test_cli",
-    "test_stage_imports", "test_gpu_bench",
+    "test_cli", "test_ddp", "test_deployments", "test_docker", "test_flow", "test_gpu_bench", "test_pipeline",
+    "test_skills_wiring", "test_stage_imports",
 }
 INTEGRATION_FIXTURES = {
-    "tiny_repo", "prefect_server", "small_model", "prepared_project",   # this file's
-    "planted", "served", "service", "registry", "trained", "deployed", "prepared_repo", "tiny_splits",   # modules'
+    "prefect_server", "prepared_project", "small_model", "tiny_repo",                        # this file's
+    "deployed", "planted", "prepared_repo", "registry", "served", "service", "tiny_splits", "trained",  # modules'
 }
 INTEGRATION_TESTS = {
     "test_ablation": {"test_quick_ablation_flow_runs_resumes_and_reports"},
@@ -202,7 +203,8 @@ INTEGRATION_TESTS = {
     "test_dask": {"test_ablation_runs_on_a_two_worker_local_dask_cluster"},
     "test_engine": {"test_training_learns_and_is_deterministic",
                     "test_bf16_autocast_on_cpu_runs_where_the_cpu_has_bf16_units_and_stays_deterministic",
-                    "test_another_seed_gives_other_weights", "test_skill_combinations_train_and_resume_deterministically",
+                    "test_another_seed_gives_other_weights",
+                    "test_skill_combinations_train_and_resume_deterministically",
                     "test_sigkilled_training_resumes_to_the_weights_of_an_uninterrupted_run",
                     "test_every_step_s_loss_is_recorded_once_per_epoch_and_resumes_from_old_checkpoints",
                     "test_step_losses_of_the_resident_path_equal_the_host_path_s"},
@@ -210,9 +212,12 @@ INTEGRATION_TESTS = {
                      "test_gradcam_on_a_vit_uses_the_real_patch_grid_and_lights_up_the_patch",
                      "test_explain_model_writes_every_artifact"},
     "test_export": {"test_aoti_package_compiles_for_the_cpu_and_matches_eager"},
-    "test_metrics": {"test_a_model_memorising_a_tiny_set_is_flagged", "test_train_and_evaluate_reports_the_ablation_figures"},
+    "test_imagefolder": {"test_prepare_refuses_a_near_limit_bomb_from_its_header_in_little_memory"},
+    "test_metrics": {"test_a_model_memorising_a_tiny_set_is_flagged",
+                     "test_train_and_evaluate_reports_the_ablation_figures"},
     "test_model_names": {"test_missing_list_is_made_and_records_timms_version",
-                         "test_a_list_made_for_another_timm_version_is_remade", "test_the_install_step_writes_the_list"},
+                         "test_a_list_made_for_another_timm_version_is_remade",
+                         "test_the_install_step_writes_the_list"},
     "test_resident": {"test_resident_path_on_a_cpu_is_bit_identical_to_the_host_path",
                       "test_a_host_checkpoint_resumes_on_the_resident_path_to_the_same_weights",
                       "test_compile_runs_before_the_first_epoch_timed_apart_and_changes_nothing"},
@@ -223,14 +228,26 @@ INTEGRATION_TESTS = {
 
 
 def is_integration(item: pytest.Item) -> bool:
-    module = item.path.stem
-    name = getattr(item, "originalname", item.name)
+    module, name = item.path.stem, getattr(item, "originalname", item.name)
     return (module in INTEGRATION_MODULES or name in INTEGRATION_TESTS.get(module, ())
             or bool(INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())))
             or item.get_closest_marker("integration") is not None)
 
 
+def check_integration_names(items) -> None:
+    """A renamed test must not fall into the unit tier unnoticed: every name INTEGRATION_TESTS
+    lists for a collected module is a function of that module."""
+    for module in {item.module for item in items if isinstance(item, pytest.Function)}:
+        stem = Path(module.__file__).stem
+        missing = sorted(name for name in INTEGRATION_TESTS.get(stem, ()) if not hasattr(module, name))
+        if missing:
+            raise pytest.UsageError(f"tests/conftest.py INTEGRATION_TESTS[{stem!r}]: {', '.join(missing)}: "
+                                    f"no such test in {module.__file__}")
+
+
+@pytest.hookimpl(tryfirst=True)   # before -m deselects by marker
 def pytest_collection_modifyitems(config, items):
+    check_integration_names(items)
     for item in items:
         if is_integration(item):
             item.add_marker(pytest.mark.integration)
@@ -242,17 +259,29 @@ def pytest_collection_modifyitems(config, items):
 UNIT_TEST_SECONDS = float(os.environ.get("SKILLPACK_UNIT_TEST_SECONDS", "15"))
 
 
+# Commands of a few milliseconds that libraries run on their own: the commit a run is tagged
+# with (skillpack.tracking.git_commit) and joblib's count of physical cores (`lscpu`, once per
+# process, from whichever test first uses scikit-learn's parallel code).
+CHEAP_COMMANDS = {"git", "lscpu"}
+
+
 @contextlib.contextmanager
 def no_process_started(item: pytest.Item):
-    """Fail `item` at the first process it starts (subprocess, multiprocessing)."""
+    """Fail `item` at the first process it starts (subprocess, multiprocessing), CHEAP_COMMANDS aside."""
     import multiprocessing.process
 
     def refuse(what):
         pytest.fail(f"{item.nodeid} starts a process ({what}) but is not in the integration tier: mark it "
                     f"integration (tests/conftest.py INTEGRATION_*) or make it start none", pytrace=False)
 
+    def execute_child_unless_heavy(self, args, *rest, **kwargs):
+        command = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        if Path(os.fsdecode(command[0])).name not in CHEAP_COMMANDS:
+            refuse(args)
+        return execute_child(self, args, *rest, **kwargs)
+
     execute_child, process_start = subprocess.Popen._execute_child, multiprocessing.process.BaseProcess.start
-    subprocess.Popen._execute_child = lambda self, args, *a, **k: refuse(args)
+    subprocess.Popen._execute_child = execute_child_unless_heavy
     multiprocessing.process.BaseProcess.start = lambda self: refuse(f"multiprocessing {self.name}")
     try:
         yield

@@ -319,7 +319,9 @@ def test_quick_ablation_flow_runs_resumes_and_reports(prepared_project, prefect_
     assert {c.data.tags["arm"] for c in children} >= {"cutmix", "baseline"}
     assert all(c.data.tags["seed"] in ("0", "1", "2") for c in children)
 
-    second = run(command, repo, env=env)
+    # a run's key names its config and data, not where it ran: on threads instead of the
+    # process pool, every run comes from the store (and no pool of processes is started)
+    second = run([*command, "--task-runner", "thread", "--workers", "2"], repo, env=env)
     assert f"{n_runs} runs, {n_runs} from the result store" in second.stdout + second.stderr
 
 
@@ -569,3 +571,6 @@ def test_restore_store_writes_back_every_reported_run_and_the_next_run_computes_
     again = [_runner(spec, tiny_splits, store)(arm, 0) for arm in ("baseline", "pruned")]
     assert all(r["cached"] for r in again)
     assert not (root / "models").exists()  # nothing trained, not even the model the pruned arm starts from
+    # without a committed report there is nothing to restore (make ablate then computes every run)
+    assert restore_store(str(path), "cpu", reports=tmp_path / "none", results=tmp_path / "results")[1] == \
+        {"restored": 0, "already_stored": 0, "without_key": 0}

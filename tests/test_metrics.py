@@ -31,7 +31,9 @@ def test_a_model_memorising_a_tiny_set_is_flagged(fmnist):
                                       "optimizer": {"lr": 0.05, "weight_decay": 0.0},
                                       "augment": {"hflip": False, "crop_padding": 0},
                                       "loss": {"label_smoothing": 0.1}, "head": {"dropout": 0.0}})
-    result = train_model(cfg, RunData((x[:200], y[:200]), (x[200:], y[200:]), 10), seed=0)
+    # 400 validation images, evaluated every epoch: 1,000 took 2.5x as long (47 vs 19 s on a shared
+    # 2-core EPYC) for the same verdict (final loss gap 0.75 vs 0.82; the training is the same)
+    result = train_model(cfg, RunData((x[:200], y[:200]), (x[200:600], y[200:600]), 10), seed=0)
     history = [r.as_dict() for r in result.history]
     check = overfitting_check(history, 0.5)
     assert history[-1]["train_eval_acc"] > 0.99

@@ -30,18 +30,32 @@ def prepared_repo(prepared_project, tmp_path_factory):
     return copy_project(prepared_project, tmp_path_factory.mktemp("skills") / "project", {"train.epochs": 1})
 
 
-def _train_run(repo, overrides):
-    proc = run([sys.executable, "-m", "stages.train", *overrides], repo, env=project_env(repo))
+def _train_run(repo, overrides, monkeypatch):
+    """The train stage as `python -m stages.train OVERRIDES` runs it in `repo`, in this process
+    (the interpreter and its imports once for every group: the command itself is run by
+    test_distillation_from_a_teacher_checkpoint); its MLflow run."""
+    import torch
+
+    from stages import train as train_stage
+
+    monkeypatch.chdir(repo)
+    for key in ("MLFLOW_TRACKING_URI", "SKILLPACK_ROOT"):
+        monkeypatch.setenv(key, project_env(repo)[key])
+    monkeypatch.setattr(sys, "argv", ["stages.train", *overrides])
+    threads = torch.get_num_threads()
+    try:
+        assert train_stage.main() == 0
+    finally:
+        torch.set_num_threads(threads)
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("skillpack")
-    latest = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'train'",
-                                order_by=["attributes.start_time DESC"], max_results=1)[0]
-    return proc, latest
+    return client.search_runs([exp.experiment_id], filter_string="tags.stage = 'train'",
+                              order_by=["attributes.start_time DESC"], max_results=1)[0]
 
 
 @pytest.mark.parametrize("group", sorted(GROUPS))
-def test_skill_group_trains_and_reaches_mlflow(prepared_repo, group):
-    proc, mlrun = _train_run(prepared_repo, GROUPS[group])
+def test_skill_group_trains_and_reaches_mlflow(prepared_repo, group, monkeypatch):
+    mlrun = _train_run(prepared_repo, GROUPS[group], monkeypatch)
     assert mlrun.info.status == "FINISHED"
     assert 0.0 <= mlrun.data.metrics["val_acc"] <= 1.0  # it trained and validated (learning: tests/test_engine.py)
     import csv
@@ -67,11 +81,11 @@ def same_value(logged: str, given: str) -> bool:
     return a == b
 
 
-def test_distillation_from_a_teacher_checkpoint(prepared_repo):
+def test_distillation_from_a_teacher_checkpoint(prepared_repo, monkeypatch):
     run([sys.executable, "-m", "stages.train", "train.model=sp_cnn_m"], prepared_repo, env=project_env(prepared_repo))
     teacher = prepared_repo / "teacher.pt"
     shutil.copy(prepared_repo / "models" / "model.pt", teacher)
-    proc, mlrun = _train_run(prepared_repo, [f"train.loss.distill.teacher={teacher}", "train.loss.distill.weight=0.5",
-                                             "train.model=sp_cnn_s"])
+    mlrun = _train_run(prepared_repo, [f"train.loss.distill.teacher={teacher}", "train.loss.distill.weight=0.5",
+                                       "train.model=sp_cnn_s"], monkeypatch)
     assert mlrun.data.params["train.loss.distill.teacher"] == str(teacher)
     assert mlrun.data.metrics["val_acc"] > 0.1
