@@ -196,6 +196,7 @@ INTEGRATION_FIXTURES = {
 }
 INTEGRATION_TESTS = {
     "test_ablation": {"test_quick_ablation_flow_runs_resumes_and_reports"},
+    "test_benchmark_helpers": {"test_noise_draws_flip_their_own_labels_and_add_to_the_stored_results"},
     "test_checkpoint": {"test_a_temp_file_left_by_a_killed_writer_is_removed_at_the_next_write"},
     "test_cleaning": {"test_oof_and_clean_stages_drop_policy_end_to_end",
                       "test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance"},
@@ -260,9 +261,10 @@ UNIT_TEST_SECONDS = float(os.environ.get("SKILLPACK_UNIT_TEST_SECONDS", "15"))
 
 
 # Commands of a few milliseconds that libraries run on their own: the commit a run is tagged
-# with (skillpack.tracking.git_commit) and joblib's count of physical cores (`lscpu`, once per
-# process, from whichever test first uses scikit-learn's parallel code).
-CHEAP_COMMANDS = {"git", "lscpu"}
+# with (skillpack.tracking.git_commit), joblib's count of physical cores (`lscpu`, once per
+# process, from whichever test first uses scikit-learn's parallel code), ctypes' library lookup
+# when torch loads (`ldconfig -p`) and `platform.processor()` (`uname -p`).
+CHEAP_COMMANDS = {"git", "ldconfig", "lscpu", "uname"}
 
 
 @contextlib.contextmanager
