@@ -315,7 +315,7 @@ def test_stage_runs_of_one_dvc_repro_share_a_repro_id_and_versions_carry_their_l
     assert STAGES <= set(first) and first["prepare"].startswith("dvc-")  # the fixture's one `dvc repro`
     assert len({r.data.tags["skillpack.repro_id"] for r in runs}) > 1 or len(runs) == len(first)
     commit = run(["git", "rev-parse", "HEAD"], tiny_repo).stdout.strip()
-    for alias, metric in (("candidate", "test.test_accuracy"), ("candidate-onnx", "served_test_accuracy")):
+    for alias, metric in (("candidate", "test.test_accuracy"), ("candidate-onnx", "baseline.onnx_fp32.test_accuracy")):
         version = client.get_model_version_by_alias("skillpack-classifier", alias)
         assert version.tags["git_commit"] == commit and len(version.tags["data_hash"]) == 16, alias
         assert 0.5 < float(version.tags[metric]) <= 1.0 and len(version.description) > 100, (alias, version.tags)
