@@ -77,13 +77,8 @@ def sync_registry(repo: Path) -> dict:
     """Point registry.aliases at their versions (skillpack.tracking.sync_aliases): idempotent, so
     the aliases follow a rename in params' registry section, which re-runs no stage."""
     from skillpack.config import load_section
-    from skillpack.io import file_sha256
 
-    registry = load_section(repo / paths.PARAMS, "registry")
-    weights = read_json(repo / paths.TRAIN_METRICS).get("weights_sha256")
-    onnx_file = repo / paths.EXPORTED / "model.onnx"
-    onnx = file_sha256(onnx_file) if onnx_file.is_file() else None
-    return tracking.sync_aliases(registry.model, registry.aliases, weights, onnx)
+    return tracking.sync_repo_aliases(repo, load_section(repo / paths.PARAMS, "registry"))
 
 
 @flow(name="skillpack-pipeline", log_prints=True)

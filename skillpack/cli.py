@@ -99,18 +99,13 @@ def _test_images(prepared: str):
 
 
 def cmd_registry(args) -> int:
-    import json
+    from pathlib import Path
 
-    from skillpack import paths, tracking
+    from skillpack import tracking
     from skillpack.config import load_section
-    from skillpack.io import file_sha256
 
     registry = load_section(args.params, "registry")
-    train = json.loads(paths.TRAIN_METRICS.read_text()) if paths.TRAIN_METRICS.is_file() else {}
-    weights = train.get("weights_sha256")
-    onnx_file = paths.EXPORTED / "model.onnx"
-    onnx = file_sha256(onnx_file) if onnx_file.is_file() else None
-    for alias, version in tracking.sync_aliases(registry.model, registry.aliases, weights, onnx).items():
+    for alias, version in tracking.sync_repo_aliases(Path("."), registry).items():
         print(f"{registry.model}@{alias}: " + (f"v{version}" if version else "no version to point at"))
     return 0
 

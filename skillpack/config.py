@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+
+def _yaml_off_is_off(value):
+    # YAML 1.1 (and so `-S train.amp=off`) reads a bare off as false
+    return "off" if value is False else value
+
+
+AmpMode = Annotated[Literal["auto", "off", "fp16", "bf16"], BeforeValidator(_yaml_off_is_off)]
+CompileMode = Annotated[Literal["off", "default", "reduce-overhead", "max-autotune"], BeforeValidator(_yaml_off_is_off)]
 
 
 class _Strict(BaseModel):
@@ -162,23 +171,17 @@ class TrainParams(_Strict):
     threads: int = Field(2, ge=1)
     # auto: fp16 on CUDA, bf16 on a CPU with bf16 units (AVX512-BF16 or AMX), else fp32; the run
     # records what it used (MLflow tag precision)
-    amp: Literal["auto", "off", "fp16", "bf16"] = "auto"
+    amp: AmpMode = "auto"
     channels_last: bool = True
     # set from params' runtime section (Params copies it in; params.yaml's train section may not say them)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     resident: Literal["auto"] | bool = "auto"
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    compile: CompileMode = "off"
 
     # How a run executes, not what it computes: left out of the run's identity (checkpoint
     # fingerprint, ablation result keys). On a CPU the resident path is bit-identical to the host
     # path; on a GPU it draws from CUDA's generator (the same distribution, another stream).
     EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset({"resident", "compile"})
-
-    @field_validator("amp", "compile", mode="before")
-    @classmethod
-    def _yaml_off_is_off(cls, value):
-        # YAML 1.1 (and so `-S train.amp=off`) reads a bare off as false
-        return "off" if value is False else value
 
     def result_dump(self) -> dict:
         """The params that decide a run's result (model_dump without EXECUTION_ONLY)."""
@@ -404,12 +407,7 @@ class RuntimeParams(_Strict):
     stays in train: 1 and 2 threads gave different weights bit for bit, so it decides a result.)"""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     resident: Literal["auto"] | bool = "auto"   # training set, augmentation and figures on the device; auto: on CUDA
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"  # torch.compile of the step
-
-    @field_validator("compile", mode="before")
-    @classmethod
-    def _yaml_off_is_off(cls, value):
-        return "off" if value is False else value
+    compile: CompileMode = "off"  # torch.compile of the step
 
 
 UNTRACKED_SECTIONS = ("runtime", "registry")   # params sections DVC does not see (stages/dag.py)

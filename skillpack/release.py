@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
+
+from skillpack.config import SERVE_RULES
 
 
 @dataclass
@@ -26,11 +29,23 @@ class Candidate:
         return asdict(self)
 
 
-RULES = {  # export.serve_rule -> (what it minimises, whether the budget applies)
-    "fastest_within_budget": (lambda c: (c.p50_ms, c.drop_points), True),
-    "smallest_within_budget": (lambda c: (c.file_bytes, c.drop_points), True),
-    "most_accurate": (lambda c: (c.drop_points, c.p50_ms), False),
+@dataclass(frozen=True)
+class Rule:
+    minimises: Callable[[Candidate], tuple]
+    budgeted: bool           # only candidates within compress.max_drop_points compete
+    sentence: str            # what it picks, for the reports ({budget}: the budget in points)
+
+
+RULES = {  # export.serve_rule (skillpack.config.SERVE_RULES) -> its rule
+    "fastest_within_budget": Rule(lambda c: (c.p50_ms, c.drop_points), True,
+                                  "the fastest at batch 1 (p50) within {budget} points of the trained model's "
+                                  "test accuracy"),
+    "smallest_within_budget": Rule(lambda c: (c.file_bytes, c.drop_points), True,
+                                   "the smallest file within {budget} points of the trained model's test accuracy"),
+    "most_accurate": Rule(lambda c: (c.drop_points, c.p50_ms), False, "the most accurate on the test set"),
 }
+if set(RULES) != set(SERVE_RULES):
+    raise ImportError(f"skillpack.release.RULES {sorted(RULES)} and config.SERVE_RULES {sorted(SERVE_RULES)} differ")
 
 
 def choose(candidates: list[Candidate], rule: str, max_drop_points: float) -> Candidate:
@@ -38,19 +53,15 @@ def choose(candidates: list[Candidate], rule: str, max_drop_points: float) -> Ca
     model in fp32 is always within any budget >= 0 (its drop is 0), so a choice always exists."""
     if rule not in RULES:
         raise ValueError(f"export.serve_rule: unknown {rule!r}; choose {', '.join(RULES)}")
-    key, budgeted = RULES[rule]
-    eligible = [c for c in candidates if c.within(max_drop_points)] if budgeted else list(candidates)
+    picked = RULES[rule]
+    eligible = [c for c in candidates if c.within(max_drop_points)] if picked.budgeted else list(candidates)
     if not eligible:
         raise ValueError(f"no candidate within {max_drop_points} points of the trained model")
-    return min(eligible, key=key)
+    return min(eligible, key=picked.minimises)
 
 
 def rule_sentence(rule: str, max_drop_points: float) -> str:
-    return {"fastest_within_budget": f"the fastest at batch 1 (p50) within {max_drop_points} points of the "
-                                     f"trained model's test accuracy",
-            "smallest_within_budget": f"the smallest file within {max_drop_points} points of the trained model's "
-                                      f"test accuracy",
-            "most_accurate": "the most accurate on the test set"}[rule]
+    return RULES[rule].sentence.format(budget=max_drop_points)
 
 
 def write_served_model(chosen: Candidate, metadata: dict, target: str | Path) -> Path:
@@ -87,10 +98,11 @@ class Measured:
     files: dict[str, str]
 
 
-def measure_variant(name: str, model, info: dict, base_acc: float, test: tuple, built: dict, cfg,
+def measure_variant(name: str, model, info: dict, base_acc: float | None, test: tuple, built: dict, cfg,
                     sync) -> tuple[list[dict], list[dict], list[Candidate]]:
     """Eager and every built runtime of one variant: accuracy on the whole test set, parity with
-    its own eager logits, latency per batch size. `info`: its size figures (params, macs)."""
+    its own eager logits, latency per batch size. `info`: its size figures (params, macs);
+    `base_acc`: the trained model's eager test accuracy (None: this is the trained model)."""
     from skillpack.export import eager_runner, latency_by_batch, logits_of, parity
     from skillpack.metrics import accuracy
 
@@ -99,6 +111,7 @@ def measure_variant(name: str, model, info: dict, base_acc: float, test: tuple, 
     reference = logits_of(eager, test_x)
     size = {"model": info["model"], "params": info["params"], "macs": info["macs"]}
     eager_acc = accuracy(reference, test_y)
+    base_acc = eager_acc if base_acc is None else base_acc
     rows = [{"variant": name, "runtime": "eager torch", **size, "test_accuracy": eager_acc,
              "delta_points": 100 * (eager_acc - base_acc),
              "latency": latency_by_batch(eager, test_x, cfg.latency_batches, cfg.latency_seconds)}]
@@ -126,11 +139,12 @@ def measure_all(models: dict[str, tuple], image_shape, folder: Path, calibration
     folder/<name>/ and measure it (measure_variant); the trained model is `baseline`."""
     import torch
 
-    from skillpack.export import build_runtimes, eager_runner, logits_of
-    from skillpack.metrics import accuracy
+    from skillpack.export import build_runtimes
 
+    if next(iter(models)) != "baseline":
+        raise ValueError("measure_all: the trained model (baseline) comes first, every variant is scored against it")
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    base_acc = accuracy(logits_of(eager_runner(models["baseline"][0]), test[0]), test[1])
+    base_acc = None   # the baseline's own eager accuracy, once measured
     out = Measured([], [], [], {}, {})
     for name, (model, info) in models.items():
         built, skipped = build_runtimes(model, image_shape, folder / name, calibration, opset=cfg.opset,
@@ -139,6 +153,7 @@ def measure_all(models: dict[str, tuple], image_shape, folder: Path, calibration
                                         per_channel=cfg.quantize.per_channel, int8_format=int8_format,
                                         tensorrt_workspace_mb=cfg.tensorrt_workspace_mb)
         rows, checks, candidates = measure_variant(name, model, info, base_acc, test, built, cfg, sync)
+        base_acc = rows[0]["test_accuracy"] if base_acc is None else base_acc
         out.rows += rows
         out.parity += checks
         out.candidates += candidates

@@ -295,3 +295,19 @@ def sync_aliases(registered_name: str, aliases, weights_sha256: str | None, onnx
         if version is not None:
             client.set_registered_model_alias(registered_name, alias, version)
     return targets
+
+
+def sync_repo_aliases(repo: Path, registry) -> dict:
+    """sync_aliases for the outputs the stages left in `repo`: the train stage's weights hash
+    (reports/train.json) and the served ONNX file (models/export/model.onnx); `registry`:
+    params' registry section. What `skillpack registry sync` and the pipeline flow run."""
+    import json
+
+    from skillpack import paths
+    from skillpack.io import file_sha256
+
+    train = repo / paths.TRAIN_METRICS
+    weights = json.loads(train.read_text()).get("weights_sha256") if train.is_file() else None
+    onnx_file = repo / paths.EXPORTED / "model.onnx"
+    onnx = file_sha256(onnx_file) if onnx_file.is_file() else None
+    return sync_aliases(registry.model, registry.aliases, weights, onnx)
