@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skillpack import config
-from skillpack.config import CompressParams, Params
+from skillpack.config import CompressParams, Params, read_yaml
 from skillpack.io import write_json
 from skillpack.verdicts import ALPHA, holm, minimum_detectable_effect
 
@@ -144,7 +143,7 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None)
     """The spec at `path` under `profile` (quick: CI, minutes; cpu: the default ablation; gpu:
     full data and article-length budgets). A profile overlays seeds, base, regimes, sequential,
     curves, transfer and may keep only some arms."""
-    raw = yaml.safe_load(Path(path).read_text())
+    raw = read_yaml(path)
     profile = profile or ("quick" if quick else "cpu")
     overlay = _profile_overlay(raw, profile)
 

@@ -9,7 +9,7 @@ import torch
 from skillpack.compress import fit_shapes
 from skillpack.config import HeadParams
 from skillpack.models import ImageClassifier, build_classifier
-from skillpack.io import atomic_path
+from skillpack.io import UnreadableFile, atomic_path, load_torch_file
 
 
 def save_classifier(path: str | Path, model: ImageClassifier, *, model_name: str, classes: list[str],
@@ -42,7 +42,11 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no trained model (run `dvc repro train`)")
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    state = load_torch_file(path, map_location, what="a model file",
+                            fix="rebuild it (`dvc repro train`) or restore it (`dvc checkout`)")
+    missing = [key for key in ("state_dict", "model_name", "classes", "image_shape", "head") if key not in state]
+    if missing:
+        raise UnreadableFile(f"{path}: not a skillpack model file (no {', '.join(missing)})")
     model = build_classifier(state["model_name"], len(state["classes"]), tuple(state["image_shape"]),
                              HeadParams(**state["head"]))
     fit_shapes(model, state["state_dict"])  # a pruned model has fewer channels than its architecture's default

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import yaml
+from skillpack.config import read_yaml
 
 from skillpack.io import write_json, write_text
 from skillpack.verdicts import (ALPHA, INCONCLUSIVE, NOT_TESTED, STATIC, VERDICTS, direction_sign, holm,
@@ -23,7 +23,7 @@ ACCURACY = "test_accuracy"
 
 def load_claims(path: str | Path = CLAIMS_FILE) -> dict:
     """claims.yaml: {"defaults": ..., "claims": [...]}."""
-    return yaml.safe_load(Path(path).read_text())
+    return read_yaml(path)
 
 
 def claim_metric(claim: dict) -> str:

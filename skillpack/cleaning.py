@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from skillpack.config import CleanParams, TrainParams
+from skillpack.data.loader import to_label_tensor
 from skillpack.io import atomic_path
 
 # -- label noise (for benchmarks and tests) -------------------------------------------------
@@ -105,7 +106,7 @@ def out_of_fold(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: T
     from skillpack.runs import RunData, embeddings_of, evaluate_model, train_model
 
     fold = stratified_folds(labels, folds, seed)
-    y_all = torch.as_tensor(labels, dtype=torch.long)
+    y_all = to_label_tensor(labels)
     probs = np.zeros((folds, len(labels), num_classes), dtype=np.float32)
     embeddings, grad_norm = None, np.zeros(len(labels), dtype=np.float32)
     for k in range(folds):

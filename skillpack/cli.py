@@ -189,7 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_fetch)
     add_plugin_commands(sub)
     args = parser.parse_args(argv)
-    return args.fn(args)
+    from skillpack.io import user_errors
+
+    try:
+        return args.fn(args)
+    except user_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ from their JSON: one row per (variant, runtime), each variant against the traine
 which model the service gets and by which rule."""
 from __future__ import annotations
 
+from skillpack.io import counted
+
 
 def _fmt_latency(row: dict, batch: int) -> str:
     cell = row.get("latency", {}).get(str(batch))
@@ -80,7 +82,7 @@ def model_card(card: dict) -> str:
         "## Data", f"Source `{card['data_source']}`, data version {card['data_hash']} (the prepared store's manifest "
         f"hash); trained on {card['n_train']:,} images, tested on {card['n_test']:,}.", "",
         "## Training", f"`params.yaml` train section at git commit {card['git_commit']}: model {card['model']}, "
-        f"{card['epochs']} epochs, seed {card['seed']}.", "",
+        f"{counted(card['epochs'], 'epoch')}, seed {card['seed']}.", "",
         "## Served model", f"`models/export/model.onnx` is {card['served']['variant']} as {card['served']['runtime']} "
         f"(rule `{card['served']['rule']}`: {card['served']['why']}).", "",
         "## Metrics (test set)", "| metric | value |", "|---|---|", metrics, "",

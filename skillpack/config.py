@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 
 def _yaml_off_is_off(value):
@@ -23,8 +24,27 @@ AmpMode = Annotated[Literal["auto", "off", "fp16", "bf16"], BeforeValidator(_yam
 CompileMode = Annotated[Literal["off", "default", "reduce-overhead", "max-autotune"], BeforeValidator(_yaml_off_is_off)]
 
 
+def _scalar_kinds(annotation) -> set[type]:
+    """bool / int / float among a field's annotation (through Optional, Annotated and unions)."""
+    import typing
+
+    if annotation in (bool, int, float):
+        return {annotation}
+    return {kind for arg in typing.get_args(annotation) for kind in _scalar_kinds(arg)}
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys, infinities and NaNs are errors; so is a yes/no where a number belongs
+    (pydantic's lax mode reads `epochs: true` as 1)."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_no_for_numbers(cls, value, info: ValidationInfo):
+        kinds = _scalar_kinds(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, bool) and kinds & {int, float} and bool not in kinds:
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
 
 
 def _registered_model(name: str) -> str:
@@ -104,25 +124,25 @@ class LookaheadParams(_Strict):
 
 class OptimizerParams(_Strict):
     name: Literal["sgd", "adam", "adamw", "lars", "lamb"] = "sgd"   # lars / lamb: layer-wise trust ratios (timm)
-    lr: float = Field(0.1, gt=0)
-    momentum: float = 0.9
+    lr: float = Field(0.2, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = Field(5e-4, ge=0)
     decay_norm_and_bias: bool = False       # default: no weight decay on norms and biases
-    lars_trust_coeff: float = 0.001
+    lars_trust_coeff: float = Field(0.001, gt=0)
     lookahead: LookaheadParams = LookaheadParams()
 
 
 class ScheduleParams(_Strict):
     name: Literal["none", "step", "multistep", "cosine", "onecycle"] = "cosine"
-    warmup_epochs: float = Field(1, ge=0)   # linear warm-up, composable with any schedule
+    warmup_epochs: float = Field(0, ge=0)   # linear warm-up, composable with any schedule
     step_epochs: float = Field(5, gt=0)     # step: decay every step_epochs
     milestones: list[float] = Field(default_factory=lambda: [5.0, 8.0])  # multistep, in epochs
-    gamma: float = 0.1
-    min_lr: float = 0.0                     # cosine floor
+    gamma: float = Field(0.1, gt=0, le=1)
+    min_lr: float = Field(0.0, ge=0)                    # cosine floor
     onecycle_pct_start: float = Field(0.3, gt=0, lt=1)
-    onecycle_div_factor: float = 25.0       # start lr = lr / div_factor
-    onecycle_final_div_factor: float = 1e4  # final lr = start lr / final_div_factor
+    onecycle_div_factor: float = Field(25.0, gt=0)      # start lr = lr / div_factor
+    onecycle_final_div_factor: float = Field(1e4, gt=0) # final lr = start lr / final_div_factor
 
 
 class DistillParams(_Strict):
@@ -159,8 +179,8 @@ class EmaParams(_Strict):
 
 class TrainParams(_Strict):
     model: ModelName = "sp_cnn_m"
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(7, ge=1)
+    batch_size: int = Field(256, ge=1)
     optimizer: OptimizerParams = OptimizerParams()
     schedule: ScheduleParams = ScheduleParams()
     loss: LossParams = LossParams()
@@ -227,7 +247,8 @@ class OofParams(_Strict):
     """The K fold models whose predictions every detector reads: TrainParams' defaults (not
     params' train section, so changing train.* keeps the cached predictions) with `train` on top."""
     folds: int = Field(4, ge=2)
-    train: TrainOverrides = Field(default_factory=lambda: {"model": "sp_cnn_s", "epochs": 4, "batch_size": 256})
+    train: TrainOverrides = Field(default_factory=lambda: {"model": "sp_cnn_s", "epochs": 2, "batch_size": 256,
+                                                           "optimizer": {"lr": 0.1}})
 
     def train_params(self, threads: int, device: str) -> "TrainParams":
         return derive(TrainParams(threads=threads, device=device), self.train)
@@ -320,10 +341,8 @@ class CompressParams(_Strict):
     prune_ratio: float = Field(0.2, ge=0, lt=1)  # share of channels removed (0.2 keeps 80%)
     prune_importance: Literal["l2", "l1", "bn_scale", "random"] = "l2"
     # the pruned model's fine-tune and the distilled student: params' train section with these keys changed
-    finetune: TrainOverrides = Field(default_factory=lambda: {"epochs": 2, "optimizer": {"lr": 0.01},
-                                                              "schedule": {"warmup_epochs": 0}})
-    student: TrainOverrides = Field(default_factory=lambda: {"model": "sp_dwcnn_m", "epochs": 3, "batch_size": 256,
-                                                             "optimizer": {"lr": 0.2}})
+    finetune: TrainOverrides = Field(default_factory=lambda: {"epochs": 1, "optimizer": {"lr": 0.02}})
+    student: TrainOverrides = Field(default_factory=lambda: {"model": "sp_dwcnn_m", "epochs": 2})
     max_drop_points: float = Field(1.0, ge=0)    # a variant losing more test accuracy than this is rejected
 
 
@@ -333,7 +352,7 @@ SERVE_RULES = ("fastest_within_budget", "smallest_within_budget", "most_accurate
 class ExportParams(_Strict):
     opset: int = Field(18, ge=13)
     latency_batches: list[int] = Field(default_factory=lambda: [1, 64], min_length=1)
-    latency_seconds: float = Field(1.0, gt=0)    # per (variant, runtime, batch): repeats fill this time
+    latency_seconds: float = Field(0.5, gt=0)    # per (variant, runtime, batch): repeats fill this time
     aoti_cpu: bool = False                       # also build the AOTInductor package for the CPU (a cold
                                                  # compile of 40-170 s); on CUDA it is always built
     quantize: QuantizeParams = QuantizeParams()
@@ -545,12 +564,43 @@ def load_section(path: str | Path, name: str, overrides: list[str] | tuple[str, 
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (run from the repository root)")
-    raw = apply_overrides(yaml.safe_load(path.read_text()) or {}, overrides)
+    raw = apply_overrides(read_yaml(path), overrides)
     field = Params.model_fields[name]
     try:
         return field.annotation.model_validate(raw.get(field.alias or name, {}))
     except ValidationError as err:
         raise ParamsError(f"{path}: invalid params - {name}.{_problems(err)}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    keeps the last one silently, so a second `epochs:` further down would win unseen)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (line {seen[key]} and line {line})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: str | Path) -> dict:
+    """A YAML file of the project's (params, recipes, claims, ablation specs) as a dict; a syntax
+    error or a key given twice is a ParamsError of one line: file:line:column: the problem."""
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = " ".join(str(part) for part in (err.context, err.problem) if part)
+        raise ParamsError(f"{where}: {problem}") from None
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
 
 
 _PARSED: dict[tuple, dict] = {}
@@ -565,7 +615,7 @@ def _read_params_file(path: Path) -> dict:
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key not in _PARSED:
         _PARSED.clear()
-        _PARSED[key] = yaml.safe_load(path.read_text()) or {}
+        _PARSED[key] = read_yaml(path)
     return copy.deepcopy(_PARSED[key])
 
 

@@ -24,6 +24,7 @@ Two ways to feed the loop, one loop (`runtime.resident`, auto: resident on CUDA)
 """
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import json
@@ -42,8 +43,8 @@ from tqdm.auto import tqdm
 from skillpack import distributed
 from skillpack.config import TrainParams
 from skillpack.data.augment import BatchAugment
-from skillpack.data.loader import TensorBatches, to_tensor_nchw
-from skillpack.io import atomic_path, load_training_checkpoint
+from skillpack.data.loader import TensorBatches, to_label_tensor, to_tensor_nchw
+from skillpack.io import atomic_path, counted, discard_checkpoint, load_training_checkpoint
 from skillpack.losses import Objective
 from skillpack.metrics import accuracy, correct
 from skillpack.models import ImageClassifier
@@ -273,10 +274,23 @@ class Trainer:
         if state.get("fingerprint") != self._fingerprint():
             print(f"[train] {self.checkpoint}: made with other params or data; starting fresh")
             return 0, []
-        for name, obj in parts.items():
-            obj.load_state_dict(state[name])
-        print(f"[train] resuming from {self.checkpoint} after epoch {state['epoch']}")
-        return state["epoch"], [EpochResult(**h) for h in state["history"]]
+        missing = [name for name in ("epoch", "history", *parts) if name not in state]
+        if missing:
+            discard_checkpoint(self.checkpoint, f"has no {', '.join(missing)} (written by another version?)")
+            return 0, []
+        saved = {name: copy.deepcopy(obj.state_dict()) for name, obj in parts.items()}
+        try:
+            for name, obj in parts.items():
+                obj.load_state_dict(state[name])
+            history = [EpochResult(**h) for h in state["history"]]
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:   # entries of the wrong shape or kind
+            for name, obj in parts.items():
+                obj.load_state_dict(saved[name])
+            discard_checkpoint(self.checkpoint, f"does not fit this run ({type(err).__name__}: "
+                                                f"{str(err).splitlines()[0][:160]})")
+            return 0, []
+        print(f"[train] resuming from {self.checkpoint} after {counted(state['epoch'], 'epoch')}")
+        return state["epoch"], history
 
     def _teacher_cache(self, x_train: torch.Tensor, augment: BatchAugment) -> torch.Tensor | None:
         """Teacher logits computed once when the inputs never change (no augmentation)."""
@@ -289,8 +303,8 @@ class Trainer:
         cfg = self.cfg
         torch.set_num_threads(distributed.threads_per_process(cfg.threads))
         use_deterministic_cpu_kernels(self.device)
-        x_train, y_train = to_tensor_nchw(train_images), torch.as_tensor(train_labels, dtype=torch.long)
-        x_val, y_val = to_tensor_nchw(val_images), torch.as_tensor(val_labels, dtype=torch.long)
+        x_train, y_train = to_tensor_nchw(train_images), to_label_tensor(train_labels)
+        x_val, y_val = to_tensor_nchw(val_images), to_label_tensor(val_labels)
         num_classes = self.model.head.weight.shape[0]
         augment = BatchAugment(cfg.augment, num_classes, x_train.shape[1])
         if cfg.batch_size < self.world.size:

@@ -208,6 +208,7 @@ def explain_model(model: nn.Module, images: torch.Tensor, labels: np.ndarray, cl
     Writes PNGs and a CSV under out_dir and returns the metrics."""
     from pathlib import Path
 
+    from skillpack.data.loader import to_label_tensor
     from skillpack.engine import predict
     from skillpack.io import atomic_path
     from skillpack.metrics import confusion
@@ -247,7 +248,7 @@ def explain_model(model: nn.Module, images: torch.Tensor, labels: np.ndarray, cl
 
     with atomic_path(out / "confused_pairs.csv") as tmp:
         pd.DataFrame(pairs, columns=["true", "predicted", "count", "share_of_true"]).to_csv(tmp, index=False)
-    losses = per_sample_loss(logits, torch.as_tensor(labels))
+    losses = per_sample_loss(logits, to_label_tensor(labels))
     worst = np.argsort(-losses, kind="stable")[:cfg.high_loss_images]
     plot_image_grid([{"image": img, "caption": f"T: {classes[labels[i]]}\nP: {classes[preds[i]]} ({probs[i].max():.2f})\n"
                       f"loss {losses[i]:.2f}", "bad": preds[i] != labels[i]}

@@ -3,16 +3,26 @@ a path -> uint8 size x size x channels. A leaf module (numpy and PIL only), so t
 serving image imports it without the data package's pandas and scikit-learn."""
 from __future__ import annotations
 
-import warnings
+import threading
 
 import numpy as np
 
 DEFAULT_MAX_PIXELS = 40_000_000   # data.max_pixels' default: a 36-megapixel camera photo fits
+# The formats the docs list, by Pillow's format ids; no other plugin ever sees the bytes (a file
+# named .png that holds PostScript would otherwise reach the EPS plugin, which runs Ghostscript).
+DECODED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 _SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ImageTooLarge(ValueError):
     pass
+
+
+class NotAnImage(ValueError):
+    """Bytes that none of DECODED_FORMATS reads."""
 
 
 def _scaled_to_8bit(img):
@@ -70,6 +80,21 @@ def normalise_mode(img, channels: int):
     return img if img.mode == target else img.convert(target)
 
 
+def _open_within(source):
+    """Image.open limited to DECODED_FORMATS and without Pillow's own bomb guard (an error above
+    twice Image.MAX_IMAGE_PIXELS, about 179 Mpx, whatever data.max_pixels says): opening reads
+    the header only, and decode_image applies max_pixels to it before any pixel is decoded.
+    Pillow reads its guard from a module global; a lock keeps it on for every other open."""
+    from PIL import Image
+
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(source, formats=DECODED_FORMATS)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def decode_image(source, size: int, channels: int, max_pixels: int | None = None) -> np.ndarray:
     """The one decoding every image goes through, in prepare and in the inference service: a
     path or a binary file object -> uint8 size x size x channels. First frame; `max_pixels`
@@ -77,25 +102,28 @@ def decode_image(source, size: int, channels: int, max_pixels: int | None = None
     bombs); JPEGs much larger than `size` are decoded at a reduced scale (libjpeg's DCT
     scaling, memory / 64 at 1/8); EXIF orientation applied; modes converted by
     `normalise_mode`; resized bilinear to size x size."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides
-        with Image.open(source) as img:
-            width, height = img.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, over the limit of {max_pixels:,}")
-            img.seek(0)  # first frame of an animated gif / multi-page tiff
-            if img.format == "JPEG":
-                img.draft(None, (2 * size, 2 * size))
-            img.load()
-            try:
-                ImageOps.exif_transpose(img, in_place=True)
-            except Exception:  # a malformed EXIF block: the pixels are still good, shown as stored
-                pass
-            img = normalise_mode(img, channels)
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(img, dtype=np.uint8)
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    try:
+        opened = _open_within(source)
+    except UnidentifiedImageError:
+        raise NotAnImage(f"not a {'/'.join(DECODED_FORMATS)} image") from None
+    with opened as img:
+        width, height = img.size
+        if width * height > limit:
+            raise ImageTooLarge(f"{width}x{height} = {width * height:,} pixels, over the limit of {limit:,}")
+        img.seek(0)  # first frame of an animated gif / multi-page tiff
+        if img.format == "JPEG":
+            img.draft(None, (2 * size, 2 * size))
+        img.load()
+        try:
+            ImageOps.exif_transpose(img, in_place=True)
+        except Exception:  # a malformed EXIF block: the pixels are still good, shown as stored
+            pass
+        img = normalise_mode(img, channels)
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
 
 

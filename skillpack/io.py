@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import tempfile
 import time
@@ -63,7 +64,7 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         if _is_stale(tmp, path.name, now):
             try:
-                tmp.unlink()
+                shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
                 removed.append(tmp)
             except FileNotFoundError:
                 pass
@@ -102,6 +103,53 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two folders in one step: Linux's renameat2(RENAME_EXCHANGE), which Python's os
+    module does not offer (hence ctypes); elsewhere two renames, with a crash between them
+    leaving the old folder whole under a's name."""
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        at_fdcwd, rename_exchange = -100, 2
+        if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+        if ctypes.get_errno() not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(b))
+    except AttributeError:   # no renameat2 in this C library
+        pass
+    parked = a.with_name(a.name + ".old")
+    os.rename(b, parked)
+    os.rename(a, b)
+    os.rename(parked, a)
+
+
+@contextmanager
+def atomic_folder(path: str | Path):
+    """Yield an empty temp folder beside `path`; on success its files are fsynced and it takes
+    `path`'s place in one step, the old folder staying whole until then (and removed after).
+    An exception or a crash before that leaves `path` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)   # mkdtemp makes 0700
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                fsync_path(file)
+        fsync_path(tmp, directory=True)
+        if path.exists():
+            _exchange(tmp, path)          # tmp now holds the old folder
+        else:
+            os.rename(tmp, path)
+        fsync_path(path.parent, directory=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
@@ -128,6 +176,38 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 # -- the training checkpoint's reader (torch imported only here: io stays light) --------------
+
+class UnreadableFile(ValueError):
+    """A file the project wrote that cannot be read back (truncated, not what it should hold):
+    stages print it as one line."""
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix (bad params, data, a missing or broken file):
+    stages and the CLI print them as one line, `error: ...`, and exit 1, never a traceback."""
+    from skillpack.config import ParamsError
+    from skillpack.data.sources import SourceError
+
+    return ParamsError, SourceError, FileNotFoundError, UnreadableFile
+
+
+def load_torch_file(path: str | Path, map_location="cpu", what: str = "a checkpoint dict", fix: str = "") -> dict:
+    """torch.load(weights_only=True) of a dict, or UnreadableFile in one line (why, and `fix`)."""
+    import torch
+
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the safe unpickler's protocol warnings on garbage
+            state = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"holds a {type(state).__name__}, not {what}")
+    except Exception as err:  # RuntimeError, EOFError, UnpicklingError, KeyError, ... by what is broken
+        raise UnreadableFile(f"{path}: cannot be read ({_load_error_reason(err, size)})"
+                             f"{'; ' + fix if fix else ''}") from None
+    return state
+
 
 def _load_error_reason(err: BaseException, size: int) -> str:
     """One line for why torch.load failed: the cause, without PyTorch's advice to load with
@@ -161,23 +241,26 @@ def load_training_checkpoint(path: str | Path, map_location="cpu", log=print) ->
     is none. One that cannot be read (truncated, empty, random bytes, not a dict) is moved aside
     to `<name>.corrupt-<time>` with a one-line message and None is returned, so training starts
     from scratch instead of every later run stopping with a traceback."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         return None
-    size = path.stat().st_size
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the safe unpickler's protocol warnings on garbage
-            state = torch.load(path, map_location=map_location, weights_only=True)
-        if not isinstance(state, dict):
-            raise TypeError(f"holds a {type(state).__name__}, not a checkpoint dict")
-    except Exception as err:  # RuntimeError, EOFError, UnpicklingError, KeyError, ... by what is broken
-        try:
-            where = f"moved aside to {move_aside(path).name}"
-        except FileNotFoundError:  # another process (a DDP rank) moved it first
-            where = "moved aside by another process"
-        log(f"[train] {path}: cannot be read ({_load_error_reason(err, size)}); {where}; training from scratch")
+        return load_torch_file(path, map_location)
+    except UnreadableFile as err:
+        discard_checkpoint(path, str(err).split(": ", 1)[1], log)
         return None
-    return state
+
+
+def discard_checkpoint(path: Path, why: str, log=print) -> None:
+    """Move a checkpoint that cannot be resumed aside (kept for a look, never read again) with
+    one line saying why, so that the next run trains from scratch instead of failing the same way."""
+    try:
+        where = f"moved aside to {move_aside(path).name}"
+    except FileNotFoundError:  # another process (a DDP rank) moved it first
+        where = "moved aside by another process"
+    log(f"[train] {path}: {why}; {where}; training from scratch")
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 epoch`, `3 epochs`: a count and its noun, for what the project prints."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import yaml
 
-from skillpack.config import Params, ParamsError, load_params
+from skillpack.config import Params, ParamsError, load_params, read_yaml
 
 
 def recipe_overrides(name: str, path: str | Path = "recipes.yaml") -> list[str]:
-    recipes = yaml.safe_load(Path(path).read_text()) or {}
+    recipes = read_yaml(path)
     if name not in recipes:
         raise ParamsError(f"{path}: no recipe {name!r}; known: {sorted(recipes)}")
     return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"

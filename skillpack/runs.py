@@ -107,7 +107,9 @@ class Evaluation:
 
     @property
     def loss(self) -> float:
-        return float(nn.functional.cross_entropy(self.logits, torch.as_tensor(self.labels, dtype=torch.long)))
+        from skillpack.data.loader import to_label_tensor
+
+        return float(nn.functional.cross_entropy(self.logits, to_label_tensor(self.labels)))
 
 
 def evaluate_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 1024) -> Evaluation:

@@ -197,6 +197,10 @@ def in_words(check: dict) -> str:
         return (f"the train split's class imbalance ratio (largest / smallest class) is {check['value']:.2f}, "
                 f"over validate.max_imbalance_ratio {check['max']}"
                 + (f"; classes with no train image: {', '.join(map(repr, empty))}" if empty else ""))
+    if kind == "arrays_match_manifest":
+        return (f"the {check['split']} arrays do not match manifest.csv: {check['image_rows']} images and "
+                f"{check['label_rows']} labels for {check['manifest_rows']} rows (or the labels differ); "
+                f"prepare again")
     if kind == "found_equals_prepared_plus_quarantined":
         return (f"the counts do not add up: found {check['found']} != prepared {check['prepared']} + quarantined "
                 f"{check['quarantined']} + ignored {check['ignored']} + left out by max_train/max_test "
@@ -206,10 +210,13 @@ def in_words(check: dict) -> str:
 
 def validate_manifest(manifest: pd.DataFrame, classes: list[str], summary: dict | None = None,
                       quarantine: pd.DataFrame | None = None, max_imbalance_ratio: float | None = None,
-                      max_rows: int = 20, ignored: pd.DataFrame | None = None) -> dict:
+                      max_rows: int = 20, ignored: pd.DataFrame | None = None,
+                      arrays: dict[str, tuple[int, np.ndarray]] | None = None) -> dict:
     df = _derived(manifest.reset_index(drop=True))
     results = run_suite(df, build_expectations(df, classes))
     checks = [_describe(r, df, max_rows, classes) for r in results.results]
+    if arrays is not None:
+        checks += arrays_match_manifest(manifest, arrays)
     balance = class_balance(manifest, classes)
     if max_imbalance_ratio is not None:
         checks.append({"expectation": "imbalance_ratio_at_most", "value": balance["imbalance_ratio"],
@@ -238,6 +245,19 @@ def validate_manifest(manifest: pd.DataFrame, classes: list[str], summary: dict 
         "quarantine": quarantined,
         "ignored": ignored_rows,
     }
+
+
+def arrays_match_manifest(manifest: pd.DataFrame, arrays: dict[str, tuple[int, np.ndarray]]) -> list[dict]:
+    """Per split, the store's arrays hold what the manifest lists: as many images and labels
+    as its rows, the labels in its order (GX sees the manifest only; a store whose arrays were
+    rewritten without it would otherwise pass)."""
+    checks = []
+    for split, (n_images, labels) in arrays.items():
+        listed = manifest.loc[manifest["split"] == split, "label"].to_numpy()
+        same = n_images == len(listed) == len(labels) and bool(np.array_equal(labels, listed))
+        checks.append({"expectation": "arrays_match_manifest", "split": split, "manifest_rows": int(len(listed)),
+                       "image_rows": n_images, "label_rows": int(len(labels)), "success": same})
+    return checks
 
 
 def _name(check: dict) -> str:

@@ -29,12 +29,11 @@ def write_dvc_metrics(path, figures: dict) -> None:
 
 def run_stage(main) -> None:
     """Run a stage's main(); known user errors exit 1 with one clear line."""
-    from skillpack.config import ParamsError
-    from skillpack.data.sources import SourceError
+    from skillpack.io import user_errors
 
     try:
         code = main()
-    except (ParamsError, SourceError, FileNotFoundError) as err:
+    except user_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)

@@ -28,7 +28,7 @@ def main() -> int:
     from skillpack.cleaning import cleaned_train_split
     from skillpack.config import flatten
     from skillpack.data import PreparedStore
-    from skillpack.io import write_json
+    from skillpack.io import counted, write_json
     from skillpack.machine import cpu_model
     from skillpack.models import count_macs, count_params
     from skillpack.runs import RunData, train_model
@@ -84,7 +84,7 @@ def main() -> int:
         tracking.set_tags({"precision": trained.precision, "cpu": summary["cpu"]})  # train.amp auto decides by CPU
         tracking.log_artifact(paths.TRAIN_LOG)
         example = torch.as_tensor(val[0][:2] if len(val[0]) else train_x[:2]).permute(0, 3, 1, 2).float().numpy()
-        description = (f"{cfg.model} ({n_params:,} parameters, {macs / 1e6:.1f} M MACs) trained {cfg.epochs} epochs "
+        description = (f"{cfg.model} ({n_params:,} parameters, {macs / 1e6:.1f} M MACs) trained {counted(cfg.epochs, 'epoch')} "
                        f"(seed {params.seed}) on {params.data.source} data {data_hash}; validation accuracy "
                        f"{trained.history[-1].val_acc:.4f}. The evaluate stage adds its test metrics as tags; "
                        f"the export stage registers the ONNX version with the full model card.")
@@ -94,7 +94,7 @@ def main() -> int:
                                                        params.registry.aliases.candidate, weights_sha256(model), tags, description)
         registered = (f"registered {params.registry.model} v{version}" if new else
                       f"weights unchanged: {params.registry.model} v{version}, no new version")
-        print(f"[train] {cfg.model}: val acc {trained.history[-1].val_acc:.4f}, {trained.epochs_trained} epochs in "
+        print(f"[train] {cfg.model}: val acc {trained.history[-1].val_acc:.4f}, {counted(trained.epochs_trained, 'epoch')} in "
               f"{trained.train_seconds:.0f}s ({images_per_s:.0f} img/s); {registered} @{params.registry.aliases.candidate}")
     return 0
 

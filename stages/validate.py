@@ -20,7 +20,7 @@ def main() -> int:
     store = PreparedStore(paths.PREPARED)
     report = validate_manifest(store.manifest(), store.classes, store.summary, store.quarantine(),
                                params.validate_.max_imbalance_ratio, params.validate_.max_rows_reported,
-                               ignored=store.ignored())
+                               ignored=store.ignored(), arrays=store.array_labels())
     write_json(paths.VALIDATION, report)
     with tracking.stage_run("validate", params.registry.experiment, data_hash=store.data_hash(),
                             params={"validate.max_imbalance_ratio": params.validate_.max_imbalance_ratio}):

@@ -30,6 +30,9 @@ TINY_OVERRIDES = {
     "evaluate.explain.tsne_samples": 300,
 }
 
+# A real (if tiny) PostScript program: Pillow's EPS plugin, which runs Ghostscript, claims it.
+POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nnewpath 0 0 moveto 8 8 lineto stroke\nshowpage\n"
+
 
 class StopTraining(Exception):
     """Raised from an on_epoch callback: a run interrupted after its first epoch."""

@@ -125,3 +125,48 @@ def test_atomic_writes_fsync_the_file_and_the_folder(tmp_path, monkeypatch):
         tmp_name = str(tmp)
     assert synced == [tmp_name, str(tmp_path / "sub")]
     assert target.read_text() == "{}" and not list(target.parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["missing optimizer", "model of another shape"])
+def test_a_checkpoint_of_this_run_that_cannot_be_resumed_is_moved_aside_once(tmp_path, capsys, tiny_run, damage):
+    from skillpack.runs import train_model
+
+    cfg, data = tiny_run
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    fresh = train_model(cfg, data, 0)
+    train_model(cfg, data, 0, checkpoint=checkpoint, fingerprint="d")
+    state = torch.load(checkpoint, weights_only=True)   # the right fingerprint, a broken entry
+    if damage == "missing optimizer":
+        del state["optimizer"]
+    else:
+        state["model"] = {k: v[..., :1] if v.ndim else v for k, v in state["model"].items()}
+    torch.save(state, checkpoint)
+    capsys.readouterr()
+    trained = train_model(cfg, data, 0, checkpoint=checkpoint, fingerprint="d")   # no KeyError
+    out = capsys.readouterr().out
+    assert trained.resumed_from_epoch == 0
+    assert len(list(checkpoint.parent.glob("last.pt.corrupt-*"))) == 1
+    (line,) = [x for x in out.splitlines() if "moved aside" in x]
+    assert ("has no optimizer" if damage == "missing optimizer" else "does not fit this run") in line
+    for a, b in zip(fresh.model.state_dict().values(), trained.model.state_dict().values()):
+        assert torch.equal(a, b)                          # from scratch: nothing of the broken file kept
+    train_model(cfg, data, 0, checkpoint=checkpoint, fingerprint="d")   # and the next run resumes cleanly
+    assert len(list(checkpoint.parent.glob("last.pt.corrupt-*"))) == 1
+
+
+def test_a_truncated_model_file_is_one_line_naming_the_file_and_the_fix(tmp_path, tiny_run):
+    from skillpack.checkpoint import load_classifier, save_classifier
+    from skillpack.config import HeadParams
+    from skillpack.io import UnreadableFile
+    from skillpack.runs import train_model
+
+    cfg, data = tiny_run
+    path = tmp_path / "model.pt"
+    save_classifier(path, train_model(cfg, data, 0).model, model_name="sp_cnn_s", classes=["a", "b"],
+                    image_shape=(28, 28, 1), head=HeadParams())
+    load_classifier(path)
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UnreadableFile) as err:
+        load_classifier(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: cannot be read (") and "dvc repro train" in message

@@ -103,3 +103,52 @@ def test_runtime_settings_live_in_the_runtime_section_and_reach_the_engine():
     assert params.train.device == "cpu" and params.train.resident is True
     with pytest.raises(ParamsError, match=r"train\.device is a runtime setting: set runtime\.device"):
         load_params("params.yaml", ["train.device=cpu"])
+
+
+# -- malformed params files: one line naming the place and the problem ----------------------
+
+def _params_file(tmp_path, text: str):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_yaml_syntax_error_is_one_line_with_line_and_column(tmp_path):
+    path = _params_file(tmp_path, "train:\n  epochs: 3\n  optimizer: {lr: 0.1\n")
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    assert ":4:" in message or ":3:" in message   # the line YAML stopped at
+
+
+def test_a_key_given_twice_is_an_error_naming_the_key_and_both_lines(tmp_path):
+    path = _params_file(tmp_path, "train:\n  epochs: 3\n  batch_size: 64\n  epochs: 5\n")
+    with pytest.raises(ParamsError, match=r"epochs.*line 2.*line 4") as err:
+        load_params(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.optimizer.momentum=-5", "train.optimizer.momentum"),
+    ("train.optimizer.weight_decay=-1", "train.optimizer.weight_decay"),
+    ("train.optimizer.lr=.inf", "train.optimizer.lr"),
+    ("train.optimizer.lr=.nan", "train.optimizer.lr"),
+    ("train.epochs=true", "train.epochs"),
+    ("train.batch_size=2.5", "train.batch_size"),
+    ("train.schedule.gamma=-0.1", "train.schedule.gamma"),
+    ("clean.oof.folds=true", "clean.oof.folds"),
+    ("train.loss.label_smoothing=.inf", "train.loss.label_smoothing"),
+])
+def test_nonsense_values_are_refused_by_key(override, key):
+    with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
+        load_params("params.yaml", [override])
+
+
+def test_the_cli_says_a_params_error_in_one_line_not_a_traceback(tmp_path, capsys):
+    from skillpack.cli import main
+
+    path = _params_file(tmp_path, "monitor:\n  job: a\n  job: b\n")
+    assert main(["alerts", "--params", str(path), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {path}:3:3: key 'job' given twice (line 2 and line 3)"

@@ -174,3 +174,21 @@ def test_step_losses_of_the_resident_path_equal_the_host_path_s(fmnist):
     _, resident = _train(fmnist, epochs=1, n=600, threads=1, resident=True)
     assert resident.resident and not host.resident
     assert resident.history[0].step_losses == host.history[0].step_losses
+
+
+def test_read_only_arrays_as_the_prepared_store_gives_them_train_without_warnings(fmnist):
+    import warnings
+
+    x, y = small_split(fmnist, 300)
+    for array in (x, y):
+        array.setflags(write=False)   # as np.load(mmap_mode="r") gives them
+    cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 1, "batch_size": 100})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_model(cfg, RunData((x[:200], y[:200]), (x[200:], y[200:]), 10), seed=0)
+
+
+def test_counts_are_printed_with_their_noun_in_the_right_number():
+    from skillpack.io import counted
+
+    assert [counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]

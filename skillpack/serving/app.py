@@ -54,9 +54,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def decode(data: bytes, name: str, model: ServedModel, cfg: ServeParams) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    from skillpack.images import ImageTooLarge, decode_image
+    from skillpack.images import ImageTooLarge, NotAnImage, decode_image
 
     if not data:
         raise BadInput(400, f"{name}: empty image")
@@ -65,8 +63,8 @@ def decode(data: bytes, name: str, model: ServedModel, cfg: ServeParams) -> np.n
         return decode_image(io.BytesIO(data), h, c, max_pixels=cfg.max_pixels)
     except ImageTooLarge as err:
         raise BadInput(413, f"{name}: {err}") from None
-    except (UnidentifiedImageError, Image.DecompressionBombError) as err:
-        raise BadInput(400, f"{name}: not an image PIL can read ({type(err).__name__})") from None
+    except NotAnImage as err:
+        raise BadInput(400, f"{name}: {err}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as err:  # truncated or corrupt data
         raise BadInput(400, f"{name}: corrupt image ({type(err).__name__}: {err})") from None
 
