@@ -1,4 +1,4 @@
-"""Label-noise benchmark of the cleaning detectors (issue 7, claims clean.*).
+"""Label-noise benchmark of the cleaning detectors (claims clean.*).
 
     python -m benchmarks.cleaning                                  # 6 settings, ~40 min on 2 cores
     python -m benchmarks.cleaning --settings symmetric_0.2         # the acceptance setting alone

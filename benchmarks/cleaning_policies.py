@@ -1,4 +1,4 @@
-"""What to do with the flagged samples: alternatives to `drop` at 20% symmetric noise (issue 7).
+"""What to do with the flagged samples: alternatives to `drop` at 20% symmetric noise.
 
     python -m benchmarks.cleaning_policies [--train-seeds 0 1]      # ~22 min on 2 cores
 

@@ -1,7 +1,7 @@
-"""The GPU benchmark of issue 19: one command on a lent GPU, ~8 minutes, no network.
+"""The GPU benchmark: one command on a CUDA machine, ~8 minutes, no network.
 
     bash benchmarks/gpu_check.sh prepare-train   # here: pydantic wheels + Fashion-MNIST .gz into .gpu/ (git-ignored)
-    bash benchmarks/gpu_check.sh train           # there, through the device tool (carry [".gpu"]): runs this
+    OUT=/tmp/out bash benchmarks/gpu_check.sh train   # on the CUDA machine, with .gpu/ copied there: runs this
     python -m benchmarks.gpu --smoke --out /tmp/gpu.json   # anywhere, a CPU too: tiny data, 1 seed, 1 epoch
 
 What it measures, in this order (the JSON is re-written after every part; a part that would

@@ -1,22 +1,21 @@
 #!/usr/bin/env bash
-# The GPU checks, one command each on a lent CUDA machine (no network there; its own torch,
+# The GPU checks, one command each on a CUDA machine (no network needed; its own torch,
 # torchvision, timm, numpy, pandas, scikit-learn, scipy, pyyaml, tqdm are used as they are):
 #
-# 1. training (issue 19: resident engine, GPU recipes, concurrent ablation) - benchmarks/gpu.py:
+# 1. training (resident engine, GPU recipes, concurrent ablation) - benchmarks/gpu.py:
 #      prepare here:   bash benchmarks/gpu_check.sh prepare-train  # pydantic wheels + Fashion-MNIST .gz into .gpu/
-#      run there:      bash benchmarks/gpu_check.sh train [benchmarks/gpu.py flags]
-#                      device tool: run(command="bash benchmarks/gpu_check.sh train", carry=[".gpu"], timeout_s=600)
+#      run there:      OUT=/tmp/out bash benchmarks/gpu_check.sh train [benchmarks/gpu.py flags]
 #    It writes $OUT/gpu.json and $OUT/gpu.log (copy gpu.json to benchmarks/results/gpu.json here). Budget: the
 #    script stops starting work after --budget-s (450 s by default) and is killed at 540 s.
 #
 # 2. export (ONNX, AOTInductor fp16 on CUDA, TensorRT where installed) - benchmarks/latency.py:
 #      prepare here:   bash benchmarks/gpu_check.sh prepare          # wheels + model + test data into .gpu/
-#      run there:      bash benchmarks/gpu_check.sh run              # device tool: run(command=..., carry=[".gpu"])
+#      run there:      OUT=/tmp/out bash benchmarks/gpu_check.sh run
 #    It builds and checks ONNX, AOTInductor fp16 (CUDA) and, where TensorRT is installed, TensorRT
 #    FP16 / INT8 engines, and times them against eager PyTorch at batch 1 / 64 / 1024
 #    (benchmarks/results/latency.json, copied to $OUT). Budget: under 8 minutes.
 #
-# .gpu/ is git-ignored (.gitignore); everything under it travels only when `carry` names it.
+# .gpu/ is git-ignored (.gitignore): copy it with the working tree to the CUDA machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYDANTIC_WHEELS="pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0"
@@ -24,7 +23,7 @@ FMNIST_DIR=/usr/share/datasets/fashion-mnist
 case "${1:-run}" in
   prepare-train)
     mkdir -p .gpu/train-wheels .gpu/fashion-mnist
-    # the versions of this project's venv, built for the lent machine's Python 3.12 (pure wheels but pydantic-core)
+    # the versions of this project's venv, built for a CUDA machine's Python 3.12 (pure wheels but pydantic-core)
     .venv/bin/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
       -d .gpu/train-wheels $PYDANTIC_WHEELS
@@ -44,7 +43,7 @@ case "${1:-run}" in
     exit "$status" ;;
   prepare)
     mkdir -p .gpu/wheels .gpu/prepared
-    # what the lent machine lacks (its torch, timm, onnx, onnxruntime, numpy, pandas, sklearn are used as they are)
+    # what a CUDA image may lack (its torch, timm, onnx, onnxruntime, numpy, pandas, sklearn are used as they are)
     .venv/bin/pip download -q --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
       --platform manylinux_2_17_x86_64 -d .gpu/wheels pydantic pydantic-core annotated-types typing-inspection \
       onnxscript onnx-ir ml-dtypes pyyaml

@@ -70,11 +70,12 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from skillpack.config import load_section
-    from skillpack.serving.app import build_service
+    from skillpack.serving.app import build_service, service_token
     from skillpack.serving.model import load_onnx, load_registered
 
     cfg = load_section(args.params, "serve", args.overrides)  # the service reads only its own section
     cfg = cfg.model_copy(update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v})
+    token = service_token(cfg)   # before loading anything: an open non-loopback bind is refused
     if args.registry or (args.model is None and cfg.model is None):
         registry = load_section(args.params, "registry", args.overrides)
         model = load_registered(registry.model, registry.aliases.champion, registry.aliases.candidate_onnx,
@@ -82,9 +83,11 @@ def cmd_serve(args) -> int:
     else:
         model = load_onnx(args.model or cfg.model, cfg.threads)
     test_images = _test_images(args.data)
-    app = build_service(model, cfg, test_images)
+    app = build_service(model, cfg, test_images, token)
     print(f"serving {model.name} v{model.version} from {model.source} on http://{cfg.host}:{cfg.port} "
-          f"(drift reference: {'the test set' if test_images is not None else 'none'})", flush=True)
+          f"(drift reference: {'the test set' if test_images is not None else 'none'}; "
+          f"{'bearer token required' if token else 'no token'})", flush=True)
+    # uvicorn's SIGTERM handling stops accepting connections and lets requests in flight finish
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
     return 0
 
@@ -189,12 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_fetch)
     add_plugin_commands(sub)
     args = parser.parse_args(argv)
-    from skillpack.io import user_errors
+    from skillpack.io import one_line_error
 
     try:
         return args.fn(args)
-    except user_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        line = one_line_error(err)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 1
 
 

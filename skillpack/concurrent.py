@@ -5,7 +5,7 @@ own torch thread budget and, on CUDA, a cap on its share of the GPU's memory.
     results = concurrent.run_all(fn, [(args...), ...], plan)
 
 Why processes: one training of this project's small models leaves a GPU mostly idle (per-step
-Python and kernel launches set the pace, PITFALLS.md), so N processes keep N launch queues
+Python and kernel launches set the pace), so N processes keep N launch queues
 going on one GPU. Each process is capped with torch.cuda.set_per_process_memory_fraction, so
 that one run that grows cannot take the memory the others need (it gets an out-of-memory error
 instead). The other way - one process training N models batched or vmapped as one - was not
@@ -15,7 +15,7 @@ augmentation and batch size), and a failing run fails alone.
 Used by the ablation flow (`ablation.task_runner.kind: process`, flows/ablation.py, through
 Prefect's ProcessPoolTaskRunner with `init_worker`) and by benchmarks/gpu.py (`run_all`, no
 Prefect). On a CPU the same code runs N processes of `threads` torch threads each
-(threads x processes <= cores, PITFALLS.md).
+(threads x processes <= cores: two busy OpenMP processes on 2 cores ran torch ~30x slower).
 """
 from __future__ import annotations
 

@@ -247,7 +247,7 @@ class OofParams(_Strict):
     """The K fold models whose predictions every detector reads: TrainParams' defaults (not
     params' train section, so changing train.* keeps the cached predictions) with `train` on top."""
     folds: int = Field(4, ge=2)
-    train: TrainOverrides = Field(default_factory=lambda: {"model": "sp_cnn_s", "epochs": 2, "batch_size": 256,
+    train: TrainOverrides = Field(default_factory=lambda: {"model": "sp_cnn_s", "epochs": 1, "batch_size": 256,
                                                            "optimizer": {"lr": 0.1}})
 
     def train_params(self, threads: int, device: str) -> "TrainParams":
@@ -312,7 +312,7 @@ class ExplainParams(_Strict):
     target_layer: str | None = None        # dotted module name; null = chosen per architecture
     min_spatial: int = Field(4, ge=1)      # CNNs: deepest layer with at least this many rows/cols
     examples_per_class: int = Field(3, ge=1)  # correctly and wrongly classified, each
-    tsne_samples: int = Field(2000, ge=20)
+    tsne_samples: int = Field(1000, ge=20)
     tsne_perplexity: float = Field(30.0, gt=0)
     calibration_bins: int = Field(15, ge=2)
     top_confused: int = Field(10, ge=1)
@@ -342,7 +342,7 @@ class CompressParams(_Strict):
     prune_importance: Literal["l2", "l1", "bn_scale", "random"] = "l2"
     # the pruned model's fine-tune and the distilled student: params' train section with these keys changed
     finetune: TrainOverrides = Field(default_factory=lambda: {"epochs": 1, "optimizer": {"lr": 0.02}})
-    student: TrainOverrides = Field(default_factory=lambda: {"model": "sp_dwcnn_m", "epochs": 2})
+    student: TrainOverrides = Field(default_factory=lambda: {"model": "sp_dwcnn_m", "epochs": 1})
     max_drop_points: float = Field(1.0, ge=0)    # a variant losing more test accuracy than this is rejected
 
 
@@ -367,6 +367,10 @@ class ExportParams(_Strict):
 class ServeParams(_Strict):
     """The inference service (`skillpack serve`)."""
     host: str = "127.0.0.1"                  # loopback unless told otherwise
+    # the environment variable holding the bearer token that /predict, /feedback and /metrics
+    # require; set, it is required on any host; on a host other than loopback the service
+    # refuses to start without it
+    token_env: str = Field("SKILLPACK_SERVE_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     port: int = Field(8000, ge=1, le=65535)
     model: str | None = "models/export/model.onnx"  # an exported ONNX file; null = the registry, by alias
     top_k: int = Field(3, ge=1)
@@ -396,6 +400,7 @@ class MonitorParams(_Strict):
     memory_mb_max: AlertParams = AlertParams(threshold=1024.0, **{"for": "5m"})
     error_rate_max: AlertParams = AlertParams(threshold=0.01, **{"for": "5m"})
     drift_max: AlertParams = AlertParams(threshold=0.25, **{"for": "15m"})  # total variation distance
+    input_drift_max: AlertParams = AlertParams(threshold=0.25, **{"for": "15m"})  # brightness histograms, TV
     prometheus_url: str = "http://127.0.0.1:9090"   # flows/monitor.py reads the signals from here
     retrain_deployment: str = "skillpack-retrain/nightly"  # what the monitor flow runs on low accuracy
 

@@ -182,13 +182,24 @@ class UnreadableFile(ValueError):
     stages print it as one line."""
 
 
-def user_errors() -> tuple[type[Exception], ...]:
-    """The errors that are the user's to fix (bad params, data, a missing or broken file):
-    stages and the CLI print them as one line, `error: ...`, and exit 1, never a traceback."""
+DISK_ERRNOS = {28: "no space left on the device", 122: "disk quota exceeded", 27: "file too large",
+               30: "read-only file system"}   # ENOSPC, EDQUOT, EFBIG, EROFS
+
+
+def one_line_error(err: BaseException) -> str | None:
+    """The line stages and the CLI print (then exit 1) for an error that is the user's to fix:
+    bad params or data, a missing or broken file, a tracking server that does not answer, a full
+    disk (every write is atomic: what was there stays whole). None: a bug, for a traceback."""
     from skillpack.config import ParamsError
     from skillpack.data.sources import SourceError
+    from skillpack.tracking import TrackingUnavailable
 
-    return ParamsError, SourceError, FileNotFoundError, UnreadableFile
+    if isinstance(err, (ParamsError, SourceError, FileNotFoundError, UnreadableFile, TrackingUnavailable)):
+        return f"error: {err}"
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        where = err.filename or "a write"
+        return f"error: {where}: {DISK_ERRNOS[err.errno]}; nothing was replaced (writes are atomic): free space and rerun"
+    return None
 
 
 def load_torch_file(path: str | Path, map_location="cpu", what: str = "a checkpoint dict", fix: str = "") -> dict:

@@ -70,6 +70,9 @@ def signals(m: MonitorParams) -> list[Signal]:
         Signal("SkillpackPredictionDrift", "drift_max", f"skillpack_drift_class_distance{{{job}}}", ">", m.drift_max,
                "warning", f"predicted classes drifted from the test set's distribution "
                           f"(total variation distance above {m.drift_max.threshold})"),
+        Signal("SkillpackInputDrift", "input_drift_max", f"skillpack_drift_input_distance{{{job}}}", ">",
+               m.input_drift_max, "warning", f"the images' mean brightness drifted from the test set's "
+                                             f"(total variation distance above {m.input_drift_max.threshold})"),
     ]
 
 
@@ -108,9 +111,7 @@ def _case(m: MonitorParams, alert: str, cfg, series: list[dict], fires: bool) ->
 
 def rule_tests(m: MonitorParams) -> dict:
     """For every rule a breach that must fire after its `for:` and a near miss that must not."""
-    n = int(60 / TEST_INTERVAL_S * (max(_minutes(a.for_) for a in (m.accuracy_min, m.p95_latency_ms_max,
-                                                                      m.memory_mb_max, m.error_rate_max,
-                                                                      m.drift_max)) + 6))
+    n = int(60 / TEST_INTERVAL_S * (max(_minutes(s.cfg.for_) for s in signals(m)) + 6))
     job = {"job": m.job}
 
     def gauge(name, value):
@@ -146,6 +147,9 @@ def rule_tests(m: MonitorParams) -> dict:
             fires))
     tests += [_case(m, "SkillpackPredictionDrift", m.drift_max, [gauge("skillpack_drift_class_distance", value)], fires)
               for value, fires in ((min(1.0, 2 * drift), True), (drift / 2, False))]
+    shift = m.input_drift_max.threshold
+    tests += [_case(m, "SkillpackInputDrift", m.input_drift_max, [gauge("skillpack_drift_input_distance", value)],
+                    fires) for value, fires in ((min(1.0, 2 * shift), True), (shift / 2, False))]
     return {"rule_files": [RULES_FILE], "evaluation_interval": f"{TEST_INTERVAL_S}s", "tests": tests}
 
 

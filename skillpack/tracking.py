@@ -41,12 +41,37 @@ def git_commit(root: Path | None = None) -> str:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
+class TrackingUnavailable(RuntimeError):
+    """The tracking server does not answer: said in one line, before a stage does any work."""
+
+
+REACHABLE_TIMEOUT_S = 3.0
+
+
+def require_reachable(uri: str) -> None:
+    """A tracking server (http[s]://) must answer its /health within a few seconds: MLflow's
+    own client would retry for minutes (its defaults: 7 retries with backoff, 120 s timeouts)
+    before a stage learns that nothing will be tracked."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=REACHABLE_TIMEOUT_S).close()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingUnavailable(f"MLflow tracking server {uri} does not answer ({reason}): start it, or unset "
+                                  f"MLFLOW_TRACKING_URI to track into {repo_root() / 'mlflow.db'}") from None
+
+
 def setup(experiment: str = "skillpack") -> str:
     """Point MLflow at the tracking URI and make sure the experiment exists with its artifacts
     in an absolute folder beside the database (not ./mlruns of whatever the cwd is), tagged as
     a model-training experiment so that the UI opens on its training runs."""
     import mlflow
 
+    require_reachable(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is None:

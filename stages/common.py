@@ -29,11 +29,16 @@ def write_dvc_metrics(path, figures: dict) -> None:
 
 def run_stage(main) -> None:
     """Run a stage's main(); known user errors exit 1 with one clear line."""
-    from skillpack.io import user_errors
+    from skillpack.io import one_line_error
+    from skillpack.tracking import require_reachable, tracking_uri
 
     try:
+        require_reachable(tracking_uri())   # before any work: a tracking server that does not answer is one line
         code = main()
-    except user_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        line = one_line_error(err)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)

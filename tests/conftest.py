@@ -130,11 +130,27 @@ def prefect_server() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_repo(tmp_path_factory) -> Path:
-    """The project in a temp git repo, pipeline reproduced once on the tiny real subset."""
+def tiny_repo(tmp_path_factory, prefect_server) -> Path:
+    """The project in a temp git repo, its pipeline run once on the tiny real subset the way
+    `make run` runs it: the Prefect flow (`dvc repro` per stage under one MLflow parent run),
+    against the test run's Prefect server. The flow's result line is kept beside the repo
+    (flow_result) for the flow's own test, so no test has to run the pipeline a second time."""
+    from flows.pipeline import RESULT_MARKER
+
     repo = make_project_repo(tmp_path_factory.mktemp("project"))
-    run([sys.executable, "-m", "dvc", "repro"], repo, env=project_env(repo))
+    proc = run([sys.executable, "-m", "flows.pipeline", "--repo", str(repo)], repo,
+               env={**project_env(repo), "PREFECT_API_URL": prefect_server})
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith(RESULT_MARKER)]
+    (repo.parent / "flow-result.json").write_text(line[len(RESULT_MARKER):])
     return repo
+
+
+def flow_result(repo: Path) -> dict:
+    """What the tiny repo's pipeline flow returned (its last line): parent run id, test accuracy,
+    seconds per stage."""
+    import json
+
+    return json.loads((repo.parent / "flow-result.json").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Checkpoints that survive what happens to files: a last.pt that cannot be read is moved
-aside and training restarts from scratch (issue 18, item 9); a temp file a killed writer left
+aside and training restarts from scratch; a temp file a killed writer left
 is removed by the next write; atomic writes fsync the file and its folder."""
 import os
 import signal
@@ -41,6 +41,7 @@ def tiny_run():
     return cfg, RunData((images[:32], labels[:32]), (images[32:], labels[32:]), 2)
 
 
+@pytest.mark.fault('a truncated, empty or random last.pt: moved aside, training restarts', guards=('crash', 'lost'))
 @pytest.mark.parametrize("how", ["truncated", "empty", "random bytes"])
 def test_a_corrupt_last_pt_is_moved_aside_and_training_restarts(tmp_path, capsys, tiny_run, how):
     from skillpack.runs import train_model
@@ -127,6 +128,7 @@ def test_atomic_writes_fsync_the_file_and_the_folder(tmp_path, monkeypatch):
     assert target.read_text() == "{}" and not list(target.parent.glob("*.tmp"))
 
 
+@pytest.mark.fault('a checkpoint of this run with a missing or misshapen entry: moved aside once, training from scratch', guards=('crash', 'traceback'))
 @pytest.mark.parametrize("damage", ["missing optimizer", "model of another shape"])
 def test_a_checkpoint_of_this_run_that_cannot_be_resumed_is_moved_aside_once(tmp_path, capsys, tiny_run, damage):
     from skillpack.runs import train_model
@@ -154,6 +156,7 @@ def test_a_checkpoint_of_this_run_that_cannot_be_resumed_is_moved_aside_once(tmp
     assert len(list(checkpoint.parent.glob("last.pt.corrupt-*"))) == 1
 
 
+@pytest.mark.fault('a truncated model.pt: one line naming the file and the fix', guards=('traceback',))
 def test_a_truncated_model_file_is_one_line_naming_the_file_and_the_fix(tmp_path, tiny_run):
     from skillpack.checkpoint import load_classifier, save_classifier
     from skillpack.config import HeadParams

@@ -182,7 +182,7 @@ def _stage_without_mlflow(monkeypatch):
 
 
 def test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance(fmnist, tmp_path, monkeypatch, capsys):
-    """Issue 18 item 8: with fold models at chance, `implausible` flagged half the training set
+    """With fold models at chance, `implausible` flagged half the training set
     and policy drop took test accuracy from 0.95 to 0.30. Labels shuffled here: the models
     cannot beat chance, and the stage only flags, saying why with the numbers."""
     import shutil

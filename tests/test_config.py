@@ -113,6 +113,7 @@ def _params_file(tmp_path, text: str):
     return path
 
 
+@pytest.mark.fault('a YAML syntax error in params: one line with file, line and column', guards=('traceback',))
 def test_a_yaml_syntax_error_is_one_line_with_line_and_column(tmp_path):
     path = _params_file(tmp_path, "train:\n  epochs: 3\n  optimizer: {lr: 0.1\n")
     with pytest.raises(ParamsError) as err:
@@ -122,6 +123,7 @@ def test_a_yaml_syntax_error_is_one_line_with_line_and_column(tmp_path):
     assert ":4:" in message or ":3:" in message   # the line YAML stopped at
 
 
+@pytest.mark.fault('a params key given twice: refused, naming the key and both lines', guards=('traceback',))
 def test_a_key_given_twice_is_an_error_naming_the_key_and_both_lines(tmp_path):
     path = _params_file(tmp_path, "train:\n  epochs: 3\n  batch_size: 64\n  epochs: 5\n")
     with pytest.raises(ParamsError, match=r"epochs.*line 2.*line 4") as err:
@@ -140,11 +142,13 @@ def test_a_key_given_twice_is_an_error_naming_the_key_and_both_lines(tmp_path):
     ("clean.oof.folds=true", "clean.oof.folds"),
     ("train.loss.label_smoothing=.inf", "train.loss.label_smoothing"),
 ])
+@pytest.mark.fault('nonsense params (negative momentum, inf lr, epochs: true, ...): refused by key', guards=('traceback',))
 def test_nonsense_values_are_refused_by_key(override, key):
     with pytest.raises(ParamsError, match=key.replace(".", r"\.")):
         load_params("params.yaml", [override])
 
 
+@pytest.mark.fault('the CLI on a broken params file: one line, exit 1', guards=('traceback',))
 def test_the_cli_says_a_params_error_in_one_line_not_a_traceback(tmp_path, capsys):
     from skillpack.cli import main
 

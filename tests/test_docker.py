@@ -42,7 +42,7 @@ PROMETHEUS_COMPOSE = DOCKER / "prometheus" / "prometheus.compose.yml"
 ALERTMANAGER = DOCKER / "alertmanager" / "alertmanager.yml"
 SERVE_REQUIREMENTS = DOCKER / "requirements-serve.txt"
 DOCKERFILES = sorted(p for p in DOCKER.glob("Dockerfile.*") if p.suffix != ".dockerignore")
-SECRETS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRETS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "SKILLPACK_SERVE_TOKEN")
 STACK = ("postgres", "mlflow", "prefect-server", "prefect-deploy", "prefect-worker", "serve", "prometheus",
          "alertmanager", "grafana")
 
@@ -268,14 +268,21 @@ def test_the_train_profile_and_the_gpu_override_reach_the_pipeline_containers(en
 
 # -- Prometheus, Alertmanager, Grafana -----------------------------------------------------
 
-def test_the_compose_prometheus_config_passes_promtool_and_scrapes_the_service(stack):
+def test_the_compose_prometheus_config_passes_promtool_and_scrapes_the_service(stack, tmp_path):
     promtool = tool("promtool", "apt-get install prometheus (make tools)")
-    proc = subprocess.run([promtool, "check", "config", str(PROMETHEUS_COMPOSE)], capture_output=True, text=True)
+    secret = "/run/secrets/serve_token"     # compose mounts the secret there; promtool wants the file to exist
+    assert any(s.get("source", s) == "serve_token" for s in stack["services"]["prometheus"]["secrets"])
+    (tmp_path / "serve_token").write_text("token")
+    checked = tmp_path / PROMETHEUS_COMPOSE.name
+    checked.write_text(PROMETHEUS_COMPOSE.read_text().replace(secret, str(tmp_path / "serve_token")))
+    shutil.copy(DOCKER / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
+    proc = subprocess.run([promtool, "check", "config", str(checked)], capture_output=True, text=True)
     assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
     config = yaml.safe_load(PROMETHEUS_COMPOSE.read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == monitor_params().job)
+    assert job["authorization"]["credentials_file"] == secret
     generated = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
     assert config["rule_files"] == generated["rule_files"], "the compose Prometheus must load the generated rules"
-    job = next(j for j in config["scrape_configs"] if j["job_name"] == monitor_params().job)
     host, port = job["static_configs"][0]["targets"][0].split(":")
     assert host == "serve" and f"--port\", \"{port}\"" in (DOCKER / "Dockerfile.serve").read_text()
     am_host, am_port = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0].split(":")
@@ -567,13 +574,20 @@ def test_the_serving_image_runs_the_service_and_a_real_prometheus_answers_every_
         job["static_configs"] = [{"targets": [f"127.0.0.1:{port}" if job["job_name"] == monitor_params().job
                                               else f"127.0.0.1:{prom_port}"]}]
     config["alerting"]["alertmanagers"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{free_port()}"]}]
+    token = "test-serve-token"
+    (tmp_path / "serve_token").write_text(token)   # the compose secret, where this Prometheus reads it
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(tmp_path / "serve_token")
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    auth = {"authorization": f"Bearer {token}"}
     shutil.copy(DOCKER / "prometheus" / "alerts.yml", tmp_path / "alerts.yml")
 
     serve = subprocess.Popen([sys.executable, "-S", "-m", "skillpack.cli", "serve", "--model", str(model),
                               "--host", "127.0.0.1", "--port", str(port), "--data", str(tmp_path / "prepared"),
                               "--params", str(ROOT / "params.yaml")],
-                             cwd=tmp_path, env=image_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             cwd=tmp_path, env={**image_env, "SKILLPACK_SERVE_TOKEN": token},
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     prometheus = None
     try:
         wait_for(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 60, "the service", serve)
@@ -586,12 +600,14 @@ def test_the_serving_image_runs_the_service_and_a_real_prometheus_answers_every_
 
         def traffic():
             for i in range(4):
-                r = httpx.post(f"{url}/predict", content=png(images[i]), headers={"content-type": "image/png"})
+                r = httpx.post(f"{url}/predict", content=png(images[i]), headers={"content-type": "image/png", **auth})
                 assert r.status_code == 200, r.text
                 prediction = r.json()["predictions"][0]
                 label = classes[i] if i % 2 else prediction["top_k"][0]["class"]
-                assert httpx.post(f"{url}/feedback", json={"id": prediction["id"], "label": label}).status_code == 200
-            assert httpx.post(f"{url}/predict", content=b"x", headers={"content-type": "text/plain"}).status_code == 415
+                assert httpx.post(f"{url}/feedback", json={"id": prediction["id"], "label": label},
+                                  headers=auth).status_code == 200
+            assert httpx.post(f"{url}/predict", content=b"x",
+                              headers={"content-type": "text/plain", **auth}).status_code == 415
 
         def scrapes() -> bool:
             traffic()

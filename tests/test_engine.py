@@ -176,6 +176,7 @@ def test_step_losses_of_the_resident_path_equal_the_host_path_s(fmnist):
     assert resident.history[0].step_losses == host.history[0].step_losses
 
 
+@pytest.mark.fault("the store's read-only arrays: training without warnings", guards=())
 def test_read_only_arrays_as_the_prepared_store_gives_them_train_without_warnings(fmnist):
     import warnings
 

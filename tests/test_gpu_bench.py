@@ -1,4 +1,4 @@
-"""Issue 19's GPU pieces that a CPU can check: concurrent trainings in worker processes
+"""The GPU pieces that a CPU can check: concurrent trainings in worker processes
 (skillpack.concurrent) and benchmarks/gpu.py's smoke mode, so the script is known to run
 before it meets a GPU."""
 import json

@@ -50,7 +50,7 @@ def store_of(tmp_path, data, **carve):
 # ------------------------------------------------------------------ layouts
 
 def test_train_and_valid_folders_are_splits_not_classes(tmp_path):
-    """Issue item 1: root/train + root/valid (no test) became two classes, train and valid."""
+    """Was: root/train + root/valid (no test) became two classes, train and valid."""
     for cls in ("cat", "dog"):
         images(tmp_path / "d" / "train" / cls, 4)
         images(tmp_path / "d" / "valid" / cls, 2)
@@ -64,7 +64,7 @@ def test_train_and_valid_folders_are_splits_not_classes(tmp_path):
 
 
 def test_train_val_test_any_case_with_a_class_only_in_test(tmp_path):
-    """Issue item 2: val/ was dropped in silence, and so was a class folder only under test/."""
+    """Was: val/ was dropped in silence, and so was a class folder only under test/."""
     root = tmp_path / "d"
     for split, n in (("Train", 3), ("VAL", 2), ("Test", 2)):
         for cls in ("a", "b"):
@@ -95,7 +95,7 @@ def test_resplit_pools_the_given_folders(tmp_path):
 
 
 def test_data_test_fraction_is_a_param():
-    """Issue item 10: data.test_fraction was rejected as unknown; the 20% was hard-coded."""
+    """Was: data.test_fraction was rejected as unknown; the 20% was hard-coded."""
     params = load_params(ROOT / "params.yaml", ["data.test_fraction=0.3", "data.val_fraction=0.2"])
     assert (params.data.test_fraction, params.data.val_fraction) == (0.3, 0.2)
     with pytest.raises(Exception, match="test_fraction"):
@@ -127,7 +127,7 @@ def test_ambiguous_layouts_are_clear_errors_naming_the_folder(tmp_path, make, me
 # ------------------------------------------------------------------ counted, never silent
 
 def test_every_entry_is_prepared_quarantined_or_ignored(tmp_path):
-    """Issue item 3: links out of the root were followed; FIFOs, dangling links and images at
+    """Was: links out of the root were followed; FIFOs, dangling links and images at
     the root were skipped without being counted."""
     root, outside = tmp_path / "d", tmp_path / "outside"
     images(root / "a", 3)
@@ -185,7 +185,7 @@ def _encoded(image: Image.Image, fmt: str = "PNG", **kw) -> io.BytesIO:
 
 
 def test_a_16_bit_png_ramp_is_scaled_not_clipped(tmp_path):
-    """Issue item 4: 99.6% of a 16-bit ramp became 255."""
+    """Was: 99.6% of a 16-bit ramp became 255."""
     ramp = (np.arange(256, dtype=np.uint32) * 257).astype(np.uint16).reshape(16, 16)
     path = tmp_path / "d" / "a" / "ramp.png"
     path.parent.mkdir(parents=True)
@@ -202,7 +202,7 @@ def test_a_16_bit_png_ramp_is_scaled_not_clipped(tmp_path):
 
 
 def test_exif_orientation_is_applied(tmp_path):
-    """Issue item 4: a rotated JPEG was stored unrotated. Stored: left half white; EXIF 6
+    """Was: a rotated JPEG was stored unrotated. Stored: left half white; EXIF 6
     (rotate 90 degrees clockwise to display): the top half is white."""
     pixels = np.zeros((8, 16), np.uint8)
     pixels[:, :8] = 255
@@ -272,7 +272,7 @@ print(json.dumps({"rss_before_mb": before, "peak_mb": peak, "quarantine": source
 
 
 def test_prepare_refuses_a_near_limit_bomb_from_its_header_in_little_memory(tmp_path):
-    """Issue item 7: a 13000 x 13000 PNG of 164 KB (under PIL's own bomb limit) was decoded in
+    """Was: a 13000 x 13000 PNG of 164 KB (under PIL's own bomb limit) was decoded in
     full. prepare runs in a fresh process (imports done, then measured): the bomb is
     quarantined by data.max_pixels before a pixel is decoded; peak RSS grows by <= 200 MB."""
     write_bomb_png(tmp_path / "d" / "a" / "bomb.png", 13000, 13000)
@@ -295,7 +295,7 @@ def test_prepare_refuses_a_near_limit_bomb_from_its_header_in_little_memory(tmp_
 # ------------------------------------------------------------------ validate names things
 
 def test_empty_class_and_label_conflicts_are_named(tmp_path):
-    """Issue items 5 and 6: the same pixels under two labels were only a duplicate count; an
+    """Was: the same pixels under two labels were only a duplicate count; an
     empty class folder failed as "missing [2]" and the imbalance ratio ignored it."""
     from skillpack.validation import format_failures, validate_manifest
 
@@ -340,6 +340,7 @@ def _store_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
+@pytest.mark.fault('prepare failing after the arrays: the old store stays whole, no temp left', guards=('lost',))
 def test_a_prepare_failing_after_the_arrays_leaves_the_old_store_whole(tmp_path, monkeypatch):
     from skillpack.data import store as store_module
 
@@ -364,6 +365,7 @@ def test_a_prepare_failing_after_the_arrays_leaves_the_old_store_whole(tmp_path,
     assert len(PreparedStore(tmp_path / "prepared").manifest()) == 20
 
 
+@pytest.mark.fault('arrays rewritten without the manifest: validate fails naming the split', guards=('lost',))
 def test_validate_fails_when_the_arrays_do_not_match_the_manifest(tmp_path):
     from skillpack.validation import validate_manifest
 
@@ -382,6 +384,7 @@ def test_validate_fails_when_the_arrays_do_not_match_the_manifest(tmp_path):
 
 # ------------------------------------------------------------------ hostile names and bytes
 
+@pytest.mark.fault('file and folder names with non-UTF-8 bytes: prepared under escaped ids', guards=('crash', 'traceback'))
 def test_names_that_are_not_utf8_are_prepared_under_escaped_ids(tmp_path):
     root = os.fsencode(tmp_path / "root")
     for cls in (b"a", b"caf\xe9"):                           # a Latin-1 folder name, as Windows zips have
@@ -398,6 +401,7 @@ def test_names_that_are_not_utf8_are_prepared_under_escaped_ids(tmp_path):
     assert "caf\\xe9/0\\xff.png" in set(store.manifest()["id"])
 
 
+@pytest.mark.fault('PostScript named .png: quarantined, no plugin outside the allow-list opens it', guards=('crash',))
 def test_postscript_named_png_is_refused_before_any_plugin_but_the_listed_ones_sees_it(tmp_path):
     from skillpack.images import NotAnImage
 
@@ -417,6 +421,7 @@ def test_postscript_named_png_is_refused_before_any_plugin_but_the_listed_ones_s
                                 "reason": "unreadable image: not a JPEG/PNG/WEBP/BMP/GIF/TIFF image"}]
 
 
+@pytest.mark.fault('a 179.6 Mpx image: data.max_pixels admits or refuses it, not Pillow', guards=('crash',))
 def test_max_pixels_governs_above_pillows_own_bomb_limit(tmp_path):
     from PIL import Image as PILImage
 
@@ -430,6 +435,7 @@ def test_max_pixels_governs_above_pillows_own_bomb_limit(tmp_path):
     assert PILImage.MAX_IMAGE_PIXELS is not None             # Pillow's guard is back for everyone else
 
 
+@pytest.mark.fault('quarantine and ignored reasons carry no absolute machine path', guards=())
 def test_reasons_name_no_machine_paths(tmp_path):
     root = tmp_path / "root"
     images(root / "a", 3)

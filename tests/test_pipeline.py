@@ -1,11 +1,12 @@
 """End to end: `dvc repro` in a temporary git repo on a small real subset, then MLflow's DB."""
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-
+import pytest
 from mlflow import MlflowClient
 
 from conftest import TINY_OVERRIDES, make_project_repo, project_env, run, set_params
@@ -352,3 +353,25 @@ def test_a_pushed_pipeline_pulled_into_a_fresh_copy_is_up_to_date_and_exp_show_f
     env = {**project_env(clone), "COLUMNS": "1000"}
     table = run([sys.executable, "-m", "dvc", "exp", "show", "--only-changed", "--no-pager"], clone, env).stdout
     assert "train.epochs" in table and max(map(len, table.splitlines())) <= 160, table
+
+
+@pytest.mark.fault('the disk fills during prepare (EFBIG): old store whole, one line', guards=('lost', 'traceback'))
+def test_a_disk_that_fills_during_prepare_leaves_the_old_store_whole_and_says_so_in_one_line(prepared_project,
+                                                                                             tmp_path):
+    import resource
+
+    from conftest import copy_project
+
+    repo = copy_project(prepared_project, tmp_path / "repo")
+    store = repo / "data" / "prepared"
+    before = {p.name: p.read_bytes() for p in store.iterdir()}
+
+    def small_files():   # a real write error: files over 256 KB fail with EFBIG (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+    proc = subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=repo, env=project_env(repo),
+                          capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert "file too large; nothing was replaced" in line
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before
+    assert [p.name for p in store.parent.iterdir() if p.name.startswith(".prepared")] == []

@@ -1,4 +1,4 @@
-"""The engine's resident path (runtime.resident, issue 19), tested on a CPU.
+"""The engine's resident path (runtime.resident), tested on a CPU.
 
 On a GPU the resident path uploads the training set once and draws the permutation and every
 augmentation from a CUDA generator; on a CPU it runs the same code with a CPU generator, whose

@@ -152,6 +152,7 @@ def malformed_requests(image: np.ndarray) -> dict[str, callable]:
     }
 
 
+@pytest.mark.fault('malformed requests (PostScript, truncated, bombs, huge bodies, wrong types): 4xx, never 5xx', guards=('crash',))
 def test_bad_input_never_crashes_the_service_and_gets_a_4xx_that_says_why(served, service):
     kinds = malformed_requests(served[2][0])
     assert len(kinds) >= 8
@@ -201,7 +202,10 @@ def test_generated_rules_pass_promtool_check_and_their_unit_tests(tmp_path):
     assert promtool, "promtool missing: `apt-get install prometheus` (.ci/run does it)"
     write_alerts(MonitorParams(), tmp_path)
     check = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=tmp_path, capture_output=True, text=True)
-    assert check.returncode == 0 and "5 rules found" in check.stdout, check.stdout + check.stderr
+    from skillpack.monitoring import signals
+
+    assert check.returncode == 0 and f"{len(signals(MonitorParams()))} rules found" in check.stdout, check.stdout
+    assert len(signals(MonitorParams())) == 6   # accuracy, p95 latency, memory, 5xx rate, prediction and input drift
     tests = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=tmp_path, capture_output=True, text=True)
     assert tests.returncode == 0, tests.stdout + tests.stderr
     # the tests can fail: a rule whose threshold moved past its breach is caught
@@ -217,3 +221,127 @@ def test_the_committed_rules_are_the_ones_params_yaml_generates():
 
     committed = yaml.safe_load(Path("docker/prometheus/alerts.yml").read_text())
     assert committed == alert_rules(load_params("params.yaml").monitor)
+
+
+# ------------------------------------------------------------------ a documented, guarded service
+
+def test_the_openapi_schema_describes_every_body_and_status(served):
+    _, onnx_model, images, _ = served
+    schema = build_service(onnx_model, CFG, images[:10]).openapi()
+    predict, feedback = schema["paths"]["/predict"]["post"], schema["paths"]["/feedback"]["post"]
+    assert {"image/png", "image/jpeg", "application/octet-stream", "multipart/form-data"} <= set(
+        predict["requestBody"]["content"])
+    assert set(feedback["requestBody"]["content"]) == {"application/json"}
+    assert feedback["requestBody"]["content"]["application/json"]["schema"]["required"] == ["id", "label"]
+    assert {"200", "400", "401", "413", "415"} <= set(predict["responses"])
+    assert {"200", "400", "401", "404", "413", "422"} <= set(feedback["responses"])
+
+
+@pytest.mark.fault('a non-loopback bind without a token is refused; the token guards /predict, /feedback, /metrics', guards=())
+def test_a_token_guards_predict_feedback_and_metrics_but_not_health(served):
+    from skillpack.config import ParamsError
+    from skillpack.serving.app import service_token
+
+    _, onnx_model, images, _ = served
+    assert service_token(CFG, environ={}) is None                          # loopback, no token: open
+    with pytest.raises(ParamsError, match=r"serve\.host 0\.0\.0\.0 is not loopback: .*SKILLPACK_SERVE_TOKEN"):
+        service_token(CFG.model_copy(update={"host": "0.0.0.0"}), environ={})
+    assert service_token(CFG.model_copy(update={"host": "0.0.0.0"}), environ={"SKILLPACK_SERVE_TOKEN": "s3"}) == "s3"
+    body, headers = png(images[0]), {"content-type": "image/png"}
+    with RunningServer(build_service(onnx_model, CFG, images[:10], token="s3cret")) as url:
+        for path in ("/predict", "/metrics"):
+            call = httpx.post if path == "/predict" else httpx.get
+            kwargs = {"content": body, "headers": headers} if path == "/predict" else {}
+            assert call(f"{url}{path}", **kwargs).status_code == 401
+            wrong = {**kwargs.get("headers", {}), "authorization": "Bearer nope"}
+            assert call(f"{url}{path}", **{**kwargs, "headers": wrong}).status_code == 401
+        good = {**headers, "authorization": "Bearer s3cret"}
+        assert httpx.post(f"{url}/predict", content=body, headers=good).status_code == 200
+        assert httpx.get(f"{url}/metrics", headers={"authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.post(f"{url}/feedback", json={"id": "x", "label": 0}).status_code == 401
+        assert httpx.get(f"{url}/healthz").status_code == 200 and httpx.get(f"{url}/readyz").status_code == 200
+
+
+def test_input_drift_fires_on_inverted_images_and_stays_silent_on_held_out_ones(served, fmnist, tmp_path):
+    """A real Prometheus with the generated rules: the same number of requests, one stream of
+    held-out test images (in distribution), one of the same images inverted."""
+    from skillpack.monitoring import PrometheusServer
+
+    monitor = MonitorParams.model_validate({"input_drift_max": {"threshold": 0.25, "for": "2s"}})
+    cfg = CFG.model_copy(update={"drift_window": 200})
+    _, model, _, _ = served
+    test = fmnist.splits["test"].images
+    reference, held_out = np.array(test[:2000]), np.array(test[2000:2400])
+    outcome = {}
+    for name, stream in (("inverted", 255 - held_out), ("held out", held_out)):
+        sent = iter(range(10**6))
+
+        def traffic():
+            i = next(sent) % len(stream)
+            files = [("f", (f"{k}.png", png(stream[(i * 8 + k) % len(stream)]), "image/png")) for k in range(8)]
+            assert httpx.post(f"{url}/predict", files=files).status_code == 200
+        with RunningServer(build_service(model, cfg, reference)) as url:
+            with PrometheusServer(monitor, tmp_path / name.replace(" ", "_"), url.removeprefix("http://")) as prometheus:
+                states, seconds = prometheus.wait_until_firing("SkillpackInputDrift", timeout=25, between=traffic)
+                outcome[name] = (states.get("SkillpackInputDrift"), next(sent))
+    assert outcome["inverted"][0] == "firing", outcome
+    assert outcome["held out"][0] == "inactive" and outcome["held out"][1] >= outcome["inverted"][1], outcome
+
+
+@pytest.mark.fault('SIGTERM while a request is in flight: it is answered, then the service exits', guards=('lost',))
+def test_sigterm_lets_the_request_in_flight_finish_before_the_service_exits(served, fmnist, tmp_path):
+    import os
+    import signal
+    import sys
+
+    model, _, images, _ = served
+    path = export.export_onnx(model, tmp_path / "model.onnx", (28, 28, 1),
+                              metadata={"classes": fmnist.classes, "model_name": "sp_cnn_s"})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "SKILLPACK_SERVE_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "skillpack.cli", "serve", "--model", str(path), "--port", str(port),
+                             "--data", str(tmp_path / "no-store")], cwd=Path(__file__).resolve().parent.parent,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        body, result = png(images[0]), {}
+
+        def slow_body():   # the client is still sending when the service is told to stop
+            yield body[:20]
+            time.sleep(1.5)
+            yield body[20:]
+        client = threading.Thread(target=lambda: result.update(r=httpx.post(
+            f"{url}/predict", content=slow_body(), headers={"content-type": "image/png"}, timeout=30)))
+        client.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        client.join(30)
+        assert result["r"].status_code == 200 and result["r"].json()["predictions"], result
+        assert proc.wait(30) in (0, -signal.SIGTERM)   # uvicorn re-raises the signal once it has drained
+        assert "Traceback" not in proc.stdout.read()
+    finally:
+        proc.kill()
+
+
+@pytest.mark.fault("schemathesis against the service's own OpenAPI schema: no 5xx, every status documented",
+                   guards=("crash",))
+def test_schemathesis_from_the_openapi_schema_finds_no_server_error(served, tmp_path):
+    """A real schema-driven client nobody here wrote (schemathesis): it generates requests, valid
+    and invalid, from /openapi.json and checks the answers."""
+    import sys
+
+    _, onnx_model, images, _ = served
+    with RunningServer(build_service(onnx_model, CFG, images[:50])) as url:
+        proc = subprocess.run([str(Path(sys.executable).parent / "st"), "run", f"{url}/openapi.json",
+                               "--checks", "not_a_server_error,status_code_conformance",
+                               "--max-examples", "25", "--seed", "0"],
+                              capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    print(proc.stdout[-1500:])   # schemathesis's summary: operations, test cases, checks (pytest -s)

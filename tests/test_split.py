@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from skillpack.data.sources import Split
 from skillpack.data.split import stratified_split, stratified_subset
@@ -49,6 +50,7 @@ def test_carve_uses_given_val_and_test_and_carves_what_is_missing():
     assert [len(pooled[s].labels) for s in ("train", "val", "test")] == [814, 90, 226]
 
 
+@pytest.mark.fault('fewer validation images than classes: refused naming data.val_fraction', guards=('traceback',))
 def test_fewer_validation_samples_than_classes_is_refused_naming_the_param():
     import pytest
 
@@ -61,6 +63,7 @@ def test_fewer_validation_samples_than_classes_is_refused_naming_the_param():
     assert len(carve_splits(data, 0.2, seed=0)["val"].labels) == 12
 
 
+@pytest.mark.fault('a class with one image: refused, never split unstratified in silence', guards=())
 def test_a_class_with_one_sample_is_refused_not_split_unstratified():
     import pytest
 

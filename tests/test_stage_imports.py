@@ -82,3 +82,20 @@ def test_policy_options_match_torchvisions_policies():
     from skillpack.data.augment import POLICIES, policy_option_names
 
     assert POLICY_OPTIONS == {name: policy_option_names(name) for name in POLICIES}
+
+
+@pytest.mark.fault('the MLflow server does not answer: one line naming the URI within 10 s, before any work', guards=('traceback',))
+def test_a_tracking_server_that_does_not_answer_is_one_line_within_10_seconds(workdir, tmp_path):
+    import time
+
+    from skillpack.monitoring import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"            # nothing listens there
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SKILLPACK_ROOT": str(workdir), "MLFLOW_TRACKING_URI": uri}
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "stages.validate"], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=60)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 1 and seconds < 10, (seconds, proc.stderr[-2000:])
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: MLflow tracking server {uri} does not answer")

@@ -8,6 +8,9 @@
     GET  /readyz    the model is loaded
     GET  /metrics   Prometheus text format
 
+With a token in the environment variable serve.token_env (required to bind anything but
+loopback), /predict, /feedback and /metrics need `Authorization: Bearer <token>`.
+
 Every image goes through skillpack.images.decode_image, the decoding of the prepare
 stage, so the service sees the pixels training saw. Bad input is a 4xx with a JSON body
 {"error": ...} naming what is wrong, never a 5xx: bodies, batches and pixels are bounded.
@@ -29,6 +32,66 @@ from skillpack.serving.metrics import ServiceMetrics
 from skillpack.serving.model import ServedModel
 
 RAW_TYPES = ("image/", "application/octet-stream")
+PROTECTED = {"/predict", "/feedback", "/metrics"}   # behind the bearer token, when there is one
+
+# The OpenAPI description of the bodies the handlers read raw (FastAPI's openapi_extra: the
+# schema is documented, the bytes are not parsed into a model first, which keeps /predict's
+# speed), and of every status the service answers with.
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
+PREDICT_BODY = {"required": True, "description": "One image as the raw body, or one or more as multipart files",
+                "content": {**{f"image/{kind}": _BINARY for kind in ("png", "jpeg", "webp", "bmp", "gif", "tiff")},
+                            "application/octet-stream": _BINARY,
+                            "multipart/form-data": {"schema": {
+                                "type": "object", "required": ["files"],
+                                "properties": {"files": {"type": "array", "items": {"type": "string",
+                                                                                     "format": "binary"}}}}}}}
+FEEDBACK_BODY = {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["id", "label"], "additionalProperties": False,
+    "properties": {"id": {"type": "string", "description": "a prediction id /predict returned"},
+                   "label": {"description": "the true class, by name or index",
+                             "oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]}}}}}}
+_ERROR = {"content": {"application/json": {"schema": {
+    "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+_STATUS = {400: "malformed body or image", 401: "missing or wrong bearer token", 404: "unknown prediction id",
+           413: "body, batch or image over its limit", 415: "unsupported content type",
+           422: "well-formed but invalid feedback"}
+
+
+def error_responses(*codes: int) -> dict:
+    return {code: {"description": _STATUS[code], **_ERROR} for code in codes}
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def service_token(cfg: ServeParams, environ=None) -> str | None:
+    """The bearer token from the environment variable serve.token_env; None on loopback without
+    one; on any other host a ParamsError: the service does not start open to the network."""
+    import os
+
+    token = (os.environ if environ is None else environ).get(cfg.token_env) or None
+    if token is None and not is_loopback(cfg.host):
+        from skillpack.config import ParamsError
+
+        raise ParamsError(f"serve.host {cfg.host} is not loopback: set a token in the environment variable "
+                          f"{cfg.token_env} (serve.token_env); clients send 'Authorization: Bearer <token>'")
+    return token
+
+
+def authorized(request: Request, token: str | None) -> bool:
+    import hmac
+
+    if token is None or request.url.path not in PROTECTED:
+        return True
+    return hmac.compare_digest(request.headers.get("authorization", "").encode(), f"Bearer {token}".encode())
 
 
 class BadInput(Exception):
@@ -104,7 +167,7 @@ class Predictions:
         return self.items.pop(key, None)
 
 
-def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics) -> FastAPI:
+def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics, token: str | None = None) -> FastAPI:
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     app = FastAPI(title="skillpack", description=__doc__)
@@ -116,6 +179,8 @@ def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics) ->
     async def measure(request: Request, call_next):
         t0 = time.perf_counter()
         try:
+            if not authorized(request, token):
+                raise BadInput(401, f"{request.url.path} needs 'Authorization: Bearer <token>' (serve.token_env)")
             response = await call_next(request)
         except BadInput as err:
             response = JSONResponse({"error": err.message}, status_code=err.status)
@@ -128,11 +193,12 @@ def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics) ->
     async def bad_input(request: Request, err: BadInput):
         return JSONResponse({"error": err.message}, status_code=err.status)
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=error_responses(400, 401, 413, 415))
     async def predict(request: Request):
         images = await images_of(request, model, cfg)
         if len(images) > cfg.max_batch:
             raise BadInput(413, f"{len(images)} images: at most {cfg.max_batch} per request")
+        metrics.observe_images(images)
         probs = model.probabilities(images)
         top = np.argsort(-probs, axis=1)[:, :cfg.top_k]
         predicted, confidence = top[:, 0], probs[np.arange(len(probs)), top[:, 0]]
@@ -142,7 +208,8 @@ def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics) ->
                                  "top_k": [{"class": model.classes[j], "probability": float(probs[i, j])} for j in row]}
                                 for i, (k, row) in enumerate(zip(predicted, top))]}
 
-    @app.post("/feedback")
+    @app.post("/feedback", openapi_extra={"requestBody": FEEDBACK_BODY},
+              responses=error_responses(400, 401, 404, 413, 422))
     async def feedback(request: Request):
         try:
             body = json.loads(await read_body(request, 4096) or b"null")
@@ -169,7 +236,8 @@ def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics) ->
     async def readyz():
         return {"status": "ready", "model": model.name, "version": model.version}
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                                    **error_responses(401)})
     async def prometheus_metrics():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -187,7 +255,10 @@ def reference_distribution(model: ServedModel, test_images: np.ndarray | None,
     return counts / counts.sum(), float(probs.max(1).mean())
 
 
-def build_service(model: ServedModel, cfg: ServeParams, test_images: np.ndarray | None = None) -> FastAPI:
+def build_service(model: ServedModel, cfg: ServeParams, test_images: np.ndarray | None = None,
+                  token: str | None = None) -> FastAPI:
+    from skillpack.serving.metrics import brightness_distribution
+
     reference, confidence = reference_distribution(model, test_images, cfg.max_batch)
     return create_app(model, cfg, ServiceMetrics(model.classes, reference, confidence, cfg.feedback_window,
-                                                 cfg.drift_window))
+                                                 cfg.drift_window, brightness_distribution(test_images)), token)
