@@ -196,8 +196,22 @@ def cleaning_draws_block() -> str:
     return "\n".join(lines).rstrip()
 
 
+def faults_block() -> str:
+    """The fault and bad-input suite (benchmarks/results/faults.json): its totals and a line per case."""
+    f = _load(RESULTS / "faults.json")
+    if f is None:
+        return "Not measured yet: `python -m benchmarks.faults`."
+    lines = [f"`python -m benchmarks.faults` on {_machine(f)}: {f['cases']} cases; crashed {f['crashed']}, lost "
+             f"{f['lost']}, tracebacks shown {f['tracebacks']}, not passed {f['not_passed']}.", "",
+             "| case | outcome proved | guards | result |", "|---|---|---|---|"]
+    lines += [f"| `{r['case'].split('::')[-1]}` | {r['outcome']} | {', '.join(r['guards']) or '-'} | {r['result']} |"
+              for r in f["per_case"]]
+    return "\n".join(lines)
+
+
 BLOCKS = {"latency": latency_block, "compression": compression_block, "serve_load": serve_block,
-          "ablation_cost": ablation_block, "cleaning_draws": cleaning_draws_block, "pipeline_time": pipeline_time_block}
+          "ablation_cost": ablation_block, "cleaning_draws": cleaning_draws_block, "pipeline_time": pipeline_time_block,
+          "faults": faults_block}
 README = ROOT / "README.md"
 DOCS = (DOC, README)   # the files whose <!-- rendered: NAME --> blocks are rendered
 

@@ -197,9 +197,12 @@ def one_line_error(err: BaseException) -> str | None:
     if isinstance(err, (ParamsError, SourceError, FileNotFoundError, UnreadableFile, TrackingUnavailable)):
         return f"error: {err}"
     if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
-        where = err.filename or "a write"
-        return f"error: {where}: {DISK_ERRNOS[err.errno]}; nothing was replaced (writes are atomic): free space and rerun"
-    return None
+        why = f"{err.filename or 'a write'}: {DISK_ERRNOS[err.errno]}"
+    elif isinstance(err, OSError) and re.fullmatch(r"\d+ requested and \d+ written", str(err)):
+        why = f"a write was cut short ({err}: the disk is full or a file-size limit was reached)"   # numpy's tofile
+    else:
+        return None
+    return f"error: {why}; nothing was replaced (writes are atomic): free space and rerun"
 
 
 def load_torch_file(path: str | Path, map_location="cpu", what: str = "a checkpoint dict", fix: str = "") -> dict:

@@ -120,6 +120,49 @@ def repro_id() -> str:
     return ""
 
 
+# Set once the tracking server stopped answering in the middle of a stage: from then on this
+# process's tracking calls are skipped (the stage still writes its outputs), said in one line.
+_SERVER_LOST: list[str] = []
+_GONE = ("Max retries exceeded", "Connection refused", "ConnectionError", "Failed to establish",
+         "Read timed out", "RemoteDisconnected", "Connection aborted")
+
+
+def _server_gone(err: BaseException) -> bool:
+    remote = tracking_uri().startswith(("http://", "https://"))
+    return remote and any(sign in f"{type(err).__name__}: {err}" for sign in _GONE)
+
+
+def _lose_server(call: str) -> None:
+    import sys
+
+    if not _SERVER_LOST:
+        print(f"[tracking] MLflow at {tracking_uri()} stopped answering ({call}): the stage's outputs are written, "
+              f"the rest of its tracking is not; once the server is back, `dvc repro --force <stage>` logs it again",
+              file=sys.stderr, flush=True)
+    _SERVER_LOST.append(call)
+
+
+def survives_a_lost_server(fallback=None):
+    """A tracking call that, when a tracking server stops answering, says so once and returns
+    `fallback` (here and in every later call) instead of failing the stage that made it."""
+    import functools
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if _SERVER_LOST:
+                return fallback
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                if not _server_gone(err):
+                    raise
+                _lose_server(fn.__name__)
+                return fallback
+        return call
+    return wrap
+
+
 @contextmanager
 def stage_run(stage: str, experiment: str, params: dict | None = None, data_hash: str = "",
               extra_tags: dict | None = None):
@@ -129,12 +172,18 @@ def stage_run(stage: str, experiment: str, params: dict | None = None, data_hash
     tags = {"stage": stage, "git_commit": git_commit(), "data_hash": data_hash, REPRO_TAG: repro_id(),
             **(extra_tags or {})}
     parent = os.environ.get(PARENT_ENV) or None
-    with mlflow.start_run(run_name=stage_run_name(stage, params, data_hash), parent_run_id=parent, tags=tags) as run:
+    run = mlflow.start_run(run_name=stage_run_name(stage, params, data_hash), parent_run_id=parent, tags=tags)
+    status = "FAILED"
+    try:
         if params:
-            mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})
+            survives_a_lost_server()(mlflow.log_params)({k: ("None" if v is None else v) for k, v in params.items()})
         yield run
+        status = "FINISHED"
+    finally:
+        survives_a_lost_server()(mlflow.end_run)(status)
 
 
+@survives_a_lost_server()
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     import mlflow
 
@@ -142,6 +191,7 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
     mlflow.log_metrics(finite, step=step)
 
 
+@survives_a_lost_server()
 def set_tags(tags: dict) -> None:
     """Tags of the active run (what is known only once the stage has worked: the precision a
     training used on this CPU)."""
@@ -150,6 +200,7 @@ def set_tags(tags: dict) -> None:
     mlflow.set_tags({k: str(v) for k, v in tags.items()})
 
 
+@survives_a_lost_server()
 def log_artifact(path: str | Path, folder: str | None = None) -> None:
     import mlflow
 
@@ -169,6 +220,7 @@ def registered_version_with_weights(registered_name: str, weights_sha256: str,
     return str(max(int(v.version) for v in found)) if found else None
 
 
+@survives_a_lost_server()
 def describe_version(registered_name: str, version: str, tags: dict, description: str | None = None) -> None:
     """Tags (metrics, data hash, git commit) and the description (the model card) of a version."""
     from mlflow import MlflowClient
@@ -180,6 +232,7 @@ def describe_version(registered_name: str, version: str, tags: dict, description
         client.update_model_version(registered_name, version, description=description)
 
 
+@survives_a_lost_server()
 def describe_alias(registered_name: str, alias: str, tags: dict) -> str | None:
     """Tag the version an alias points to (the evaluate stage adds its test metrics to the
     version train registered); None when the alias does not exist."""
@@ -198,6 +251,16 @@ def lineage_tags(data_hash: str) -> dict:
     return {"data_hash": data_hash, "git_commit": git_commit()}
 
 
+def registration_line(registered_name: str, version: str | None, new: bool, alias: str) -> str:
+    """What a stage prints about the version it registered (or did not)."""
+    if version is None:
+        return "not registered: the tracking server stopped answering"
+    if new:
+        return f"registered {registered_name} v{version} @{alias}"
+    return f"unchanged: {registered_name} v{version} @{alias}, no new version"
+
+
+@survives_a_lost_server(fallback=(None, False))
 def log_and_register_model(model, example, registered_name: str, alias: str, weights_sha256: str,
                            tags: dict | None = None, description: str = "") -> tuple[str, bool]:
     """Log the torch model (torch.export format, no pickle), register it with `tags` and the
@@ -224,6 +287,7 @@ def log_and_register_model(model, example, registered_name: str, alias: str, wei
     return version, True
 
 
+@survives_a_lost_server(fallback=(None, False))
 def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256: str, example, description: str = "",
                         tags: dict | None = None) -> tuple[str, bool]:
     """Log an ONNX file as a pyfunc (skillpack/serving/pyfunc.py: raw uint8 images in, class

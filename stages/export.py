@@ -122,8 +122,8 @@ def publish(params, store, table: dict, files: dict) -> None:
           f"{served['p50_ms']:.3f} ms at batch 1) - {served['why']}")
     for runtime, reason in table["skipped"].items():
         print(f"[export] {runtime}: {reason}")
-    print(f"[export] ONNX {'registered as' if new else 'unchanged:'} {params.registry.model} v{version} "
-          f"@{params.registry.aliases.candidate_onnx}; int8 in {int8['format']} ({int8['decided_by']}); "
+    print(f"[export] ONNX {tracking.registration_line(params.registry.model, version, new, params.registry.aliases.candidate_onnx)}"
+          f"; int8 in {int8['format']} ({int8['decided_by']}); "
           f"{paths.COMPRESSION_REPORT}, {paths.MODEL_CARD} in {table['seconds']:.0f}s")
 
 

@@ -145,6 +145,21 @@ def tiny_repo(tmp_path_factory, prefect_server) -> Path:
     return repo
 
 
+def wait_until_answers(url: str, timeout: float = 120) -> None:
+    """Poll `url` until it answers 200 (a server just started), else fail naming it."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
+
+
 def flow_result(repo: Path) -> dict:
     """What the tiny repo's pipeline flow returned (its last line): parent run id, test accuracy,
     seconds per stage."""
@@ -163,13 +178,15 @@ def prepared_project(tmp_path_factory) -> Path:
     return repo
 
 
-def copy_project(prepared: Path, dest: Path, overrides: dict | None = None) -> Path:
-    """A copy of `prepared` (its git history, DVC cache and prepared store; a fresh MLflow
-    database) with `overrides` set in params.yaml. The data params stay the prepared ones: a
-    change there would make DVC prepare again."""
+def copy_project(prepared: Path, dest: Path, overrides: dict | None = None, keep_tracking: bool = False) -> Path:
+    """A copy of `prepared` (its git history, DVC cache and outputs; a fresh MLflow database
+    unless `keep_tracking`) with `overrides` set in params.yaml: a test that changes params
+    works on its own copy, so nothing has to be put back. The data params stay the prepared
+    ones: a change there would make DVC prepare again."""
     data = {key: value for key, value in (overrides or {}).items() if key.split(".")[0] == "data"}
     assert not data, f"copy_project: {data} would change the prepared data; use make_project_repo"
-    shutil.copytree(prepared, dest, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts"))
+    ignore = None if keep_tracking else shutil.ignore_patterns("mlflow.db", "mlartifacts")
+    shutil.copytree(prepared, dest, symlinks=True, ignore=ignore)
     local = dest / ".dvc" / "config.local"  # the remote make_project_repo set, moved along (as `dvc remote modify`)
     local.write_text(local.read_text().replace(str(prepared.parent / "dvc-remote"), str(dest.parent / "dvc-remote")))
     set_params(dest, overrides or {})

@@ -424,7 +424,7 @@ START_SPEC = """name: tiny
 seeds: [0, 1]
 regimes: {standard: {max_train: 400}}
 base: {train.model: sp_cnn_s, train.epochs: 2, train.batch_size: 32, train.threads: 1, train.amp: "off",
-       train.schedule.warmup_epochs: 0}
+       train.schedule.warmup_epochs: 0, train.optimizer.lr: 0.1}
 teachers:
   wide: {per_seed: true, overrides: {train.model: sp_cnn_m}}
 arms:

@@ -218,3 +218,34 @@ def test_stopping_served_deployments_leaves_the_pool_deployments_scheduled(deplo
     assert stopped["paused"] or not any(s["active"] for s in stopped["schedules"]), stopped
     nightly = deployment(deployed, RETRAIN)      # ... and the pool's deployment of the same flow runs on
     assert not nightly["paused"] and all(s["active"] for s in nightly["schedules"])
+
+
+@pytest.mark.benchmark_only   # about 2.5 minutes: heartbeats come every 30 s, a run is a zombie after 90 s
+@pytest.mark.fault("a worker killed mid-run: the flow run is marked Crashed by the heartbeat automation, "
+                   "not left Running", guards=("lost",))
+def test_a_killed_worker_s_flow_run_is_marked_crashed_not_left_running(deployed, tiny_repo):
+    import os
+
+    from flows.deployments import ZOMBIE_AFTER_S
+
+    created = run([sys.executable, "-m", "flows.deployments", "--automations-only"], tiny_repo, deployed)
+    again = run([sys.executable, "-m", "flows.deployments", "--automations-only"], tiny_repo, deployed)
+    assert created.stdout.split()[-1] == again.stdout.split()[-1]          # one automation, not two
+    flow_run = api(deployed, "POST", f"/deployments/{deployment(deployed, RETRAIN)['id']}/create_flow_run")
+    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "skillpack"], cwd=tiny_repo.parent,
+                              env=deployed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while api(deployed, "GET", f"/flow_runs/{flow_run['id']}")["state"]["type"] != "RUNNING":
+            assert time.time() < deadline, "the flow run did not start"
+            time.sleep(1)
+        time.sleep(5)                                   # its first heartbeat
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)           # the worker and the flow run's process, as a lost machine
+    deadline = time.time() + ZOMBIE_AFTER_S + 90
+    state = api(deployed, "GET", f"/flow_runs/{flow_run['id']}")["state"]
+    while state["type"] == "RUNNING" and time.time() < deadline:
+        time.sleep(5)
+        state = api(deployed, "GET", f"/flow_runs/{flow_run['id']}")["state"]
+    assert state["type"] == "CRASHED", state

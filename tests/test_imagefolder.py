@@ -278,14 +278,14 @@ def test_prepare_refuses_a_near_limit_bomb_from_its_header_in_little_memory(tmp_
     write_bomb_png(tmp_path / "d" / "a" / "bomb.png", 13000, 13000)
     assert (tmp_path / "d" / "a" / "bomb.png").stat().st_size < 200_000
     for cls in ("a", "b"):
-        images(tmp_path / "d" / cls, 3)
+        images(tmp_path / "d" / cls, 10)   # enough for a stratified test and validation split of 2 classes
     proc = subprocess.run([sys.executable, "-c", PREPARE_AND_MEASURE, str(tmp_path / "d"), str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"prepare with the bomb: RSS {result['rss_before_mb']:.0f} MB after imports, peak {result['peak_mb']:.0f} MB")
-    assert result["prepared"] == 6
+    assert result["prepared"] == 20
     assert result["quarantine"] == [{"path": "a/bomb.png", "split": "all", "reason":
                                      "too large: 13000x13000 = 169,000,000 pixels, over the limit of 40,000,000 "
                                      "(data.max_pixels)"}]

@@ -22,7 +22,7 @@ from skillpack.serving.app import build_service
 from skillpack.monitoring import free_port
 from skillpack.serving.model import load_onnx
 
-from conftest import POSTSCRIPT
+from conftest import POSTSCRIPT, wait_until_answers
 
 CFG = ServeParams(max_body_bytes=64 * 1024, max_pixels=1024 * 1024, max_batch=8, feedback_window=20, top_k=3)
 
@@ -304,13 +304,7 @@ def test_sigterm_lets_the_request_in_flight_finish_before_the_service_exits(serv
                              "--data", str(tmp_path / "no-store")], cwd=Path(__file__).resolve().parent.parent,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+        wait_until_answers(f"{url}/readyz", timeout=60)
         body, result = png(images[0]), {}
 
         def slow_body():   # the client is still sending when the service is told to stop
