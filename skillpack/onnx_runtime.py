@@ -11,13 +11,15 @@ INPUT, OUTPUT = "pixels", "logits"
 
 
 def onnx_metadata(path: str | Path) -> dict:
-    """The JSON metadata export_onnx wrote into the file."""
+    """The JSON metadata export_onnx wrote into the file. Keys in ONNX's own namespace (`onnx.`:
+    ONNX Runtime's quantizer marks its files with onnx.infer, onnx.quant.pre_process) are not ours
+    and not JSON: left out."""
     import json
 
     import onnxruntime as ort
 
     meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    return {key: json.loads(value) for key, value in meta.items()}
+    return {key: json.loads(value) for key, value in meta.items() if not key.startswith("onnx.")}
 
 
 def onnx_session(path: str | Path, threads: int = 2):

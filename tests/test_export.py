@@ -144,3 +144,20 @@ def test_latency_reports_median_and_95th_percentile():
 
     lat = export.measure_latency(lambda _: time.sleep(0.002), None, seconds=0.05, warmup=1, min_repeats=10)
     assert lat.repeats >= 10 and 2.0 <= lat.p50_ms <= lat.p95_ms
+
+
+def test_the_served_int8_model_loads_in_the_service_with_its_metadata(trained, tmp_path):
+    """The export stage's served file can be the int8 one, whose metadata ONNX Runtime's
+    quantizer adds its own non-JSON entries to (onnx.infer, onnx.quant.pre_process)."""
+    from skillpack.release import Candidate, write_served_model
+    from skillpack.serving.model import load_onnx
+
+    model, train_images, images, _ = trained
+    fp32 = export.export_onnx(model, tmp_path / "m.onnx", (28, 28, 1))
+    int8 = quantize_onnx_int8(fp32, tmp_path / "m.int8.onnx", calibration_images(train_images, 64, seed=0))
+    classes = [f"c{i}" for i in range(10)]
+    chosen = Candidate(variant="baseline", runtime="onnx int8", file=str(int8), test_accuracy=0.9, drop_points=0.0,
+                       p50_ms=0.1, file_bytes=int8.stat().st_size)
+    served = write_served_model(chosen, {"classes": classes, "image_shape": [28, 28, 1]}, tmp_path / "model.onnx")
+    loaded = load_onnx(served, 1)
+    assert loaded.classes == classes and loaded.probabilities(images[:4]).shape == (4, 10)
