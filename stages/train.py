@@ -21,6 +21,7 @@ def write_train_log(path, history) -> None:
 
 
 def main() -> int:
+    import numpy as np
     import torch
 
     from skillpack import distributed, paths, tracking
@@ -83,7 +84,7 @@ def main() -> int:
                               **{f"clean_{k}": cleaned[k] for k in ("drop", "relabel") if k in cleaned}})
         tracking.set_tags({"precision": trained.precision, "cpu": summary["cpu"]})  # train.amp auto decides by CPU
         tracking.log_artifact(paths.TRAIN_LOG)
-        example = torch.as_tensor(val[0][:2] if len(val[0]) else train_x[:2]).permute(0, 3, 1, 2).float().numpy()
+        example = torch.from_numpy(np.array(val[0][:2] if len(val[0]) else train_x[:2])).permute(0, 3, 1, 2).float().numpy()
         description = (f"{cfg.model} ({n_params:,} parameters, {macs / 1e6:.1f} M MACs) trained {counted(cfg.epochs, 'epoch')} "
                        f"(seed {params.seed}) on {params.data.source} data {data_hash}; validation accuracy "
                        f"{trained.history[-1].val_acc:.4f}. The evaluate stage adds its test metrics as tags; "

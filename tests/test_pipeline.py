@@ -200,7 +200,9 @@ def test_compress_and_export_make_checked_deployable_models(tiny_repo):
 def test_changing_the_prune_ratio_reruns_only_compress_and_export(tiny_repo, tmp_path):
     from conftest import copy_project
 
-    repo = copy_project(tiny_repo, tmp_path / "repo", {"compress.prune_ratio": 0.3})
+    repo = copy_project(tiny_repo, tmp_path / "repo")
+    run([sys.executable, "-m", "dvc", "repro"], repo, env=project_env(repo))   # settle what earlier tests left stale
+    set_params(repo, {"compress.prune_ratio": 0.3})
     proc = run([sys.executable, "-m", "dvc", "repro"], repo, env=project_env(repo))
     ran = set(re.findall(r"Running stage '([a-z_]+)'", proc.stdout))
     assert ran == {"check_params", "compress", "export"}, proc.stdout[-2000:]
@@ -215,10 +217,11 @@ def test_renaming_the_experiment_or_an_alias_reruns_nothing_and_the_registry_fol
 
     from conftest import copy_project
 
-    repo = copy_project(tiny_repo, tmp_path / "repo", {"registry.experiment": "renamed-experiment",
-                                                       "registry.aliases.candidate_onnx": "onnx-next",
-                                                       "runtime.compile": "default"}, keep_tracking=True)
+    repo = copy_project(tiny_repo, tmp_path / "repo", keep_tracking=True)
     env = project_env(repo)
+    run([sys.executable, "-m", "dvc", "repro"], repo, env=env)   # settle what earlier tests left stale
+    set_params(repo, {"registry.experiment": "renamed-experiment", "registry.aliases.candidate_onnx": "onnx-next",
+                      "runtime.compile": "default"})
     status = run([sys.executable, "-m", "dvc", "status", "dvc.yaml"], repo, env=env)  # the pipeline's stages
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
     run([sys.executable, "-m", "skillpack.cli", "registry", "sync"], repo, env=env)
@@ -328,6 +331,7 @@ def test_a_pushed_pipeline_pulled_into_a_fresh_copy_is_up_to_date_and_exp_show_f
     assert committed["core"]["remote"] == "local"
     assert committed['\'remote "local"\'']["url"] == "~/.cache/skillpack/dvc-remote"
     env = project_env(tiny_repo)
+    run([sys.executable, "-m", "dvc", "repro"], tiny_repo, env)   # settle what earlier tests left stale
     run([sys.executable, "-m", "dvc", "push"], tiny_repo, env)
     clone = tmp_path / "clone"
     outputs = {".dvc/cache", ".dvc/tmp", "data/prepared", "data/oof", "data/cleaned", "models", "mlflow.db", "mlartifacts"}
