@@ -30,8 +30,12 @@ run: install data
 	$(PY) -m flows.pipeline
 	dvc metrics show
 
+# Two pytest-xdist workers (one per core of the 2-core machines the limits are set for): the suite
+# is mostly processes and servers starting, single-threaded work that two workers overlap. Tests
+# sharing a minute-long fixture run on one worker (tests/conftest.py, SHARED_FIXTURES).
+TEST_WORKERS ?= 2
 test: install data tools
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test-fast: install data
 	$(PY) -m pytest -q -m "not integration"

@@ -71,7 +71,7 @@ def trigger_retrain(deployment: str, reason: str) -> str:
         run = run_deployment(deployment, timeout=0, tags=["triggered-by-monitor"], as_subflow=False)
     except ObjectNotFound as err:
         raise RuntimeError(f"{reason}, but the deployment {deployment!r} is not registered: "
-                           "run `prefect --no-prompt deploy --all` (README, Scheduled runs)") from err
+                           "run `prefect --no-prompt deploy --all` (docs/deployment.md, Scheduled runs)") from err
     return str(run.id)
 
 

@@ -282,9 +282,36 @@ def check_integration_names(items) -> None:
                                     f"no such test in {module.__file__}")
 
 
+# `make test` runs two pytest-xdist workers (--dist loadgroup): a group's tests run on one worker,
+# in file order. The tests that use a session fixture of a minute or more form one group, so it is
+# built once per test run, not once per worker; every other group is a test file, so its module
+# fixtures are built once and its tests keep their order.
+SHARED_FIXTURES = ("prepared_project", "tiny_repo")
+
+
+def xdist_group(item: pytest.Item) -> str:
+    used = set(getattr(item, "fixturenames", ()))
+    return next((name for name in SHARED_FIXTURES if name in used), item.path.stem)
+
+
+def pytest_itemcollected(item):
+    """The item's xdist group, marked as it is collected (before any collection_modifyitems
+    hook: pytest-xdist reads the group in its own)."""
+    item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+
+
+def shared_fixture_groups_first(items: list) -> None:
+    """The SHARED_FIXTURES groups first, in that order (a stable sort: file order otherwise kept).
+    With --no-loadscope-reorder xdist hands out groups in this order, one to each worker first:
+    the two longest groups start at once, on different workers, and the short ones fill in."""
+    rank = {name: i for i, name in enumerate(SHARED_FIXTURES)}
+    items.sort(key=lambda item: rank.get(xdist_group(item), len(rank)))
+
+
 @pytest.hookimpl(tryfirst=True)   # before -m deselects by marker
 def pytest_collection_modifyitems(config, items):
     check_integration_names(items)
+    shared_fixture_groups_first(items)
     for item in items:
         if is_integration(item):
             item.add_marker(pytest.mark.integration)

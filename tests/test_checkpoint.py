@@ -173,3 +173,34 @@ def test_a_truncated_model_file_is_one_line_naming_the_file_and_the_fix(tmp_path
         load_classifier(path)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{path}: cannot be read (") and "dvc repro train" in message
+
+
+@pytest.mark.fault('the disk fills while a checkpoint is written: the previous last.pt stays whole and resumes, '
+                   'no temp file left, one line', guards=('lost', 'traceback'))
+def test_a_disk_full_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch, tiny_run):
+    from skillpack.io import one_line_error
+    from skillpack.runs import train_model
+
+    cfg, data = tiny_run
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    real_save, written = torch.save, []
+
+    def save_until_the_disk_is_full(state, path, *args, **kwargs):
+        real_save(state, path, *args, **kwargs)
+        if written:   # the second epoch's write: the disk fills part-way
+            Path(path).write_bytes(Path(path).read_bytes()[:1000])
+            raise OSError(28, "No space left on device", str(path))
+        written.append(Path(path).read_bytes())
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    with pytest.raises(OSError) as err:
+        train_model(cfg, data, 0, checkpoint=checkpoint, fingerprint="d")
+    monkeypatch.setattr(torch, "save", real_save)
+    line = one_line_error(err.value)
+    assert line and "\n" not in line and "no space left on the device" in line and "nothing was replaced" in line
+    assert checkpoint.read_bytes() == written[0] and not list(checkpoint.parent.glob(".*.tmp"))
+    resumed = train_model(cfg, data, 0, checkpoint=checkpoint, fingerprint="d")   # the epoch-1 checkpoint resumes
+    assert resumed.resumed_from_epoch == 1 and len(resumed.history) == cfg.epochs
+    uninterrupted = train_model(cfg, data, 0)
+    for a, b in zip(uninterrupted.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)

@@ -94,25 +94,26 @@ def _registered_versions(repo) -> int:
     return len(client.search_model_versions("name='skillpack-classifier'"))
 
 
-def test_a_bad_params_edit_destroys_nothing_and_an_unchanged_model_is_not_registered_again(tiny_repo):
-    params = tiny_repo / "params.yaml"
+def test_a_bad_params_edit_destroys_nothing_and_an_unchanged_model_is_not_registered_again(tiny_repo, tmp_path):
+    from conftest import copy_project
+
+    repo = copy_project(tiny_repo, tmp_path / "repo", keep_tracking=True)   # DVC removes a failed stage's outputs
+    params = repo / "params.yaml"
     original = params.read_text()
-    model = tiny_repo / "models" / "model.pt"
-    before, versions = model.read_bytes(), _registered_versions(tiny_repo)
-    try:
-        params.write_text(original.replace("model: sp_cnn_m", "model: sp_cnn_typo"))
-        proc = run([sys.executable, "-m", "dvc", "repro"], tiny_repo, env=project_env(tiny_repo), check=False)
-        assert proc.returncode != 0
-        assert "train.model" in proc.stderr and "sp_cnn_typo" in proc.stderr, proc.stderr
-        assert "Running stage 'train'" not in proc.stdout
-        assert model.read_bytes() == before
-    finally:
-        params.write_text(original)
+    model = repo / "models" / "model.pt"
+    before, versions = model.read_bytes(), _registered_versions(repo)
+    params.write_text(original.replace("model: sp_cnn_m", "model: sp_cnn_typo"))
+    proc = run([sys.executable, "-m", "dvc", "repro"], repo, env=project_env(repo), check=False)
+    assert proc.returncode != 0
+    assert "train.model" in proc.stderr and "sp_cnn_typo" in proc.stderr, proc.stderr
+    assert "Running stage 'train'" not in proc.stdout
+    assert model.read_bytes() == before
+    params.write_text(original)
     # train re-run by force: it resumes its finished checkpoint, trains nothing, registers nothing
-    proc = run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train"], tiny_repo,
-               env=project_env(tiny_repo))
+    proc = run([sys.executable, "-m", "dvc", "repro", "--force", "--single-item", "train"], repo,
+               env=project_env(repo))
     assert "no new version" in proc.stdout + proc.stderr
-    assert _registered_versions(tiny_repo) == versions
+    assert _registered_versions(repo) == versions
     import io
 
     import torch

@@ -106,7 +106,9 @@ def test_a_multipart_batch_gets_one_prediction_each_and_feedback_drives_live_acc
     assert again.status_code == 404  # a prediction is labelled once
 
 
-def test_metrics_name_latency_requests_classes_confidence_memory_model_and_drift(service):
+def test_metrics_name_latency_requests_classes_confidence_memory_model_and_drift(served, service):
+    image = served[2][0]
+    assert httpx.post(f"{service}/predict", content=png(image), headers={"content-type": "image/png"}).status_code == 200
     text = httpx.get(f"{service}/metrics").text
     for name in ("skillpack_request_latency_seconds_bucket", "skillpack_requests_total", "skillpack_predictions_total",
                  "skillpack_confidence_bucket", "skillpack_rolling_accuracy", "process_resident_memory_bytes",
