@@ -90,5 +90,8 @@ bench: install data
 	$(PY) -m benchmarks.latency
 	$(PY) -m benchmarks.serve_load
 
+# ruff (pyproject.toml [tool.ruff]), the import layers (pyproject.toml [tool.importlinter]), the Dockerfiles
 lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/hadolint --failure-threshold style $(filter-out %.dockerignore,$(wildcard docker/Dockerfile.*))

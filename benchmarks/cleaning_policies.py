@@ -99,7 +99,7 @@ def plot_policies(figures: dict) -> None:
             **{name: r["acc_by_seed"] for name, r in figures["policies"].items()},
             "oracle: drop exactly the flipped": base["acc_oracle_by_seed"]}
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    for y, (name, by_seed) in enumerate(rows.items()):
+    for y, by_seed in enumerate(rows.values()):
         ax.scatter(list(by_seed.values()), [y] * len(by_seed), color="tab:blue", zorder=3)
         ax.scatter([median(by_seed)], [y], marker="|", s=400, color="black", zorder=4)
     for key, colour in (("acc_noisy_by_seed", "tab:red"), ("acc_clean_by_seed", "tab:green")):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import skillpack  # noqa: F401  (OMP_WAIT_POLICY before torch)
 import torch
 
+import skillpack  # noqa: F401  (OMP_WAIT_POLICY before torch)
 from skillpack.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"

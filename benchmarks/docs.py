@@ -172,7 +172,7 @@ def cleaning_draws_block() -> str:
     from skillpack.claims import cleaning_test
 
     f = _load(RESULTS / "cleaning.json")
-    settings = [s for s in (f or {}).get("settings", []) if len((f[s].get("draws") or {})) >= 2]
+    settings = [s for s in (f or {}).get("settings", []) if len(f[s].get("draws") or {}) >= 2]
     if not settings:
         return "Not measured yet: `python -m benchmarks.cleaning --settings symmetric_0.1 --noise-draws 0 1 2 3 4`."
     lines = []
@@ -219,7 +219,7 @@ DOCS = (DOC, README)   # the files whose <!-- rendered: NAME --> blocks are rend
 def render(text: str) -> str:
     for name, block in BLOCKS.items():
         pattern = re.compile(rf"(<!-- rendered: {name} -->\n)(?:.*?\n)?(<!-- end: {name} -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + block() + "\n" + m.group(2), text)
+        text = pattern.sub(lambda m, block=block: m.group(1) + block() + "\n" + m.group(2), text)
     return text
 
 

@@ -45,8 +45,9 @@ import time
 import warnings
 from pathlib import Path
 
-import skillpack  # noqa: F401  (environment defaults before torch)
 import torch
+
+import skillpack  # noqa: F401  (environment defaults before torch)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = ROOT / "benchmarks" / "results" / "gpu.json"

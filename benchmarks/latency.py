@@ -12,8 +12,6 @@ and prints a markdown table.
 """
 from __future__ import annotations
 
-import stages.default_omp  # noqa: F401  (first: OpenMP's default wait policy while timing)
-
 import argparse
 import json
 import tempfile
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import stages.default_omp  # noqa: F401  (first: OpenMP's default wait policy while timing)
 from benchmarks.common import save
 from benchmarks.docs import latency_table
 from skillpack import export, paths

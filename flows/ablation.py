@@ -29,16 +29,15 @@ import argparse
 import os
 from pathlib import Path
 
-import skillpack  # noqa: F401  (environment defaults first)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
+import skillpack  # noqa: F401  (environment defaults first)
 from skillpack import ablation as ab
 from skillpack import ablation_runs, tracking
 from skillpack.config import TaskRunnerParams, flatten
-
 from skillpack.paths import ABLATION_RESULTS as RESULTS
 from skillpack.paths import PREPARED, REPORTS
 

@@ -14,17 +14,14 @@ import logging
 import os
 from pathlib import Path
 
-import skillpack  # noqa: F401  (environment defaults first)
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.logging.handlers import APILogHandler
 
-from skillpack import tracking
-
-from skillpack import paths
-from stages import NAMES as STAGES
-
+import skillpack  # noqa: F401  (environment defaults first)
 from flows.stream import run_streaming
+from skillpack import paths, tracking
+from stages import NAMES as STAGES
 
 ARTIFACT_KEY = "pipeline-metrics"
 RESULT_MARKER = "pipeline-result "   # the last line of `python -m flows.pipeline`: this, then JSON (benchmarks read it)
@@ -82,14 +79,15 @@ def sync_registry(repo: Path) -> dict:
 
 
 @flow(name="skillpack-pipeline", log_prints=True)
-def pipeline(repo: str = ".", stages: list[str] = list(STAGES), force: bool = False) -> dict:
-    """Every stage in order (`dvc repro <stage>`) under one MLflow parent run in params'
+def pipeline(repo: str = ".", stages: list[str] | None = None, force: bool = False) -> dict:
+    """Every stage (default: all, in order; `dvc repro <stage>` each) under one MLflow parent run in params'
     registry.experiment, then the registry's aliases synced; returns the parent run id, the
     metrics and each stage's wall seconds."""
     import time
 
     from skillpack.config import load_section
 
+    stages = list(STAGES) if stages is None else stages
     repo_path = Path(repo).resolve()
     env = {**os.environ, "SKILLPACK_ROOT": str(repo_path)}
     os.environ["SKILLPACK_ROOT"] = str(repo_path)

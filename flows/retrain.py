@@ -12,10 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
-import skillpack  # noqa: F401  (environment defaults first)
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+import skillpack  # noqa: F401  (environment defaults first)
 from skillpack import paths, tracking
 
 

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 from collections import deque
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 # A progress bar redraws once a second or faster (tqdm's mininterval is 1 s in skillpack.engine):
 # a log record per redraw would bury a stage's real lines and fill Prefect's log store with

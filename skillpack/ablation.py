@@ -24,7 +24,6 @@ from skillpack.config import CompressParams, Params, read_yaml
 from skillpack.io import write_json
 from skillpack.verdicts import ALPHA, holm, minimum_detectable_effect
 
-
 # ------------------------------------------------------------------ spec
 
 @dataclass
@@ -445,7 +444,7 @@ def compare(arm: Arm, results: dict[tuple[str, int], dict], seeds: list[int],
                       differences=differences, mde=minimum_detectable_effect(differences), seeds=seeds)
 
 
-def is_open(c: "Comparison", claimed_points: list[float], sequential: Sequential) -> bool:
+def is_open(c: Comparison, claimed_points: list[float], sequential: Sequential) -> bool:
     """Sequential design: does this comparison need another seed? While its 95% interval (in
     points or percent) contains both 0 and a claimed value it is tested against (undecided), or
     is wider than +-precision_points (imprecise), up to max_seeds."""

@@ -12,8 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skillpack.ablation import (Arm, ResultStore, Spec, arm_key, regime_options, regime_split, run_params,
-                                teacher_arm, teacher_name)
+from skillpack.ablation import (
+    Arm,
+    ResultStore,
+    Spec,
+    arm_key,
+    regime_options,
+    regime_split,
+    run_params,
+    teacher_arm,
+    teacher_name,
+)
 from skillpack.config import Params
 
 if TYPE_CHECKING:

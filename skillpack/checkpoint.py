@@ -8,8 +8,8 @@ import torch
 
 from skillpack.compress import fit_shapes
 from skillpack.config import HeadParams
-from skillpack.models import ImageClassifier, build_classifier
 from skillpack.io import UnreadableFile, atomic_path, load_torch_file
+from skillpack.models import ImageClassifier, build_classifier
 
 
 def save_classifier(path: str | Path, model: ImageClassifier, *, model_name: str, classes: list[str],

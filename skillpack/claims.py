@@ -11,10 +11,19 @@ import statistics
 from pathlib import Path
 
 from skillpack.config import read_yaml
-
 from skillpack.io import write_json, write_text
-from skillpack.verdicts import (ALPHA, INCONCLUSIVE, NOT_TESTED, STATIC, VERDICTS, direction_sign, holm,
-                                minimum_detectable_effect, minimum_detectable_proportion_gap, verdict)
+from skillpack.verdicts import (
+    ALPHA,
+    INCONCLUSIVE,
+    NOT_TESTED,
+    STATIC,
+    VERDICTS,
+    direction_sign,
+    holm,
+    minimum_detectable_effect,
+    minimum_detectable_proportion_gap,
+    verdict,
+)
 
 CLAIMS_FILE = Path("claims.yaml")
 UNITS = {"test_accuracy": "points", "recall_at_1": "points", "tar_at_far": "points"}  # the rest: relative, percent

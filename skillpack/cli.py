@@ -20,6 +20,7 @@ from pathlib import Path
 
 import skillpack  # noqa: F401
 
+
 def default_model_list() -> list[str]:
     from skillpack.models import OUR_MODELS
 

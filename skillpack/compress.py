@@ -202,8 +202,7 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, calibration
     on `calibration`, uint8 pixels as the graph takes them), in `int8_format` (a name of
     INT8_FORMATS, or "auto": choose_int8_format's pick for this CPU). The uint8 -> float
     preprocessing at the graph's entry stays in float."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

@@ -92,8 +92,9 @@ def init_worker(threads: int, memory_fraction: float | None = None, env: dict[st
     pool) and, on CUDA, the memory cap."""
     os.environ.update(env or {})
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    import skillpack  # noqa: F401  (environment defaults before torch)
     import torch
+
+    import skillpack  # noqa: F401  (environment defaults before torch)
 
     torch.set_num_threads(threads)
     if memory_fraction and torch.cuda.is_available():

@@ -11,8 +11,17 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
-                      field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 def _yaml_off_is_off(value):
@@ -238,7 +247,7 @@ def _is_partial_training(tree: dict) -> dict:
 TrainOverrides = Annotated[dict, AfterValidator(_is_partial_training)]
 
 
-def derive(base: "TrainParams", overrides: dict) -> "TrainParams":
+def derive(base: TrainParams, overrides: dict) -> TrainParams:
     """`base` with the partial training tree `overrides` on top (with_overrides)."""
     return with_overrides(base, dict(_flatten(overrides)))
 
@@ -250,7 +259,7 @@ class OofParams(_Strict):
     train: TrainOverrides = Field(default_factory=lambda: {"model": "sp_cnn_s", "epochs": 1, "batch_size": 256,
                                                            "optimizer": {"lr": 0.1}})
 
-    def train_params(self, threads: int, device: str) -> "TrainParams":
+    def train_params(self, threads: int, device: str) -> TrainParams:
         return derive(TrainParams(threads=threads, device=device), self.train)
 
 

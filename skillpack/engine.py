@@ -31,9 +31,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ def resolve_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _say_once(message: str) -> None:
     print(message)
 
@@ -173,15 +173,18 @@ class FitResult:
 
 @torch.inference_mode()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1024,
-            device: torch.device | None = None, embeddings: bool = False) -> torch.Tensor:
-    """Logits (or penultimate embeddings) for uint8 N x C x H x W images, in order."""
+            device: torch.device | None = None, embeddings: bool = False,
+            amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Logits (or penultimate embeddings) for uint8 N x C x H x W images, in order, in fp32
+    or under `amp_dtype` autocast (the precision a model was trained in)."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     outs = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size].to(device)
-        outs.append((model.embed(batch) if embeddings else model(batch)).float().cpu())
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            outs.append((model.embed(batch) if embeddings else model(batch)).float().cpu())
     model.train(was_training)
     return torch.cat(outs) if outs else torch.zeros(0)
 

@@ -13,9 +13,9 @@ Plus the parity checks and the latency timer every runtime is measured with.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -159,9 +159,9 @@ def build_runtimes(model: ImageClassifier, image_shape: tuple[int, int, int], fo
             skipped[f"tensorrt {precision}"] = f"skipped: {reason}"
             continue
         timed(f"tensorrt {precision}",
-              lambda: build_tensorrt_engine(onnx_file, folder / f"model_{precision}.engine", image_shape, precision,
-                                            calibration, workspace_mb=tensorrt_workspace_mb,
-                                            timing_cache=folder / "tensorrt.cache"),
+              lambda precision=precision: build_tensorrt_engine(
+                  onnx_file, folder / f"model_{precision}.engine", image_shape, precision, calibration,
+                  workspace_mb=tensorrt_workspace_mb, timing_cache=folder / "tensorrt.cache"),
               tensorrt_runner)
     return built, skipped
 

@@ -17,7 +17,6 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 # The writer's identity in its temp file's name: `.<name>.<pid>@<host tag>.<random>.tmp`, so

@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import timm
 import torch
-from torch import nn
 from timm.layers import CondConv2d
 from timm.models import register_model
+from torch import nn
 
 from skillpack.losses import ArcMarginHead
 

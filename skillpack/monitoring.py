@@ -32,7 +32,7 @@ class Signal(NamedTuple):
     name: str            # the params.yaml monitor: key
     value: str           # PromQL: the signal's value per job
     op: str              # "<" or ">": breached when `value op threshold`
-    cfg: "AlertParams"
+    cfg: AlertParams
     severity: str
     summary: str
     guard: str = ""      # PromQL condition that must also hold
@@ -210,7 +210,7 @@ class PrometheusServer:
         (self.folder / SCRAPE_FILE).write_text(yaml.safe_dump(config))
         self.api = f"http://127.0.0.1:{self.port}/api/v1"
 
-    def __enter__(self) -> "PrometheusServer":
+    def __enter__(self) -> PrometheusServer:
         import subprocess
 
         self.proc = subprocess.Popen([self.binary, f"--config.file={self.folder / SCRAPE_FILE}",

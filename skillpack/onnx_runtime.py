@@ -2,8 +2,8 @@
 stays small (importing torch alone costs ~640 MB of resident memory here)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

@@ -5,9 +5,9 @@ is written to models/export/model.onnx with the metadata the service reads."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 from skillpack.config import SERVE_RULES
 

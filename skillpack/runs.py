@@ -10,9 +10,9 @@ evaluated, the EMA weights when EMA is on) instead of copying the loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -20,8 +20,7 @@ from torch import nn
 
 from skillpack.config import TrainParams
 from skillpack.engine import EpochResult, Trainer, predict, seed_everything
-from skillpack.metrics import (accuracy, balanced_accuracy, intra_class_distance, loss_oscillation, recall_at_1,
-                               tar_at_far)
+from skillpack.metrics import accuracy, balanced_accuracy, intra_class_distance, loss_oscillation, recall_at_1, tar_at_far
 from skillpack.models import ImageClassifier, build_classifier, channel_stats, count_macs, count_params
 
 OnEpoch = Callable[[EpochResult, list[EpochResult], nn.Module], None]
@@ -117,6 +116,26 @@ def evaluate_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, bat
     from skillpack.data.loader import to_tensor_nchw
 
     return Evaluation(predict(model, to_tensor_nchw(images), batch_size), np.asarray(labels))
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}   # TrainedModel.precision -> autocast dtype
+
+
+def embeddings_and_logits(model: ImageClassifier, images: np.ndarray, precision: str = "fp32",
+                          batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass through the backbone: the penultimate embeddings of uint8 N x H x W x C images
+    and the logits the head gives them, in `precision` (a TrainedModel's), on the CPU."""
+    from skillpack.data.loader import to_tensor_nchw
+
+    embeddings = predict(model, to_tensor_nchw(images), batch_size, embeddings=True,
+                         amp_dtype=AMP_DTYPES.get(precision))
+    device, was_training = next(model.parameters()).device, model.training
+    model.eval()   # the head's dropout off, as in predict
+    with torch.inference_mode():
+        logits = torch.cat([model.classify(embeddings[start:start + batch_size].to(device)).float().cpu()
+                            for start in range(0, len(embeddings), batch_size)]) if len(embeddings) else torch.zeros(0)
+    model.train(was_training)
+    return embeddings, logits
 
 
 def embeddings_of(model: ImageClassifier, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:

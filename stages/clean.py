@@ -67,11 +67,13 @@ def main() -> int:
     with tracking.stage_run("clean", params.registry.experiment, params=flat, data_hash=store.data_hash()):
         tracking.log_metrics({**{f"flagged_{k}": v for k, v in summary["flagged"].items()},
                               **{k: summary[k] for k in ("input", "keep", "drop", "relabel")}})
-        for path in (paths.FLAGGED, paths.CLEAN_METRICS, paths.CLEAN_PLOTS / "suspicious.png", paths.CLEAN_PLOTS / "gradient_norms.png"):
+        for path in (paths.FLAGGED, paths.CLEAN_METRICS, paths.CLEAN_PLOTS / "suspicious.png",
+                     paths.CLEAN_PLOTS / "gradient_norms.png"):
             tracking.log_artifact(path, "clean")
     flagged = ", ".join(f"{k} {v}" for k, v in summary["flagged"].items())
-    print(f"[clean] flagged of {len(labels)}: {flagged}; policy {decision['policy_applied']} on {cfg.use}: kept {view.counts['keep']}, "
-          f"dropped {view.counts['drop']}, relabeled {view.counts['relabel']} -> {paths.CLEANED}, {paths.FLAGGED}")
+    print(f"[clean] flagged of {len(labels)}: {flagged}; policy {decision['policy_applied']} on {cfg.use}: "
+          f"kept {view.counts['keep']}, dropped {view.counts['drop']}, relabeled {view.counts['relabel']} "
+          f"-> {paths.CLEANED}, {paths.FLAGGED}")
     return 0
 
 

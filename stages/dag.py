@@ -214,7 +214,7 @@ def write(path: Path) -> None:
     yaml.width = 120
     yaml.indent(mapping=2, sequence=4, offset=2)
     doc = yaml.load(path.read_text())
-    for name, body in doc["stages"].items():
+    for body in doc["stages"].values():
         module = stage_module(body["cmd"])
         if module is None:
             continue

@@ -9,7 +9,6 @@ renders reports/compression.{json,md} and the model card, and registers that mod
 from __future__ import annotations
 
 import stages.default_omp  # noqa: F401  (first: OpenMP's default wait policy while timing)
-
 from stages.common import params_from_argv, run_stage
 
 
@@ -122,7 +121,8 @@ def publish(params, store, table: dict, files: dict) -> None:
           f"{served['p50_ms']:.3f} ms at batch 1) - {served['why']}")
     for runtime, reason in table["skipped"].items():
         print(f"[export] {runtime}: {reason}")
-    print(f"[export] ONNX {tracking.registration_line(params.registry.model, version, new, params.registry.aliases.candidate_onnx)}"
+    registered = tracking.registration_line(params.registry.model, version, new, params.registry.aliases.candidate_onnx)
+    print(f"[export] ONNX {registered}"
           f"; int8 in {int8['format']} ({int8['decided_by']}); "
           f"{paths.COMPRESSION_REPORT}, {paths.MODEL_CARD} in {table['seconds']:.0f}s")
 

@@ -91,8 +91,8 @@ def main() -> int:
                        f"the export stage registers the ONNX version with the full model card.")
         tags = {**tracking.lineage_tags(data_hash), "model": cfg.model, "seed": params.seed,
                 "val_accuracy": f"{trained.history[-1].val_acc:.4f}", "params": n_params, "macs": macs}
-        version, new = tracking.log_and_register_model(model, example, params.registry.model,
-                                                       params.registry.aliases.candidate, weights_sha256(model), tags, description)
+        version, new = tracking.log_and_register_model(model, example, params.registry.model, params.registry.aliases.candidate,
+                                                       weights_sha256(model), tags, description)
         registered = tracking.registration_line(params.registry.model, version, new, params.registry.aliases.candidate)
         print(f"[train] {cfg.model}: val acc {trained.history[-1].val_acc:.4f}, {counted(trained.epochs_trained, 'epoch')} in "
               f"{trained.train_seconds:.0f}s ({images_per_s:.0f} img/s); {registered}")

@@ -224,7 +224,7 @@ def small_split(source, n: int, seed: int = 0):
 
 INTEGRATION_MODULES = {
     "test_cli", "test_ddp", "test_deployments", "test_docker", "test_flow", "test_gpu_bench", "test_pipeline",
-    "test_skills_wiring", "test_stage_imports",
+    "test_lint", "test_skills_wiring", "test_stage_imports",
 }
 INTEGRATION_FIXTURES = {
     "prefect_server", "prepared_project", "small_model", "tiny_repo",                        # this file's

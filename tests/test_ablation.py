@@ -6,12 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import copy_project, project_env, run
 
 from skillpack import ablation as ab
 from skillpack.config import ParamsError
 from skillpack.verdicts import VERDICTS
-
-from conftest import copy_project, project_env, run
 
 SPEC = "ablations/default.yaml"
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from skillpack.config import AugmentParams, ColorJitterParams
-from skillpack.data.augment import BatchAugment, color_jitter, mix_step, per_sample, random_affine, _policy
+from skillpack.data.augment import BatchAugment, _policy, color_jitter, mix_step, per_sample, random_affine
 
 
 def constant_batch(values, size=16, channels=1):

@@ -128,7 +128,8 @@ def test_atomic_writes_fsync_the_file_and_the_folder(tmp_path, monkeypatch):
     assert target.read_text() == "{}" and not list(target.parent.glob("*.tmp"))
 
 
-@pytest.mark.fault('a checkpoint of this run with a missing or misshapen entry: moved aside once, training from scratch', guards=('crash', 'traceback'))
+@pytest.mark.fault('a checkpoint of this run with a missing or misshapen entry: moved aside once, training from scratch',
+                   guards=('crash', 'traceback'))
 @pytest.mark.parametrize("damage", ["missing optimizer", "model of another shape"])
 def test_a_checkpoint_of_this_run_that_cannot_be_resumed_is_moved_aside_once(tmp_path, capsys, tiny_run, damage):
     from skillpack.runs import train_model

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import copy_project, project_env, run, small_split
+
 from skillpack import cleaning
 from skillpack.config import load_params
 

@@ -1,16 +1,14 @@
 """Compression: channel pruning through torch-pruning's dependency graph, weights-only
 save/load of a pruned model, and the paired comparisons of the compress stage."""
-import numpy as np
 import pytest
 import torch
+from conftest import small_split
 
 from skillpack.checkpoint import load_classifier, save_classifier
 from skillpack.compress import channel_counts, prune_channels
 from skillpack.config import HeadParams, TrainParams
 from skillpack.models import build_classifier, count_params
 from skillpack.runs import RunData, train_model
-
-from conftest import small_split
 
 
 def _model(name="sp_cnn_s"):

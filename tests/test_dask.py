@@ -8,7 +8,6 @@ import time
 
 import pytest
 import yaml
-
 from conftest import ROOT, copy_project, project_env, run
 
 # The quick profile of a tiny spec: one arm against the baseline and a two-step chain

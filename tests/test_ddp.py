@@ -120,7 +120,7 @@ def worker(out: Path) -> None:
             torch.save(init.state_dict(), out / f"{variant}-init.pt")
         trained = train_model(_config(variant), data, seed=0, init=init,
                               checkpoint=out / f"{variant}-checkpoint-rank{rank}-of{world}.pt",
-                              on_epoch=lambda record, history, model: written.append(record.epoch))
+                              on_epoch=lambda record, history, model, written=written: written.append(record.epoch))
         last = trained.history[-1]
         torch.save({k: v.detach().cpu() for k, v in trained.model.state_dict().items()},
                    out / f"{variant}-rank{rank}-of{world}.pt")
@@ -146,7 +146,6 @@ def _distance(a: dict, b: dict) -> float:
 
 def test_ddp_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
     import torch
-
     from conftest import require_fmnist
 
     require_fmnist()

@@ -4,15 +4,15 @@ prefect.yaml, `prefect worker start --pool skillpack` - with no SKILLPACK_ROOT i
 the retrain run through the worker, the monitor flow fed by a real Prometheus, and the served
 deployments that must not pause the pool's ones."""
 import signal
-from contextlib import contextmanager
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
-
 from conftest import project_env, run
+
 from flows.deployments import SERVED_SUFFIX, deployment_specs
 from skillpack.monitoring import free_port
 
@@ -236,6 +236,7 @@ def test_a_killed_worker_s_flow_run_is_marked_crashed_and_a_rerun_resumes_at_its
     import os
 
     from conftest import set_params
+
     from flows.deployments import ZOMBIE_AFTER_S
 
     created = run([sys.executable, "-m", "flows.deployments", "--automations-only"], tiny_repo, deployed)

@@ -611,8 +611,8 @@ def test_the_serving_image_runs_the_service_and_a_real_prometheus_answers_every_
 
         def scrapes() -> bool:
             traffic()
-            result = httpx.get(f"{api}/query", params={"query": 'count_over_time(up{job="%s"}[1m])'
-                                                       % monitor_params().job}, timeout=2).json()["data"]["result"]
+            query = f'count_over_time(up{{job="{monitor_params().job}"}}[1m])'
+            result = httpx.get(f"{api}/query", params={"query": query}, timeout=2).json()["data"]["result"]
             return bool(result) and float(result[0]["value"][1]) >= 3
 
         wait_for(scrapes, 60, "three scrapes of the service", prometheus)

@@ -7,11 +7,10 @@ import time
 
 import pytest
 import torch
+from conftest import StopTraining, copy_project, project_env, run, small_split, stop_after_first_epoch
 
 from skillpack.config import TrainParams
 from skillpack.runs import RunData, train_model
-
-from conftest import StopTraining, copy_project, project_env, run, small_split, stop_after_first_epoch
 
 
 def _train(fmnist, seed=0, epochs=2, n=1500, checkpoint=None, on_epoch=None, **overrides):
@@ -44,7 +43,7 @@ def test_bf16_autocast_on_cpu_runs_where_the_cpu_has_bf16_units_and_stays_determ
     for _ in range(2):
         dtypes = set()
 
-        def head_dtype(module, inputs, output):  # sp_cnn_s's only Linear is the head
+        def head_dtype(module, inputs, output, dtypes=dtypes):  # sp_cnn_s's only Linear is the head
             if isinstance(module, torch.nn.Linear):
                 dtypes.add(output.dtype)
 

@@ -5,11 +5,17 @@ import pytest
 import torch
 
 from skillpack.config import ExplainParams, HeadParams, TrainParams
+from skillpack.explain import (
+    cam_maps,
+    cam_setup,
+    expected_calibration_error,
+    explain_model,
+    inside_outside_ratio,
+    silhouette,
+    stratified_sample,
+)
 from skillpack.models import build_classifier
 from skillpack.runs import RunData, train_model
-from skillpack.explain import (cam_maps, cam_setup, expected_calibration_error, explain_model, inside_outside_ratio,
-                               silhouette, stratified_sample)
-
 
 SHAPES = {0: (2, 10), 1: (10, 2), 2: (5, 5)}  # horizontal bar, vertical bar, square (rows, cols)
 

@@ -4,15 +4,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import small_split
 
 from skillpack import export
-from skillpack.compress import INT8_FORMATS, NO_VNNI_INT8_FORMAT, calibration_images, choose_int8_format, \
-    quantize_onnx_int8
+from skillpack.compress import INT8_FORMATS, NO_VNNI_INT8_FORMAT, calibration_images, choose_int8_format, quantize_onnx_int8
 from skillpack.config import HeadParams, TrainParams
 from skillpack.models import build_classifier
 from skillpack.runs import RunData, train_model
-
-from conftest import small_split
 
 
 @pytest.fixture(scope="module")

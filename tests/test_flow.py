@@ -3,9 +3,8 @@ run` does): stages nest under one MLflow parent run, and the final metrics are a
 artifact."""
 import json
 
-from mlflow import MlflowClient
-
 from conftest import flow_result
+from mlflow import MlflowClient
 
 
 def test_pipeline_flow_nests_stage_runs_and_publishes_metrics(tiny_repo, prefect_server):

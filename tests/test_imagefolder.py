@@ -12,14 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import POSTSCRIPT
 from PIL import Image
 
 from skillpack.config import DataParams, load_params
 from skillpack.data.sources import SourceError, imagefolder, load_source
-from skillpack.images import decode_image
 from skillpack.data.store import PreparedStore, carve_splits, summary_line, write_store
-
-from conftest import POSTSCRIPT
+from skillpack.images import decode_image
 
 ROOT = Path(__file__).resolve().parent.parent
 _rng = np.random.default_rng(0)

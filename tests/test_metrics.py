@@ -1,12 +1,11 @@
 import numpy as np
-import torch
 import pytest
+import torch
+from conftest import small_split
 
 from skillpack.config import TrainParams
-from skillpack.runs import RunData, train_model
 from skillpack.metrics import classification_metrics, overfitting_check
-
-from conftest import small_split
+from skillpack.runs import RunData, train_model
 
 
 def test_per_class_metrics_by_hand():

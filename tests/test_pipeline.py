@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow import MlflowClient
-
 from conftest import TINY_OVERRIDES, flow_result, make_project_repo, project_env, run, set_params
+from mlflow import MlflowClient
 
 STAGES = {"prepare", "validate", "oof", "clean", "train", "evaluate", "compress", "export"}
 
@@ -51,8 +50,8 @@ def test_repro_produces_metrics_plots_and_a_registered_model(tiny_repo):
 
 
 def test_registered_model_loads_and_predicts(tiny_repo):
-    import numpy as np
     import mlflow.pytorch
+    import numpy as np
 
     mlflow.set_tracking_uri(f"sqlite:///{tiny_repo / 'mlflow.db'}")
     model = mlflow.pytorch.load_model("models:/skillpack-classifier@candidate")
@@ -214,9 +213,8 @@ def test_renaming_the_experiment_or_an_alias_reruns_nothing_and_the_registry_fol
     """registry: and runtime: are not DVC params: a rename leaves every stage up to date, and
     `skillpack registry sync` points the renamed alias at the version the old name pointed at;
     a training param re-runs train and what follows it."""
-    from mlflow import MlflowClient
-
     from conftest import copy_project
+    from mlflow import MlflowClient
 
     repo = copy_project(tiny_repo, tmp_path / "repo", keep_tracking=True)
     env = project_env(repo)
@@ -384,6 +382,7 @@ def test_a_tracking_server_killed_mid_training_loses_no_output(prepared_project,
     import time
 
     from conftest import copy_project, wait_until_answers
+
     from skillpack.monitoring import free_port
 
     repo = copy_project(prepared_project, tmp_path / "repo", {"train.epochs": 4})

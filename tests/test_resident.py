@@ -12,11 +12,10 @@ the CPU instead of the batch's device would fail there.
 """
 import pytest
 import torch
+from conftest import StopTraining, small_split, stop_after_first_epoch
 
 from skillpack.config import AugmentParams, TrainParams
 from skillpack.runs import RunData, train_model
-
-from conftest import StopTraining, small_split, stop_after_first_epoch
 
 MIXED = {"augment": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "random_erasing": 0.5, "rotation": 15,
                      "color_jitter": {"brightness": 0.2}},
@@ -96,8 +95,8 @@ def test_compile_runs_before_the_first_epoch_timed_apart_and_changes_nothing(fmn
 
 
 def test_evaluation_on_the_device_equals_the_host_evaluation(fmnist):
-    from skillpack.engine import evaluate_loss_acc, evaluate_on_device
     from skillpack.data.loader import to_tensor_nchw
+    from skillpack.engine import evaluate_loss_acc, evaluate_on_device
     from skillpack.models import build_classifier
 
     x, y = small_split(fmnist, 700)

@@ -13,16 +13,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import POSTSCRIPT, wait_until_answers
 from PIL import Image
 
 from skillpack import export
 from skillpack.config import MonitorParams, ServeParams
+from skillpack.monitoring import free_port
 from skillpack.runs import evaluate_model
 from skillpack.serving.app import build_service
-from skillpack.monitoring import free_port
 from skillpack.serving.model import load_onnx
-
-from conftest import POSTSCRIPT, wait_until_answers
 
 CFG = ServeParams(max_body_bytes=64 * 1024, max_pixels=1024 * 1024, max_batch=8, feedback_window=20, top_k=3)
 
@@ -154,7 +153,8 @@ def malformed_requests(image: np.ndarray) -> dict[str, callable]:
     }
 
 
-@pytest.mark.fault('malformed requests (PostScript, truncated, bombs, huge bodies, wrong types): 4xx, never 5xx', guards=('crash',))
+@pytest.mark.fault('malformed requests (PostScript, truncated, bombs, huge bodies, wrong types): 4xx, never 5xx',
+                   guards=('crash',))
 def test_bad_input_never_crashes_the_service_and_gets_a_4xx_that_says_why(served, service):
     kinds = malformed_requests(served[2][0])
     assert len(kinds) >= 8
@@ -278,7 +278,7 @@ def test_input_drift_fires_on_inverted_images_and_stays_silent_on_held_out_ones(
     for name, stream in (("inverted", 255 - held_out), ("held out", held_out)):
         sent = iter(range(10**6))
 
-        def traffic():
+        def traffic(sent=sent, stream=stream):
             i = next(sent) % len(stream)
             files = [("f", (f"{k}.png", png(stream[(i * 8 + k) % len(stream)]), "image/png")) for k in range(8)]
             assert httpx.post(f"{url}/predict", files=files).status_code == 200

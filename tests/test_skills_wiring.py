@@ -4,9 +4,8 @@ import shutil
 import sys
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import copy_project, project_env, run
+from mlflow import MlflowClient
 
 GROUPS = {
     "augment": ["train.augment.rotation=30", "train.augment.resized_crop_scale=[0.8,1.0]",

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require_fmnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,9 +27,9 @@ try:
     code = 0
 except SystemExit as stop:
     code = stop.code
-heavy = sorted({m.split(".")[0] for m in sys.modules} & {%s})
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {HEAVY})
 print(json.dumps({"exit": code, "heavy": heavy}))
-""" % ", ".join(repr(h) for h in HEAVY)
+""".replace("{HEAVY}", "{" + ", ".join(repr(h) for h in HEAVY) + "}")
 
 
 def run_stage(stage: str, workdir: Path, *overrides: str, cache: Path) -> tuple[dict, str]:
@@ -84,7 +83,8 @@ def test_policy_options_match_torchvisions_policies():
     assert POLICY_OPTIONS == {name: policy_option_names(name) for name in POLICIES}
 
 
-@pytest.mark.fault('the MLflow server does not answer: one line naming the URI within 10 s, before any work', guards=('traceback',))
+@pytest.mark.fault('the MLflow server does not answer: one line naming the URI within 10 s, before any work',
+                   guards=('traceback',))
 def test_a_tracking_server_that_does_not_answer_is_one_line_within_10_seconds(workdir, tmp_path):
     import time
 

@@ -12,7 +12,7 @@ def manifest(rows=None):
     i = 0
     for split in ("train", "val", "test"):
         for label in range(3):
-            for k in range(4 if split == "train" else 2):
+            for _ in range(4 if split == "train" else 2):
                 base.append({"id": f"{split}/{i}", "split": split, "label": label, "label_name": CLASSES[label],
                              "sha256": f"hash{i:04d}", "height": 28, "width": 28, "channels": 1, "source": "t"})
                 i += 1

@@ -10,9 +10,9 @@ import gzip
 import os
 import pickle
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -496,7 +496,7 @@ def detect_layout(root: Path) -> dict[str, Path] | None:
         raise SourceError(f"data.root: {root} has {', '.join(f.name for r in roles.values() for f in r)} but no "
                           f"train folder (train, with val|valid|validation and test, any case)")
     layout = {role: roles[role][0] for role in ("train", "val", "test") if role in roles}
-    for role, folder in layout.items():
+    for folder in layout.values():
         if not _subfolders(folder) and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir()):
             raise SourceError(f"data.root: {folder} holds images but no class folders: put each class's images "
                               f"in {folder}/<class>/")

@@ -3,9 +3,9 @@ metadata) or a version of the model registry found by alias."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
