@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-import skillpack  # noqa: F401  (OMP_WAIT_POLICY before torch)
 from skillpack.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"

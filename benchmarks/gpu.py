@@ -47,8 +47,6 @@ from pathlib import Path
 
 import torch
 
-import skillpack  # noqa: F401  (environment defaults before torch)
-
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = ROOT / "benchmarks" / "results" / "gpu.json"
 CARRIED_DATA = ROOT / ".gpu" / "fashion-mnist"

@@ -34,7 +34,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-import skillpack  # noqa: F401  (environment defaults first)
 from skillpack import ablation as ab
 from skillpack import ablation_runs, tracking
 from skillpack.config import TaskRunnerParams, flatten

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import yaml
 
-import skillpack  # noqa: F401  (environment defaults first)
-
 PREFECT_YAML = Path(__file__).resolve().parent.parent / "prefect.yaml"
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-import skillpack  # noqa: F401  (environment defaults first)
 from skillpack import paths
 
 ARTIFACT_KEY = "monitor-readings"

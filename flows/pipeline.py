@@ -18,7 +18,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.logging.handlers import APILogHandler
 
-import skillpack  # noqa: F401  (environment defaults first)
 from flows.stream import run_streaming
 from skillpack import paths, tracking
 from stages import NAMES as STAGES

@@ -15,7 +15,6 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-import skillpack  # noqa: F401  (environment defaults first)
 from skillpack import paths, tracking
 
 

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import skillpack  # noqa: F401
+from skillpack.runtime import configure
 
 
 def default_model_list() -> list[str]:
@@ -147,6 +147,7 @@ def add_plugin_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure()   # an entry point: the process settings first (skillpack.runtime)
     parser = argparse.ArgumentParser(prog="skillpack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

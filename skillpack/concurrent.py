@@ -92,9 +92,10 @@ def init_worker(threads: int, memory_fraction: float | None = None, env: dict[st
     pool) and, on CUDA, the memory cap."""
     os.environ.update(env or {})
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
+    from skillpack.runtime import configure
 
-    import skillpack  # noqa: F401  (environment defaults before torch)
+    configure()   # before torch loads OpenMP
+    import torch
 
     torch.set_num_threads(threads)
     if memory_fraction and torch.cuda.is_available():

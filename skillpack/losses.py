@@ -7,6 +7,8 @@ center and triplet terms on the embeddings, plus knowledge distillation from a t
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -108,8 +110,12 @@ class ArcMarginHead(nn.Module):
             return self.scale * cos
         labels = require_hard(labels, "head.name=arcface")
         theta = torch.acos(cos.clamp(-1 + 1e-7, 1 - 1e-7))
+        # Past theta = pi - m, cos(theta + m) rises again; there the target logit goes on falling
+        # as cos(theta) - m sin(m) instead (insightface's `th` / `mm` fallback: it steps down at pi - m)
+        with_margin = torch.where(theta < math.pi - self.margin, torch.cos(theta + self.margin),
+                                  cos - self.margin * math.sin(self.margin))
         target = F.one_hot(labels, cos.shape[1]).bool()
-        return self.scale * torch.where(target, torch.cos(theta + self.margin), cos)
+        return self.scale * torch.where(target, with_margin, cos)
 
 
 LOSSES = {

@@ -62,8 +62,9 @@ def _paper_lookahead():
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg, base_lr: float, epochs: int, steps_per_epoch: int):
     """Stepped once per iteration. `cfg` is ScheduleParams; warm-up ramps linearly from
-    base_lr / warmup_steps to base_lr over `warmup_epochs`, then the main schedule runs over
-    the remaining steps."""
+    base_lr / warmup_steps to base_lr over `warmup_epochs`, then the main schedule runs: step and
+    multistep decay at the epochs they name (counted from the start of training), cosine and
+    onecycle span the remaining steps."""
     total = epochs * steps_per_epoch
     warmup = min(int(round(cfg.warmup_epochs * steps_per_epoch)), total - 1)
     remaining = max(total - warmup, 1)
@@ -78,7 +79,13 @@ def _main_schedule(optimizer, cfg, base_lr: float, steps: int, warmup: int, step
     if cfg.name == "none":
         return sched.ConstantLR(optimizer, factor=1.0, total_iters=0)
     if cfg.name == "step":
-        return sched.StepLR(optimizer, step_size=max(int(round(cfg.step_epochs * steps_per_epoch)), 1), gamma=cfg.gamma)
+        size = max(int(round(cfg.step_epochs * steps_per_epoch)), 1)
+        if warmup <= 0:
+            return sched.StepLR(optimizer, step_size=size, gamma=cfg.gamma)
+        # SequentialLR restarts the main schedule's count after the warm-up: a StepLR there would
+        # decay at warm-up + step_epochs. The decays stay at the epochs the schedule names.
+        return sched.MultiStepLR(optimizer, milestones=[max(at - warmup, 1) for at in range(size, warmup + steps, size)],
+                                 gamma=cfg.gamma)
     if cfg.name == "multistep":
         marks = sorted(max(int(round(m * steps_per_epoch)) - warmup, 1) for m in cfg.milestones)
         return sched.MultiStepLR(optimizer, milestones=marks, gamma=cfg.gamma)

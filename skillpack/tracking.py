@@ -12,8 +12,6 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-import skillpack  # noqa: F401  (environment defaults before mlflow/torch import)
-
 PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
 REPRO_ENV = "SKILLPACK_REPRO_ID"   # set by the pipeline flow: its parent run's id
 REPRO_TAG = "skillpack.repro_id"
@@ -314,14 +312,6 @@ def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256
                          description)
     client.set_registered_model_alias(registered_name, alias, version)
     return version, new
-
-
-def runs_frame(experiment: str = "skillpack"):
-    """All runs of the experiment as a DataFrame (mlflow.search_runs)."""
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.search_runs(experiment_names=[experiment])
 
 
 def log_child_run(parent_run_id: str, experiment: str, name: str, params: dict, metrics: dict, tags: dict) -> str:

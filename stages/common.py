@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-import skillpack  # noqa: F401  (environment defaults first)
 from skillpack.config import Params, load_params
 from skillpack.paths import PARAMS
+from skillpack.runtime import TRAINING_OMP_WAIT_POLICY, configure
 
 
 def params_from_argv(argv: list[str] | None = None) -> Params:
@@ -27,8 +27,11 @@ def write_dvc_metrics(path, figures: dict) -> None:
     write_json(path, figures)
 
 
-def run_stage(main) -> None:
-    """Run a stage's main(); known user errors exit 1 with one clear line."""
+def run_stage(main, omp_wait_policy: str | None = TRAINING_OMP_WAIT_POLICY) -> None:
+    """Run a stage's main() (the process configured first: skillpack.runtime.configure, with
+    `omp_wait_policy`; a stage imports torch inside main); known user errors exit 1 with one
+    clear line."""
+    configure(omp_wait_policy)
     from skillpack.io import one_line_error
     from skillpack.tracking import require_reachable, tracking_uri
 

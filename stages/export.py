@@ -8,7 +8,6 @@ export.serve_rule picks the ONNX model the service gets (models/export/model.onn
 renders reports/compression.{json,md} and the model card, and registers that model in MLflow."""
 from __future__ import annotations
 
-import stages.default_omp  # noqa: F401  (first: OpenMP's default wait policy while timing)
 from stages.common import params_from_argv, run_stage
 
 
@@ -49,6 +48,7 @@ def main() -> int:
     from skillpack.data import PreparedStore
     from skillpack.machine import describe, one_line
     from skillpack.release import choose, measure_all, rule_sentence, write_served_model
+    from skillpack.runtime import DEFAULT_OMP_WAIT_POLICY
 
     params = params_from_argv()
     cfg = params.export
@@ -72,7 +72,7 @@ def main() -> int:
              "served": {**chosen.as_dict(), "rule": cfg.serve_rule,
                         "why": rule_sentence(cfg.serve_rule, params.compress.max_drop_points)},
              "int8_format": int8, "machine": machine, "machine_line": one_line(machine),
-             "omp_wait_policy": stages.default_omp.WAIT_POLICY, "seconds": round(time.perf_counter() - t0, 1)}
+             "omp_wait_policy": DEFAULT_OMP_WAIT_POLICY, "seconds": round(time.perf_counter() - t0, 1)}
     publish(params, store, table, measured.files)
     return 0
 
@@ -133,4 +133,4 @@ def table_example(store):
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, omp_wait_policy=None)   # timed under OpenMP's default, as a torch user's process runs

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-import skillpack  # noqa: F401,E402  (OMP, DVC, MLflow and Prefect environment defaults, before torch)
+from skillpack.runtime import configure
+
+configure()   # the test process is an entry point: OMP, DVC, MLflow and Prefect settings before torch loads
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", "recipes.yaml", "claims.yaml", "skillpack", "stages",
@@ -259,6 +261,7 @@ INTEGRATION_TESTS = {
                       "test_a_host_checkpoint_resumes_on_the_resident_path_to_the_same_weights",
                       "test_compile_runs_before_the_first_epoch_timed_apart_and_changes_nothing"},
     "test_serving": {"test_generated_rules_pass_promtool_check_and_their_unit_tests"},
+    "test_runtime": {"test_importing_skillpack_and_its_modules_sets_nothing"},
     "test_stream": {"test_a_real_child_streams_live_to_the_terminal_and_throttled_to_the_log",
                     "test_a_failing_child_raises_with_the_tail_of_its_output"},
 }

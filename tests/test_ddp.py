@@ -217,6 +217,7 @@ def test_ddp_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_p
 
 
 if __name__ == "__main__":
-    import skillpack  # noqa: F401  (environment defaults before torch)
+    from skillpack.runtime import configure
 
+    configure()
     worker(Path(sys.argv[1]))

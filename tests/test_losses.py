@@ -119,6 +119,22 @@ def test_arcface_target_logit_is_s_cos_theta_plus_m():
     assert torch.allclose(head(feats), 30 * cos, atol=1e-4)  # no margin at prediction time
 
 
+def test_arcface_target_logit_falls_as_the_angle_grows_over_the_whole_half_circle():
+    """cos(theta + m) rises again past theta = pi - m: a sample pointing away from its class would
+    score higher than one nearer to it (and 4 of 10 ablation seeds collapsed). Past that angle the
+    target logit is cos(theta) - m sin(m) (the fallback of common ArcFace implementations)."""
+    head = ArcMarginHead(2, 2, scale=1.0, margin=0.5)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(2))
+    angles = torch.linspace(0, math.pi, 721)
+    feats = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
+    target = head(feats, torch.zeros(len(angles), dtype=torch.long))[:, 0]
+    assert torch.all(target[1:] <= target[:-1] + 1e-6)                  # monotonic in the angle
+    assert torch.all(target <= torch.cos(angles) + 1e-6)                 # a margin never helps the target
+    inside = angles < math.pi - 0.5
+    assert torch.allclose(target[inside], torch.cos(angles[inside] + 0.5), atol=1e-3)   # acos of a clamped cos
+
+
 def test_distillation_loss_is_kl_of_softened_distributions_times_t_squared():
     torch.manual_seed(0)
     s, t, T = torch.randn(8, 10), torch.randn(8, 10), 4.0

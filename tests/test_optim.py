@@ -36,8 +36,17 @@ def test_warmup_is_linear_and_composes_with_step_decay():
     diffs = [b - a for a, b in zip(ramp, ramp[1:])]
     assert all(d == pytest.approx(diffs[0]) for d in diffs)
     assert lrs[0] == pytest.approx(0.04)
-    assert lrs[10] == pytest.approx(0.4)
-    assert lrs[20] == pytest.approx(0.2) and lrs[30] == pytest.approx(0.1)
+    assert lrs[20] == pytest.approx(0.1) and lrs[30] == pytest.approx(0.05)   # decays at epochs 1, 2, 3, as without
+
+
+@pytest.mark.parametrize("schedule", [dict(name="step", step_epochs=8), dict(name="multistep", milestones=[8, 10])])
+def test_a_decay_lands_at_its_epoch_after_a_warm_up(schedule):
+    """With 5 warm-up epochs and a step at epoch 8 of 12, the decay comes at epoch 8 (it came at
+    epoch 13, after the run's end, when the step schedule restarted its count after the warm-up)."""
+    warm = _lrs(ScheduleParams(warmup_epochs=5, gamma=0.1, **schedule), epochs=12)
+    plain = _lrs(ScheduleParams(warmup_epochs=0, gamma=0.1, **schedule), epochs=12)
+    assert warm[79] == pytest.approx(0.4) and warm[80] == pytest.approx(0.04)
+    assert warm[50:] == pytest.approx(plain[50:])   # after the warm-up, the schedule it was composed with
 
 
 def test_multistep_milestones_in_epochs():

@@ -176,10 +176,6 @@ class BatchAugment:
                           "images they do nothing (brightness and contrast still apply)", stacklevel=2)
 
     @property
-    def makes_soft_targets(self) -> bool:
-        return self.mix is not None
-
-    @property
     def is_identity(self) -> bool:
         c = self.cfg
         cj = c.color_jitter
