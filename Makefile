@@ -19,6 +19,10 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export PREFECT_SERVER_UI_ENABLED ?= false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PYTHONUNBUFFERED ?= 1
+# Every stage, DVC call and test is a new Python process: with PYTHONDONTWRITEBYTECODE=1 in the
+# environment each one compiles torch, timm, MLflow and scikit-learn from source again (importing
+# the four took 15.2 s in a fresh venv that way, 7.2 s with cached bytecode, 2-core AMD EPYC).
+unexport PYTHONDONTWRITEBYTECODE
 
 # On Linux x86-64 with Python 3.11 these releases install from the local wheel store;
 # elsewhere pip picks the torch build that fits (pyproject.toml gives ranges only).
