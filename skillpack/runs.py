@@ -64,6 +64,9 @@ class TrainedModel:
         return n_train * self.epochs_trained / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}   # TrainedModel.precision -> autocast dtype
+
+
 def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch | None = None,
                 checkpoint: str | Path | None = None, fingerprint: str = "", teacher: nn.Module | None = None,
                 progress: bool = False, init: ImageClassifier | None = None) -> TrainedModel:
@@ -82,7 +85,7 @@ def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch
     trainer = Trainer(model, cfg, seed, checkpoint=checkpoint, data_hash=fingerprint, on_epoch_end=on_epoch,
                       progress=progress, teacher=teacher)
     fit = trainer.fit(x_train, y_train, *data.val)
-    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(trainer.amp_dtype, "fp32")
+    precision = next((name for name, dtype in AMP_DTYPES.items() if dtype == trainer.amp_dtype), "fp32")
     return TrainedModel(trainer.model, fit.history, fit.resumed_from_epoch, fit.train_seconds, trainer.device,
                         fit.compile_seconds, fit.resident, precision)
 
@@ -116,9 +119,6 @@ def evaluate_model(model: nn.Module, images: np.ndarray, labels: np.ndarray, bat
     from skillpack.data.loader import to_tensor_nchw
 
     return Evaluation(predict(model, to_tensor_nchw(images), batch_size), np.asarray(labels))
-
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}   # TrainedModel.precision -> autocast dtype
 
 
 def embeddings_and_logits(model: ImageClassifier, images: np.ndarray, precision: str = "fp32",
