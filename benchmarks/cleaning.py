@@ -32,9 +32,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmarks.common import RESULTS, save
-from skillpack import cleaning
 from skillpack.config import load_params
+from skillpack.data import cleaning
 from skillpack.data.store import prepare_splits
+from skillpack.train import oof as oof_module
 
 SETTINGS = ("symmetric_0.1", "symmetric_0.2", "symmetric_0.4", "pair_0.1", "pair_0.2", "pair_0.4")
 CACHE = RESULTS.parent / "cache"
@@ -57,7 +58,7 @@ def cached_oof(setting: str, images, noisy, params, seed: int) -> tuple[cleaning
     if path.is_file():
         return cleaning.OutOfFold.load(path), None
     t0 = time.perf_counter()
-    oof = cleaning.out_of_fold(images, noisy, 10, params.clean.oof.train_params(params.train.threads, params.runtime.device),
+    oof = oof_module.out_of_fold(images, noisy, 10, params.clean.oof.train_params(params.train.threads, params.runtime.device),
                                params.clean.oof.folds, seed,
                                on_fold=lambda k, f: print(f"    fold {k}: held-out acc {f['held_out_acc']:.4f} "
                                                           f"({f['train_seconds']:.0f}s)", flush=True))
@@ -140,7 +141,7 @@ def run_setting(setting: str, splits, params, policy: str, seeds: list[int]) -> 
 
 def train_and_score(params, seed: int, train: tuple, splits) -> dict:
     """One training of `params.train` with `seed` on `train` = (images, labels), scored on the test split."""
-    from skillpack.runs import RunData, train_and_evaluate
+    from skillpack.train.runs import RunData, train_and_evaluate
 
     data = RunData(train, (splits["val"].images, splits["val"].labels), 10)
     return train_and_evaluate(params.train, seed, data, (splits["test"].images, splits["test"].labels))
@@ -237,7 +238,7 @@ def add_noise_draws(settings: list[str], seeds: list[int], splits, params, t_sta
     for setting in settings:
         draws = noise_draws(setting, splits["train"], params, seeds)
         results[setting]["draws"] = draws
-        from skillpack.claims import cleaning_test
+        from skillpack.evidence.claims import cleaning_test
 
         for name in DETECTOR_ORDER:  # the claims' own test of the figure
             t = cleaning_test(results[setting], name, parse_setting(setting)[1])

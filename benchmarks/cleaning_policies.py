@@ -33,8 +33,8 @@ import numpy as np
 
 from benchmarks.cleaning import PLOTS, cached_oof, median, same_steps, train_and_score
 from benchmarks.common import RESULTS, save
-from skillpack import cleaning
 from skillpack.config import load_params
+from skillpack.data import cleaning
 from skillpack.data.store import prepare_splits
 
 SETTING = "symmetric_0.2"

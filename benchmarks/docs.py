@@ -169,7 +169,7 @@ def cleaning_draws_block() -> str:
     """The detectors over several noise draws (benchmarks/results/cleaning.json `draws`): the
     figures the clean.* claims are judged on, with the claims' own interval."""
     from benchmarks.cleaning import DETECTOR_ORDER
-    from skillpack.claims import cleaning_test
+    from skillpack.evidence.claims import cleaning_test
 
     f = _load(RESULTS / "cleaning.json")
     settings = [s for s in (f or {}).get("settings", []) if len(f[s].get("draws") or {}) >= 2]

@@ -11,12 +11,12 @@ overrun --budget-s is skipped and named under "skipped"):
    augmentation) of each recipe's model at its batch and amp, on one fixed batch resident on
    the device: img/s, the engine's upper bound. Then one warm-up epoch of the `gpu` recipe
    under CUDA's sync debug mode: how many times the host waited for the GPU inside the epoch.
-2. recipes gpu, gpu_long (recipes.yaml) x seeds through the engine (skillpack.runs.train_model,
+2. recipes gpu, gpu_long (recipes.yaml) x seeds through the engine (skillpack.train.runs.train_model,
    runtime.resident auto = resident on CUDA): final test accuracy, training seconds (the epochs'
    own wall time, validation included; the per-epoch test evaluation that finds
    seconds_to_0.92/0.935/0.95 is not counted), the engine's img/s, medians over the seeds.
 3. ablation: the default ablation's arms x seeds (ablations/default.yaml, fp32 like the CPU
-   run) N at once on this GPU (skillpack.concurrent: processes with a per-process memory cap,
+   run) N at once on this GPU (skillpack.train.concurrent: processes with a per-process memory cap,
    N from the free memory): wall time, N, and every comparison's effect next to the CPU run's
    (reports/ablation.json).
 4. recipe gpu_best x seeds.
@@ -114,7 +114,7 @@ class Bench:
         write_json(self.args.out, self.figures)
 
     def params(self, recipe: str, seed: int, extra=()):
-        from skillpack.recipes import load_recipe
+        from skillpack.train.recipes import load_recipe
 
         return load_recipe(recipe, [f"seed={seed}", *self.data_extra, *self.train_extra, *extra],
                            params_path=ROOT / "params.yaml", recipes_path=ROOT / "recipes.yaml")
@@ -138,9 +138,9 @@ class Bench:
     def ceiling(self, recipe: str) -> float:
         """img/s of the bare training step of the recipe's model, batch, amp and optimizer on
         one fixed real batch resident on the device (median of rounds)."""
-        from skillpack.engine import resolve_amp
-        from skillpack.models import build_classifier, channel_stats
-        from skillpack.optim import build_optimizer
+        from skillpack.train.engine import resolve_amp
+        from skillpack.train.models import build_classifier, channel_stats
+        from skillpack.train.optim import build_optimizer
 
         params = self.params(recipe, self.args.seeds[0])
         cfg = params.train
@@ -185,7 +185,7 @@ class Bench:
         """One epoch of the gpu recipe with CUDA's sync debug mode on inside the epochs: each
         time the host waits for the GPU there, torch warns; they are counted. Also the first
         (warm-up) engine run of the process: cuDNN's autotuning and CUDA's start are paid here."""
-        from skillpack.engine import Trainer
+        from skillpack.train.engine import Trainer
 
         counts, original = [], Trainer._train_epoch
 
@@ -210,8 +210,8 @@ class Bench:
     # ------------------------------------------------------------------ 2. recipes
 
     def recipe_run(self, recipe: str, seed: int, extra=(), evaluate_test: bool = True) -> dict:
-        from skillpack.engine import evaluate_on_device
-        from skillpack.runs import RunData, train_model
+        from skillpack.train.engine import evaluate_on_device
+        from skillpack.train.runs import RunData, train_model
 
         params = self.params(recipe, seed, extra)
         num_classes, splits = self.splits(params)
@@ -267,12 +267,13 @@ class Bench:
     # ------------------------------------------------------------------ 3. ablation
 
     def ablation(self) -> None:
-        from skillpack import ablation as ab
-        from skillpack import ablation_runs, concurrent
-        from skillpack.ablation_report import comparisons
-        from skillpack.claims import load_claims
         from skillpack.config import load_params
         from skillpack.data.store import prepare_splits, write_store
+        from skillpack.evidence import ablation as ab
+        from skillpack.evidence import runs as ablation_runs
+        from skillpack.evidence.claims import load_claims
+        from skillpack.evidence.report import comparisons
+        from skillpack.train import concurrent
 
         spec_path = str(ROOT / "ablations" / "default.yaml")
         spec = ab.load_spec(spec_path, quick=self.args.smoke)

@@ -26,10 +26,11 @@ import torch
 
 from benchmarks.common import save
 from benchmarks.docs import latency_table
-from skillpack import export, paths
-from skillpack.checkpoint import load_classifier
-from skillpack.compress import calibration_images
+from skillpack import paths
+from skillpack.deploy import export
+from skillpack.deploy.compress import calibration_images
 from skillpack.metrics import accuracy
+from skillpack.train.checkpoint import load_classifier
 
 
 def runners_of(model, shape, folder: Path, train_images, aoti_cpu: bool) -> tuple[dict, dict, dict]:

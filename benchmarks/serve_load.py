@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.common import save
 from skillpack import paths
-from skillpack.monitoring import free_port
+from skillpack.deploy.monitoring import free_port
 
 
 def rss_mb(pid: int) -> float:
@@ -104,7 +104,7 @@ def alert_check(base: str, images: list[bytes], folder: Path) -> dict:
     import httpx
 
     from skillpack.config import MonitorParams, load_params
-    from skillpack.monitoring import PrometheusServer, write_alerts
+    from skillpack.deploy.monitoring import PrometheusServer, write_alerts
 
     breach = MonitorParams.model_validate({**load_params().monitor.model_dump(by_alias=True), "rate_window": "10s",
                                            "p95_latency_ms_max": {"threshold": 0.001, "for": "2s"}})

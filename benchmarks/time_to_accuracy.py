@@ -15,8 +15,8 @@ import statistics
 
 from benchmarks.common import RESULTS, save
 from skillpack.data.store import prepare_splits
-from skillpack.recipes import load_recipe
-from skillpack.runs import RunData, evaluate_model, train_model
+from skillpack.train.recipes import load_recipe
+from skillpack.train.runs import RunData, evaluate_model, train_model
 
 THRESHOLDS = (0.92, 0.93, 0.935, 0.94)
 

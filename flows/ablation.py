@@ -13,7 +13,7 @@ reports and charts.
 Where the (arm, seed) runs execute is params.yaml `ablation.task_runner` (read by
 `runner_params`, nowhere else): `thread` (Prefect's thread pool, in this process), `process`
 (Prefect's process pool on this machine: N trainings at once on one GPU, each process capped
-at its share of the GPU's memory - skillpack.concurrent; `workers: auto` derives N from the
+at its share of the GPU's memory - skillpack.train.concurrent; `workers: auto` derives N from the
 free GPU memory, or from the cores on a CPU), `dask` (prefect-dask: a local cluster of
 `workers` processes with one thread each, or the cluster at `address`) or `ray` (prefect-ray,
 an optional extra: `pip install 'skillpack[ray]'`). A flow run may override it (the
@@ -34,9 +34,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from skillpack import ablation as ab
-from skillpack import ablation_runs, tracking
+from skillpack import tracking
 from skillpack.config import TaskRunnerParams, flatten
+from skillpack.evidence import ablation as ab
+from skillpack.evidence import runs as ablation_runs
 from skillpack.paths import ABLATION_RESULTS as RESULTS
 from skillpack.paths import PREPARED, REPORTS
 
@@ -44,7 +45,7 @@ VAL_IMAGES = ablation_runs.VAL_IMAGES
 
 
 def teacher_path(spec: ab.Spec, name: str, data_hash: str) -> Path:
-    from skillpack.engine import config_hash
+    from skillpack.train.engine import config_hash
 
     body = spec.teachers[name]
     regime = spec.regimes[body.get("regime", "standard")]
@@ -98,17 +99,16 @@ def runner_params(overrides: dict | None = None, params_path: str | Path = "para
 
 
 def concurrency_plan(runner: TaskRunnerParams, device: str = "auto"):
-    """How many runs at once (skillpack.concurrent.plan): `workers` as given, or auto - from
+    """How many runs at once (skillpack.train.concurrent.plan): `workers` as given, or auto - from
     the free GPU memory for a process pool on CUDA, else from the cores."""
-    from skillpack import concurrent
-
+    from skillpack.train import concurrent
     threads = torch_threads(runner) or 1
     on_gpu = runner.kind == "process"
     return concurrent.plan(runner.workers, threads, device if on_gpu else "cpu", runner.run_memory_gb)
 
 
 def build_task_runner(runner: TaskRunnerParams, api_url: str | None = None, device: str = "auto", plan=None):
-    """The Prefect task runner of `runner`: thread pool, process pool (skillpack.concurrent:
+    """The Prefect task runner of `runner`: thread pool, process pool (skillpack.train.concurrent:
     each process with its torch threads and, on CUDA, its GPU memory cap), Dask (a local
     cluster of worker processes with one thread each, or a running one) or Ray. `api_url`: the
     Prefect API the local workers report to (the flow's own, so that they never start a
@@ -121,8 +121,7 @@ def build_task_runner(runner: TaskRunnerParams, api_url: str | None = None, devi
     if runner.kind == "thread":
         return ThreadPoolTaskRunner(max_workers=workers)
     if runner.kind == "process":
-        from skillpack import concurrent
-
+        from skillpack.train import concurrent
         return ProcessPoolTaskRunner(max_workers=plan.workers, initializer=concurrent.init_worker,
                                      initargs=(plan.threads, plan.memory_fraction, env))
     if runner.kind == "dask":
@@ -212,16 +211,16 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
              profile: str | None = None) -> dict:
     """The ablation of `spec_path` under `profile` (quick | cpu | gpu; `quick` is the same as
     profile quick), in rounds: the spec's seeds first, then one more seed for every comparison
-    still open (skillpack.ablation.is_open) until none is. `task_runner` overrides params.yaml's
+    still open (skillpack.evidence.ablation.is_open) until none is. `task_runner` overrides params.yaml's
     ablation.task_runner for this run ({"kind": "dask", "workers": 4} or {"kind": "dask",
     "address": "tcp://..."})."""
     import time
 
     import mlflow
 
-    from skillpack.ablation_report import next_round, write_ablation_reports
-    from skillpack.claims import load_claims
     from skillpack.config import load_params
+    from skillpack.evidence.claims import load_claims
+    from skillpack.evidence.report import next_round, write_ablation_reports
 
     profile = profile or ("quick" if quick else "cpu")
     spec = ab.load_spec(spec_path, profile=profile)
@@ -296,7 +295,7 @@ def render_reports(spec_path: str = "ablations/default.yaml", profile: str = "cp
     report and the benchmark results: no training, no MLflow, no Prefect."""
     import json
 
-    from skillpack.ablation_report import report_paths, write_ablation_reports
+    from skillpack.evidence.report import report_paths, write_ablation_reports
 
     spec = ab.load_spec(spec_path, profile=profile)
     command = _command(spec_path, profile)
@@ -317,7 +316,7 @@ def restore_store(spec_path: str = "ablations/default.yaml", profile: str = "cpu
     where there is no report)."""
     import json
 
-    from skillpack.ablation_report import report_paths
+    from skillpack.evidence.report import report_paths
 
     spec = ab.load_spec(spec_path, profile=profile)
     path = report_paths(reports, spec, _command(spec_path, profile))["json"]

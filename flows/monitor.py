@@ -1,6 +1,6 @@
 """The monitor flow: read the service's production signals from Prometheus's HTTP API, judge
 each against params.yaml `monitor:` (the same thresholds and PromQL as the generated alert
-rules, skillpack.monitoring.signals), publish the readings as a Prefect table artifact
+rules, skillpack.deploy.monitoring.signals), publish the readings as a Prefect table artifact
 (`monitor-readings`) and a Prefect event, and, when rolling accuracy is below its threshold,
 start the retrain deployment (params monitor.retrain_deployment) at once.
 
@@ -55,7 +55,7 @@ def reading(signal, prometheus_url: str) -> dict:
 
 @task(name="read-signals", retries=2, retry_delay_seconds=10)
 def read_signals(prometheus_url: str, monitor) -> list[dict]:
-    from skillpack.monitoring import signals
+    from skillpack.deploy.monitoring import signals
 
     return [reading(signal, prometheus_url) for signal in signals(monitor)]
 

@@ -1,7 +1,7 @@
 """The retrain flow: rebuild the pipeline (`dvc repro`: only what changed), then judge the new
 candidate (the ONNX version the export stage registered) against the `champion` on the same
 test set, and move `champion` only when the candidate is better by params retrain.margin_points
-with 95% confidence (skillpack.promotion). The decision and its reason go on the MLflow
+with 95% confidence (skillpack.deploy.promotion). The decision and its reason go on the MLflow
 version and into the Prefect artifact `retrain-decision`.
 
     python -m flows.retrain             # what the nightly deployment runs
@@ -20,7 +20,7 @@ from skillpack import paths, tracking
 
 def correctness(registered_name: str, alias: str, images, labels):
     """Per test image: is the version `alias` points to right? None when there is no such alias."""
-    from skillpack.serving.model import load_registered
+    from skillpack.deploy.serving.model import load_registered
 
     try:
         model = load_registered(registered_name, alias)
@@ -33,7 +33,7 @@ def correctness(registered_name: str, alias: str, images, labels):
 @task(name="judge-candidate")
 def promote_if_better(registered_name: str, candidate_alias: str, champion_alias: str, images, labels,
                       margin_points: float, confidence: float) -> dict:
-    from skillpack.promotion import Decision, decide
+    from skillpack.deploy.promotion import Decision, decide
 
     tracking.setup()
     candidate, candidate_version = correctness(registered_name, candidate_alias, images, labels)

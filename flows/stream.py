@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO
 
-# A progress bar redraws once a second or faster (tqdm's mininterval is 1 s in skillpack.engine):
+# A progress bar redraws once a second or faster (tqdm's mininterval is 1 s in skillpack.train.engine):
 # a log record per redraw would bury a stage's real lines and fill Prefect's log store with
 # hundreds of bar states per stage. One redraw every 10 s still shows the bar moving.
 PROGRESS_LOG_INTERVAL_S = 10.0

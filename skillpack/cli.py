@@ -22,14 +22,14 @@ from skillpack.runtime import configure
 
 
 def default_model_list() -> list[str]:
-    from skillpack.models import OUR_MODELS
+    from skillpack.train.models import OUR_MODELS
 
     return OUR_MODELS + ["resnet18", "resnet34", "resnet50"] + [f"efficientnet_b{i}" for i in range(5)] + [
         "efficientnet_cc_b0_4e", "mobilenetv3_small_100", "mobilenetv3_large_100"]
 
 
 def cmd_models(args) -> int:
-    from skillpack.models import build_model, count_macs, count_params
+    from skillpack.train.models import build_model, count_macs, count_params
 
     names = args.names or default_model_list()
     print(f"{'model':32s} {'params':>12s} {'MMACs':>10s}   (input {args.chans}x{args.size}x{args.size}, {args.classes} classes)")
@@ -41,12 +41,12 @@ def cmd_models(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from skillpack.checkpoint import load_classifier
     from skillpack.config import load_params
     from skillpack.data import PreparedStore
     from skillpack.data.loader import to_tensor_nchw
-    from skillpack.explain import explain_model
     from skillpack.io import write_json
+    from skillpack.train.checkpoint import load_classifier
+    from skillpack.train.explain import explain_model
 
     params = load_params(args.params, args.overrides)
     model, meta = load_classifier(args.checkpoint)
@@ -61,7 +61,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_recipe(args) -> int:
-    from skillpack.recipes import recipe_overrides
+    from skillpack.train.recipes import recipe_overrides
 
     print(" ".join(f"-S {item}" for item in recipe_overrides(args.name)))
     return 0
@@ -71,8 +71,8 @@ def cmd_serve(args) -> int:
     import uvicorn
 
     from skillpack.config import load_section
-    from skillpack.serving.app import build_service, service_token
-    from skillpack.serving.model import load_onnx, load_registered
+    from skillpack.deploy.serving.app import build_service, service_token
+    from skillpack.deploy.serving.model import load_onnx, load_registered
 
     cfg = load_section(args.params, "serve", args.overrides)  # the service reads only its own section
     cfg = cfg.model_copy(update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v})
@@ -116,7 +116,7 @@ def cmd_registry(args) -> int:
 
 def cmd_alerts(args) -> int:
     from skillpack.config import load_params
-    from skillpack.monitoring import write_alerts
+    from skillpack.deploy.monitoring import write_alerts
 
     written = write_alerts(load_params(args.params, args.overrides).monitor, args.out)
     print("\n".join(str(p) for p in written))

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from skillpack.io import UserError
+
 
 def _yaml_off_is_off(value):
     # YAML 1.1 (and so `-S train.amp=off`) reads a bare off as false
@@ -339,7 +341,7 @@ class QuantizeParams(_Strict):
     calibration_images: int = Field(512, ge=1)   # drawn from the training set, seeded
     calibrate_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
-    # int8 types (skillpack.compress.INT8_FORMATS); auto: s8s8 on CPUs with VNNI and on non-x86,
+    # int8 types (skillpack.deploy.compress.INT8_FORMATS); auto: s8s8 on CPUs with VNNI and on non-x86,
     # u8s8_reduce_range on x86 without VNNI, where s8s8's kernels saturate
     format: Literal["auto", "s8s8", "u8s8_reduce_range", "u8u8"] = "auto"
 
@@ -449,7 +451,7 @@ RUNTIME_KEYS = tuple(RuntimeParams.model_fields)
 
 class TaskRunnerParams(_Strict):
     """flows/ablation.py: where the (arm, seed) runs execute (Prefect task runners)."""
-    # process: Prefect's process pool, N runs at once on this machine's cores or GPU (skillpack.concurrent);
+    # process: Prefect's process pool, N runs at once on this machine's cores or GPU (skillpack.train.concurrent);
     # dask: prefect-dask; ray: the optional prefect-ray
     kind: Literal["thread", "process", "dask", "ray"] = "process"
     # runs at once: threads, processes, or local Dask / Ray worker processes; auto: from the free GPU
@@ -517,7 +519,7 @@ def flatten(section: BaseModel, prefix: str) -> dict[str, object]:
     return dict(_flatten(section.model_dump(by_alias=True), f"{prefix}."))
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     pass
 
 

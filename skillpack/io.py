@@ -176,7 +176,13 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 # -- the training checkpoint's reader (torch imported only here: io stays light) --------------
 
-class UnreadableFile(ValueError):
+class UserError(Exception):
+    """An error that is the user's to fix (bad params or data, a broken file, a tracking server
+    that does not answer): stages and the CLI print it as one line, without a traceback. Each
+    wing's errors of that kind subclass it, so this module needs to know none of them."""
+
+
+class UnreadableFile(UserError, ValueError):
     """A file the project wrote that cannot be read back (truncated, not what it should hold):
     stages print it as one line."""
 
@@ -189,11 +195,7 @@ def one_line_error(err: BaseException) -> str | None:
     """The line stages and the CLI print (then exit 1) for an error that is the user's to fix:
     bad params or data, a missing or broken file, a tracking server that does not answer, a full
     disk (every write is atomic: what was there stays whole). None: a bug, for a traceback."""
-    from skillpack.config import ParamsError
-    from skillpack.data.sources import SourceError
-    from skillpack.tracking import TrackingUnavailable
-
-    if isinstance(err, (ParamsError, SourceError, FileNotFoundError, UnreadableFile, TrackingUnavailable)):
+    if isinstance(err, (UserError, FileNotFoundError)):
         return f"error: {err}"
     if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
         why = f"{err.filename or 'a write'}: {DISK_ERRNOS[err.errno]}"

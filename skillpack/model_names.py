@@ -3,7 +3,7 @@
 check_params took 6.8 s of CPU and 1.3 GB (max RSS) with it, 0.3 s and 51 MB without it
 (/usr/bin/time, median of 3 runs, 2-core AMD EPYC).
 
-- skillpack's own models: OUR_MODEL_NAMES (skillpack/models.py registers them into timm;
+- skillpack's own models: OUR_MODEL_NAMES (skillpack/train/models.py registers them into timm;
   a test checks that the two agree).
 - timm's models: listed by `timm.list_models()` (with the deprecated names timm still builds)
   in a subprocess, once per installed timm version, and cached as JSON under the user's cache

@@ -12,6 +12,8 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
+from skillpack.io import UserError
+
 PARENT_ENV = "MLFLOW_PARENT_RUN_ID"
 REPRO_ENV = "SKILLPACK_REPRO_ID"   # set by the pipeline flow: its parent run's id
 REPRO_TAG = "skillpack.repro_id"
@@ -39,7 +41,7 @@ def git_commit(root: Path | None = None) -> str:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-class TrackingUnavailable(RuntimeError):
+class TrackingUnavailable(UserError, RuntimeError):
     """The tracking server does not answer: said in one line, before a stage does any work."""
 
 
@@ -288,7 +290,7 @@ def log_and_register_model(model, example, registered_name: str, alias: str, wei
 @survives_a_lost_server(fallback=(None, False))
 def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256: str, example, description: str = "",
                         tags: dict | None = None) -> tuple[str, bool]:
-    """Log an ONNX file as a pyfunc (skillpack/serving/pyfunc.py: raw uint8 images in, class
+    """Log an ONNX file as a pyfunc (skillpack/deploy/serving/pyfunc.py: raw uint8 images in, class
     names and probabilities out; signature and input example of raw pixels) in the active run
     and register it as a version of `registered_name` with the alias, the description (the
     model card) and tags (its metrics): (version, True). A file already registered gets the
@@ -301,7 +303,7 @@ def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256
     version = registered_version_with_weights(registered_name, file_sha256, tag="onnx_sha256")
     new = version is None
     if new:
-        code = Path(__file__).resolve().parent / "serving" / "pyfunc.py"
+        code = Path(__file__).resolve().parent / "deploy" / "serving" / "pyfunc.py"
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(code), artifacts={"onnx": str(onnx_path)}, input_example=example,
             pip_requirements=[f"onnxruntime=={onnxruntime.__version__}", "numpy", "pandas",

@@ -7,7 +7,7 @@ from stages.common import params_from_argv, run_stage
 
 def main() -> int:
     from skillpack import paths
-    from skillpack.monitoring import write_alerts
+    from skillpack.deploy.monitoring import write_alerts
 
     params = params_from_argv()
     written = write_alerts(params.monitor, paths.PROMETHEUS, target=f"127.0.0.1:{params.serve.port}")

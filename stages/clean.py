@@ -11,9 +11,9 @@ from stages.common import params_from_argv, run_stage, write_dvc_metrics
 def main() -> int:
     import sys
 
-    from skillpack import cleaning, paths, tracking
+    from skillpack import paths, tracking
     from skillpack.config import flatten
-    from skillpack.data import PreparedStore
+    from skillpack.data import PreparedStore, cleaning
     from skillpack.io import atomic_path, write_json
     from skillpack.metrics import accuracy
     from skillpack.plots import plot_image_grid, plot_score_histogram

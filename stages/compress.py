@@ -14,13 +14,13 @@ def main() -> int:
     import time
 
     from skillpack import paths, tracking
-    from skillpack.checkpoint import load_classifier, save_classifier
-    from skillpack.cleaning import cleaned_train_split
-    from skillpack.compress import compress_once
     from skillpack.config import derive, flatten
     from skillpack.data import PreparedStore
+    from skillpack.data.cleaning import cleaned_train_split
+    from skillpack.deploy.compress import compress_once
     from skillpack.io import write_json
-    from skillpack.runs import RunData
+    from skillpack.train.checkpoint import load_classifier, save_classifier
+    from skillpack.train.runs import RunData
 
     params = params_from_argv()
     cfg = params.compress

@@ -30,14 +30,14 @@ def main() -> int:
     import torch
 
     from skillpack import paths, tracking
-    from skillpack.checkpoint import load_classifier
     from skillpack.data import PreparedStore
     from skillpack.data.loader import to_tensor_nchw
-    from skillpack.explain import explain_model
     from skillpack.io import write_json
     from skillpack.metrics import classification_metrics, confusion, overfitting_check
     from skillpack.plots import plot_confusion, plot_curves
-    from skillpack.runs import evaluate_model
+    from skillpack.train.checkpoint import load_classifier
+    from skillpack.train.explain import explain_model
+    from skillpack.train.runs import evaluate_model
 
     params = params_from_argv()
     cfg = params.evaluate

@@ -14,7 +14,7 @@ from stages.common import params_from_argv, run_stage
 def deployable_models(compressed: dict) -> dict[str, tuple]:
     """The trained model and the compress stage's accepted variants: name -> (model, size figures)."""
     from skillpack import paths
-    from skillpack.checkpoint import load_classifier
+    from skillpack.train.checkpoint import load_classifier
 
     models = {"baseline": (load_classifier(paths.MODEL_FILE)[0], compressed["baseline"])}
     for name, info in compressed["variants"].items():
@@ -44,10 +44,10 @@ def main() -> int:
     import torch
 
     from skillpack import paths
-    from skillpack.compress import calibration_images, choose_int8_format
     from skillpack.data import PreparedStore
+    from skillpack.deploy.compress import calibration_images, choose_int8_format
+    from skillpack.deploy.release import choose, measure_all, rule_sentence, write_served_model
     from skillpack.machine import describe, one_line
-    from skillpack.release import choose, measure_all, rule_sentence, write_served_model
     from skillpack.runtime import DEFAULT_OMP_WAIT_POLICY
 
     params = params_from_argv()
@@ -81,9 +81,9 @@ def publish(params, store, table: dict, files: dict) -> None:
     """The export's one sink: reports/compression.{json,md}, the model card, the textfile
     metrics, the MLflow run and the registered ONNX model, from `table`."""
     from skillpack import paths, tracking
-    from skillpack.compression_report import compression_markdown, model_card
+    from skillpack.deploy.monitoring import textfile_metrics
+    from skillpack.deploy.report import compression_markdown, model_card
     from skillpack.io import file_sha256, write_json, write_text
-    from skillpack.monitoring import textfile_metrics
 
     served, int8 = table["served"], table["int8_format"]
     write_json(paths.COMPRESSION_TABLE, table)

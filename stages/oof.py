@@ -11,11 +11,11 @@ def main() -> int:
     import numpy as np
 
     from skillpack import paths, tracking
-    from skillpack.cleaning import out_of_fold
     from skillpack.config import flatten
     from skillpack.data import PreparedStore
     from skillpack.io import write_json
     from skillpack.metrics import accuracy
+    from skillpack.train.oof import out_of_fold
 
     params = params_from_argv()
     cfg = params.clean.oof

@@ -24,15 +24,16 @@ def main() -> int:
     import numpy as np
     import torch
 
-    from skillpack import distributed, paths, tracking
-    from skillpack.checkpoint import load_teacher, save_classifier, weights_sha256
-    from skillpack.cleaning import cleaned_train_split
+    from skillpack import paths, tracking
     from skillpack.config import flatten
     from skillpack.data import PreparedStore
+    from skillpack.data.cleaning import cleaned_train_split
     from skillpack.io import counted, write_json
     from skillpack.machine import cpu_model
-    from skillpack.models import count_macs, count_params
-    from skillpack.runs import RunData, train_model
+    from skillpack.train import distributed
+    from skillpack.train.checkpoint import load_teacher, save_classifier, weights_sha256
+    from skillpack.train.models import count_macs, count_params
+    from skillpack.train.runs import RunData, train_model
 
     params = params_from_argv()
     cfg = params.train

@@ -13,8 +13,8 @@ def main() -> int:
 
     from skillpack import paths, tracking
     from skillpack.data import PreparedStore
+    from skillpack.data.validation import format_failures, validate_manifest
     from skillpack.io import write_json
-    from skillpack.validation import format_failures, validate_manifest
 
     params = params_from_argv()
     store = PreparedStore(paths.PREPARED)

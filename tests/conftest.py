@@ -200,7 +200,7 @@ def small_model(fmnist):
     """sp_cnn_s trained for 2 epochs on 2,000 real images (seed 0), once per test run, on the CPU
     in eval mode, with its training images: the model the serving and promotion tests serve."""
     from skillpack.config import TrainParams
-    from skillpack.runs import RunData, train_model
+    from skillpack.train.runs import RunData, train_model
 
     x, y = small_split(fmnist, 2500)
     cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64})

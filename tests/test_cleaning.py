@@ -9,8 +9,9 @@ import pytest
 import torch
 from conftest import copy_project, project_env, run, small_split
 
-from skillpack import cleaning
 from skillpack.config import load_params
+from skillpack.data import cleaning
+from skillpack.train import oof as oof_module
 
 N_SAMPLES, NOISE, N_INVERTED = 4500, 0.2, 45
 
@@ -26,7 +27,7 @@ def planted(fmnist):
     inverted[np.random.default_rng(1).choice(np.flatnonzero(~flipped), N_INVERTED, replace=False)] = True
     images[inverted] = 255 - images[inverted]
     params = load_params("params.yaml", ["clean.oof.folds=3", "clean.oof.train.epochs=8"])
-    oof = cleaning.out_of_fold(images, noisy, 10, params.clean.oof.train_params(2, "cpu"), 3, seed=0)
+    oof = oof_module.out_of_fold(images, noisy, 10, params.clean.oof.train_params(2, "cpu"), 3, seed=0)
     return {"images": images, "labels": labels, "noisy": noisy, "flipped": flipped, "inverted": inverted,
             "oof": oof, "params": params, "detections": cleaning.run_detectors(oof, noisy, params.clean)}
 
@@ -54,7 +55,7 @@ def test_logit_gradient_norm_equals_softmax_minus_onehot():
     logits = torch.randn(64, 10)
     labels = torch.randint(0, 10, (64,))
     expected = (logits.softmax(1) - torch.nn.functional.one_hot(labels, 10)).norm(dim=1)
-    torch.testing.assert_close(cleaning.logit_grad_norm(logits, labels), expected)
+    torch.testing.assert_close(oof_module.logit_grad_norm(logits, labels), expected)
 
 
 def test_knee_of_a_k_distance_curve():
@@ -175,7 +176,6 @@ def _stage_without_mlflow(monkeypatch):
     import contextlib
 
     from skillpack import tracking
-
     monkeypatch.setattr(tracking, "stage_run", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(tracking, "log_metrics", lambda *a, **k: None)
     monkeypatch.setattr(tracking, "log_artifact", lambda *a, **k: None)
@@ -194,7 +194,7 @@ def test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance(fmnist, 
     images, labels = small_split(fmnist, 400, seed=2)
     shuffled = np.random.default_rng(0).permutation(labels)
     params = load_params("params.yaml", ["clean.oof.folds=2", "clean.oof.train.epochs=1", "clean.oof.train.model=sp_cnn_s"])
-    oof = cleaning.out_of_fold(images, shuffled, 10, params.clean.oof.train_params(1, "cpu"), 2, seed=0)
+    oof = oof_module.out_of_fold(images, shuffled, 10, params.clean.oof.train_params(1, "cpu"), 2, seed=0)
     split = Split(images, shuffled, [f"train/{i}" for i in range(len(labels))])
     empty = Split(images[:0], labels[:0], [])
     write_store(tmp_path / "data/prepared", SourceData("t", [str(c) for c in range(10)], {"train": split}),

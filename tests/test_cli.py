@@ -13,7 +13,7 @@ def test_models_lists_names_params_and_macs():
     assert set(rows) == {"sp_cnn_s", "sp_dwcnn_s", "resnet18"}
     params = {name: int(cols[0].replace(",", "")) for name, cols in rows.items()}
     macs = {name: float(cols[1]) for name, cols in rows.items()}
-    from skillpack.models import build_model, count_macs, count_params
+    from skillpack.train.models import build_model, count_macs, count_params
 
     for name in rows:  # what the CLI prints is what the registry builds
         model = build_model(name, num_classes=10, in_chans=1, img_size=28)

@@ -4,11 +4,11 @@ import pytest
 import torch
 from conftest import small_split
 
-from skillpack.checkpoint import load_classifier, save_classifier
-from skillpack.compress import channel_counts, prune_channels
 from skillpack.config import HeadParams, TrainParams
-from skillpack.models import build_classifier, count_params
-from skillpack.runs import RunData, train_model
+from skillpack.deploy.compress import channel_counts, prune_channels
+from skillpack.train.checkpoint import load_classifier, save_classifier
+from skillpack.train.models import build_classifier, count_params
+from skillpack.train.runs import RunData, train_model
 
 
 def _model(name="sp_cnn_s"):
@@ -57,13 +57,13 @@ def test_unknown_importance_is_named():
 
 
 def _candidate(variant, runtime, drop, ms, size):
-    from skillpack.release import Candidate
+    from skillpack.deploy.release import Candidate
 
     return Candidate(variant, runtime, f"{variant}.onnx", 0.9 - drop / 100, drop, ms, size)
 
 
 def test_the_serve_rule_picks_within_the_budget_and_never_comes_up_empty():
-    from skillpack.release import choose
+    from skillpack.deploy.release import choose
 
     found = [_candidate("baseline", "onnx fp32", 0.0, 0.50, 900), _candidate("baseline", "onnx int8", 0.3, 0.30, 300),
              _candidate("pruned", "onnx int8", 1.4, 0.10, 200), _candidate("student", "onnx fp32", 0.9, 0.20, 100)]
@@ -77,8 +77,8 @@ def test_the_serve_rule_picks_within_the_budget_and_never_comes_up_empty():
 
 
 def test_compress_once_trains_each_variant_once_and_rejects_beyond_the_budget(fmnist):
-    from skillpack.compress import VARIANTS, compress_once
     from skillpack.config import CompressParams, derive, with_overrides
+    from skillpack.deploy.compress import VARIANTS, compress_once
 
     x, y = small_split(fmnist, 700)
     data, test = RunData((x[:500], y[:500]), (x[500:600], y[500:600]), 10), (x[600:], y[600:])

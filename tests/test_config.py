@@ -68,8 +68,7 @@ def test_one_set_of_defaults_the_models_defaults_are_params_yaml():
 def test_ablation_regimes_and_arms_are_validated_before_any_run(tmp_path):
     import yaml
 
-    from skillpack import ablation as ab
-
+    from skillpack.evidence import ablation as ab
     spec = yaml.safe_load(open("ablations/default.yaml"))
     spec["regimes"]["small"]["max_trian"] = 100
     path = tmp_path / "spec.yaml"

@@ -23,9 +23,9 @@ def test_every_stage_declares_the_code_it_imports_and_the_params_it_reads():
 
 def test_the_check_names_a_missing_code_file_and_a_missing_param():
     broken = copy.deepcopy(_dvc())
-    broken["stages"]["train"]["deps"].remove("skillpack/optim.py")
+    broken["stages"]["train"]["deps"].remove("skillpack/train/optim.py")
     broken["stages"]["evaluate"]["params"].remove("train.threads")
-    assert dag.problems(broken) == ["train: imports skillpack/optim.py, not in deps",
+    assert dag.problems(broken) == ["train: imports skillpack/train/optim.py, not in deps",
                                     "evaluate: reads params 'train.threads', not in params"]
 
 

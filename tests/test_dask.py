@@ -33,10 +33,10 @@ ARMS = ("baseline", "label_smoothing", "chain_baseline", "chain_augmentation")
 
 
 def test_ablation_runs_on_a_two_worker_local_dask_cluster(prepared_project, prefect_server, tmp_path):
-    from skillpack import ablation as ab
     from skillpack.config import load_params
     from skillpack.data import PreparedStore
-    from skillpack.runs import RunData, train_and_evaluate
+    from skillpack.evidence import ablation as ab
+    from skillpack.train.runs import RunData, train_and_evaluate
 
     t0 = time.perf_counter()
     repo = copy_project(prepared_project, tmp_path / "dask",
@@ -109,8 +109,7 @@ def test_task_runner_params_build_the_runner():
     # process: N runs at once on this machine (on CUDA each process capped at its share of GPU memory)
     from prefect.task_runners import ProcessPoolTaskRunner
 
-    from skillpack import concurrent
-
+    from skillpack.train import concurrent
     pool = runner_params({"kind": "process", "workers": 2}, ROOT / "params.yaml")
     runner = build_task_runner(pool, "http://127.0.0.1:4200/api", device="cpu")
     assert isinstance(runner, ProcessPoolTaskRunner) and torch_threads(pool) == 1

@@ -61,7 +61,7 @@ def _initial_model(variant: str, data):
     import torch
     from torch import nn
 
-    from skillpack.models import build_classifier, channel_stats
+    from skillpack.train.models import build_classifier, channel_stats
 
     torch.manual_seed(0)
     model = build_classifier("sp_cnn_s", data.num_classes, data.image_shape, _config(variant).head,
@@ -101,9 +101,9 @@ def worker(out: Path) -> None:
     """One run of every variant; each process writes its weights and figures."""
     import torch
 
-    from skillpack import distributed
     from skillpack.data import load_source
-    from skillpack.runs import RunData, train_model
+    from skillpack.train import distributed
+    from skillpack.train.runs import RunData, train_model
 
     split = load_source("fashion_mnist").splits["train"]
     data = RunData((split.images[:N_TRAIN], split.labels[:N_TRAIN]),

@@ -14,7 +14,7 @@ import pytest
 from conftest import project_env, run
 
 from flows.deployments import SERVED_SUFFIX, deployment_specs
-from skillpack.monitoring import free_port
+from skillpack.deploy.monitoring import free_port
 
 RETRAIN, MONITOR, ABLATION = "skillpack-retrain/nightly", "skillpack-monitor/every-15-minutes", \
     "skillpack-ablation/on-demand"
@@ -139,7 +139,7 @@ def serve_service_metrics(port: int):
     """The service's own metrics registry on a loopback port, fed labels through its real API."""
     from prometheus_client import start_http_server
 
-    from skillpack.serving.metrics import ServiceMetrics
+    from skillpack.deploy.serving.metrics import ServiceMetrics
 
     metrics = ServiceMetrics(["a", "b"], None, None, feedback_window=100, drift_window=100)
     server, _ = start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
@@ -156,7 +156,7 @@ def run_monitor(env, repo, prometheus: str) -> dict:
 def test_the_monitor_flow_reads_a_real_prometheus_and_triggers_retrain_on_low_accuracy(deployed, tiny_repo,
                                                                                        tmp_path):
     from skillpack.config import load_params
-    from skillpack.monitoring import PrometheusServer
+    from skillpack.deploy.monitoring import PrometheusServer
 
     params = load_params(tiny_repo / "params.yaml").monitor
     port = free_port()

@@ -394,7 +394,7 @@ def exported_metric_names() -> set[str]:
     from prometheus_client import generate_latest
     from prometheus_client.parser import text_string_to_metric_families
 
-    from skillpack.serving.metrics import ServiceMetrics
+    from skillpack.deploy.serving.metrics import ServiceMetrics
 
     metrics = ServiceMetrics(["a", "b"], np.array([0.5, 0.5]), 0.5, feedback_window=10, drift_window=10)
     metrics.latency.labels("/predict").observe(0.01)
@@ -545,7 +545,7 @@ def image_env(tmp_path_factory) -> dict:
 
 
 def test_the_registry_mode_of_the_serving_image_imports_with_its_packages(image_env, tmp_path):
-    code = ("import sys; from skillpack.serving.model import load_registered; from skillpack import tracking; "
+    code = ("import sys; from skillpack.deploy.serving.model import load_registered; from skillpack import tracking; "
             "import mlflow.artifacts; from mlflow import MlflowClient; "
             "assert 'torch' not in sys.modules; print('ok')")
     proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=image_env, capture_output=True,
@@ -557,7 +557,7 @@ def test_the_serving_image_runs_the_service_and_a_real_prometheus_answers_every_
     """The image's entry point (`python -m skillpack.cli serve`) with only the image's packages,
     scraped by Prometheus 2 running docker/prometheus/prometheus.compose.yml (targets pointed at
     127.0.0.1): every panel's query parses and returns series."""
-    from skillpack.monitoring import free_port
+    from skillpack.deploy.monitoring import free_port
 
     prometheus_bin = tool("prometheus", "apt-get install prometheus (make tools)")
     classes = [f"class{i}" for i in range(10)]

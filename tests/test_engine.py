@@ -10,7 +10,7 @@ import torch
 from conftest import StopTraining, copy_project, project_env, run, small_split, stop_after_first_epoch
 
 from skillpack.config import TrainParams
-from skillpack.runs import RunData, train_model
+from skillpack.train.runs import RunData, train_model
 
 
 def _train(fmnist, seed=0, epochs=2, n=1500, checkpoint=None, on_epoch=None, **overrides):
@@ -33,7 +33,7 @@ def test_training_learns_and_is_deterministic(fmnist):
 
 
 def test_bf16_autocast_on_cpu_runs_where_the_cpu_has_bf16_units_and_stays_deterministic(fmnist):
-    from skillpack.engine import cpu_has_bf16_units, resolve_amp
+    from skillpack.train.engine import cpu_has_bf16_units, resolve_amp
 
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if cpu_has_bf16_units() else torch.float32
@@ -67,7 +67,7 @@ def test_another_seed_gives_other_weights(fmnist):
 
 def test_cosine_schedule_with_linear_warmup():
     from skillpack.config import OptimizerParams, ScheduleParams
-    from skillpack.optim import build_optimizer, build_scheduler
+    from skillpack.train.optim import build_optimizer, build_scheduler
 
     model = torch.nn.Linear(2, 2)
     opt = build_optimizer(model, OptimizerParams(lr=0.4))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from skillpack.config import ExplainParams, HeadParams, TrainParams
-from skillpack.explain import (
+from skillpack.train.explain import (
     cam_maps,
     cam_setup,
     expected_calibration_error,
@@ -14,8 +14,8 @@ from skillpack.explain import (
     silhouette,
     stratified_sample,
 )
-from skillpack.models import build_classifier
-from skillpack.runs import RunData, train_model
+from skillpack.train.models import build_classifier
+from skillpack.train.runs import RunData, train_model
 
 SHAPES = {0: (2, 10), 1: (10, 2), 2: (5, 5)}  # horizontal bar, vertical bar, square (rows, cols)
 
@@ -75,8 +75,8 @@ def test_gradcam_on_a_vit_uses_the_real_patch_grid_and_lights_up_the_patch():
 
 
 def test_vit_reshape_follows_the_patch_grid_of_the_model():
-    from skillpack.explain import vit_reshape
-    from skillpack.models import build_model
+    from skillpack.train.explain import vit_reshape
+    from skillpack.train.models import build_model
 
     vit = build_model("sp_vit_micro_p4", 0, 3, img_size=32, class_token=True, global_pool="token")
     assert vit.patch_embed.grid_size == (8, 8)
@@ -97,7 +97,7 @@ def test_cnn_target_layer_keeps_spatial_resolution():
 
 
 def test_tsne_silhouette_is_high_when_separable_and_near_zero_when_shuffled():
-    from skillpack.explain import tsne
+    from skillpack.train.explain import tsne
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(5), 60)

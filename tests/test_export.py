@@ -6,11 +6,17 @@ import pytest
 import torch
 from conftest import small_split
 
-from skillpack import export
-from skillpack.compress import INT8_FORMATS, NO_VNNI_INT8_FORMAT, calibration_images, choose_int8_format, quantize_onnx_int8
 from skillpack.config import HeadParams, TrainParams
-from skillpack.models import build_classifier
-from skillpack.runs import RunData, train_model
+from skillpack.deploy import export
+from skillpack.deploy.compress import (
+    INT8_FORMATS,
+    NO_VNNI_INT8_FORMAT,
+    calibration_images,
+    choose_int8_format,
+    quantize_onnx_int8,
+)
+from skillpack.train.models import build_classifier
+from skillpack.train.runs import RunData, train_model
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +153,8 @@ def test_latency_reports_median_and_95th_percentile():
 def test_the_served_int8_model_loads_in_the_service_with_its_metadata(trained, tmp_path):
     """The export stage's served file can be the int8 one, whose metadata ONNX Runtime's
     quantizer adds its own non-JSON entries to (onnx.infer, onnx.quant.pre_process)."""
-    from skillpack.release import Candidate, write_served_model
-    from skillpack.serving.model import load_onnx
+    from skillpack.deploy.release import Candidate, write_served_model
+    from skillpack.deploy.serving.model import load_onnx
 
     model, train_images, images, _ = trained
     fp32 = export.export_onnx(model, tmp_path / "m.onnx", (28, 28, 1))

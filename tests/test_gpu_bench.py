@@ -1,5 +1,5 @@
 """The GPU pieces that a CPU can check: concurrent trainings in worker processes
-(skillpack.concurrent) and benchmarks/gpu.py's smoke mode, so the script is known to run
+(skillpack.train.concurrent) and benchmarks/gpu.py's smoke mode, so the script is known to run
 before it meets a GPU."""
 import json
 import os
@@ -14,9 +14,9 @@ GiB = 2 ** 30
 
 
 def test_plan_derives_the_number_of_runs_from_free_gpu_memory_and_caps_each():
-    from skillpack import concurrent
-
-    # an H200 with 130 of 141 GiB free and 16 cores: memory allows 58 runs of 2 GiB, the cores 16
+    from skillpack.train import (
+        concurrent,  # an H200 with 130 of 141 GiB free and 16 cores: memory allows 58 runs of 2 GiB, the cores 16
+    )
     plan = concurrent.plan("auto", threads=1, device="cuda", run_memory_gb=2.0, free_total=(130 * GiB, 141 * GiB),
                            cores=16)
     assert plan.workers == 16 and plan.memory_fraction == pytest.approx(0.9 * 130 / 16 / 141, abs=1e-4)
@@ -29,8 +29,7 @@ def test_plan_derives_the_number_of_runs_from_free_gpu_memory_and_caps_each():
 
 
 def test_two_runs_at_once_in_two_worker_processes_with_one_thread_each():
-    from skillpack import concurrent
-
+    from skillpack.train import concurrent
     plan = concurrent.plan(2, threads=1, device="cpu")
     done = concurrent.run_all(concurrent.worker_info, [(1.0,), (1.0,)], plan)
     infos = [info for info, _ in done]
@@ -75,7 +74,7 @@ def test_every_recipe_validates_as_params_and_the_gpu_ones_scale_lr_linearly():
     import yaml
 
     from skillpack.config import load_params
-    from skillpack.recipes import load_recipe
+    from skillpack.train.recipes import load_recipe
 
     recipes = yaml.safe_load((ROOT / "recipes.yaml").read_text())
     assert {"gpu", "gpu_long", "gpu_best"} <= set(recipes)

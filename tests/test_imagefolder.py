@@ -16,9 +16,9 @@ from conftest import POSTSCRIPT
 from PIL import Image
 
 from skillpack.config import DataParams, load_params
+from skillpack.data.images import decode_image
 from skillpack.data.sources import SourceError, imagefolder, load_source
 from skillpack.data.store import PreparedStore, carve_splits, summary_line, write_store
-from skillpack.images import decode_image
 
 ROOT = Path(__file__).resolve().parent.parent
 _rng = np.random.default_rng(0)
@@ -296,7 +296,7 @@ def test_prepare_refuses_a_near_limit_bomb_from_its_header_in_little_memory(tmp_
 def test_empty_class_and_label_conflicts_are_named(tmp_path):
     """Was: the same pixels under two labels were only a duplicate count; an
     empty class folder failed as "missing [2]" and the imbalance ratio ignored it."""
-    from skillpack.validation import format_failures, validate_manifest
+    from skillpack.data.validation import format_failures, validate_manifest
 
     root = tmp_path / "d"
     for split in ("train", "test"):
@@ -366,7 +366,7 @@ def test_a_prepare_failing_after_the_arrays_leaves_the_old_store_whole(tmp_path,
 
 @pytest.mark.fault('arrays rewritten without the manifest: validate fails naming the split', guards=('lost',))
 def test_validate_fails_when_the_arrays_do_not_match_the_manifest(tmp_path):
-    from skillpack.validation import validate_manifest
+    from skillpack.data.validation import validate_manifest
 
     for name in ("a", "b"):
         images(tmp_path / "root" / name, 6)
@@ -402,7 +402,7 @@ def test_names_that_are_not_utf8_are_prepared_under_escaped_ids(tmp_path):
 
 @pytest.mark.fault('PostScript named .png: quarantined, no plugin outside the allow-list opens it', guards=('crash',))
 def test_postscript_named_png_is_refused_before_any_plugin_but_the_listed_ones_sees_it(tmp_path):
-    from skillpack.images import NotAnImage
+    from skillpack.data.images import NotAnImage
 
     fake = tmp_path / "root" / "a" / "fake.png"
     fake.parent.mkdir(parents=True)

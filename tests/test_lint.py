@@ -24,4 +24,4 @@ def test_the_layers_hold_and_a_forbidden_import_breaks_them(tmp_path):
     (copy / "skillpack" / "data" / "leak.py").write_text("from skillpack import verdicts  # the data side judging\n")
     broken = subprocess.run([BIN / "lint-imports"], cwd=copy, capture_output=True, text=True,
                             env={"PATH": str(BIN), "PYTHONPATH": str(copy)})
-    assert broken.returncode != 0 and "skillpack.data.leak -> skillpack.verdicts" in broken.stdout, broken.stdout[-3000:]
+    assert broken.returncode != 0 and "skillpack.data.leak -> skillpack.evidence.verdicts" in broken.stdout, broken.stdout[-3000:]

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skillpack.losses import ArcMarginHead, CenterLoss, FocalLoss, distillation_loss, smooth, triplet_loss
+from skillpack.train.losses import ArcMarginHead, CenterLoss, FocalLoss, distillation_loss, smooth, triplet_loss
 
 
 def test_focal_with_gamma_zero_is_cross_entropy_for_hard_and_soft_targets():

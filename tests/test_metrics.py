@@ -5,7 +5,7 @@ from conftest import small_split
 
 from skillpack.config import TrainParams
 from skillpack.metrics import classification_metrics, overfitting_check
-from skillpack.runs import RunData, train_model
+from skillpack.train.runs import RunData, train_model
 
 
 def test_per_class_metrics_by_hand():
@@ -100,7 +100,6 @@ def test_blocked_figures_equal_the_full_matrix_pair_by_pair(monkeypatch):
     """Blocks of a few rows (the diagonal offset, the upper triangle, the running top-k across
     blocks) give exactly what the whole similarity matrix gives."""
     from skillpack import metrics
-
     x, y = _clusters(n=300, k=4, dim=8, spread=0.8, seed=4)
     monkeypatch.setattr(metrics, "SIMILARITY_BLOCK", 300 * 7)     # blocks of 7 rows
     recall, tar = _brute_force(x, y, 0.01)
@@ -139,8 +138,8 @@ def test_loss_oscillation_is_the_noise_of_the_curve_not_its_trend():
 
 
 def test_train_and_evaluate_reports_the_ablation_figures(fmnist):
-    from skillpack.models import build_classifier, count_macs, count_params
-    from skillpack.runs import train_and_evaluate
+    from skillpack.train.models import build_classifier, count_macs, count_params
+    from skillpack.train.runs import train_and_evaluate
 
     x, y = small_split(fmnist, 900, seed=5)
     cfg = TrainParams.model_validate({"model": "sp_cnn_s", "epochs": 2, "batch_size": 64, "threads": 1,

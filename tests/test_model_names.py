@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def timm_names_from_timm() -> set[str]:
     """What timm.is_model accepts without a tag: its listed names and its deprecated aliases
-    (skillpack's own, registered when skillpack.models is imported, left out)."""
+    (skillpack's own, registered when skillpack.train.models is imported, left out)."""
     import timm
     from timm.models import get_deprecated_models
 
@@ -68,7 +68,7 @@ def test_each_timm_version_has_its_own_list(tmp_path):
 def test_known_names_agree_with_timm_is_model():
     import timm
 
-    import skillpack.models  # noqa: F401  (registers our models into timm)
+    import skillpack.train.models  # noqa: F401  (registers our models into timm)
 
     listed = sorted(timm_names_from_timm())
     candidates = listed[::40] + ["adv_inception_v3", "resnet18.a1_in1k", "sp_cnn_m", "sp_vit_micro_p4.x",
@@ -92,7 +92,7 @@ def test_timm_and_our_names_pass_params_validation_unknown_ones_fail():
 def test_our_names_are_the_registrys():
     import timm
 
-    from skillpack.models import OUR_MODELS
+    from skillpack.train.models import OUR_MODELS
 
     assert sorted(model_names.OUR_MODEL_NAMES) == sorted(OUR_MODELS) == sorted(timm.list_models("sp_*"))
 

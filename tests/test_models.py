@@ -2,7 +2,7 @@ import pytest
 import timm
 import torch
 
-from skillpack.models import build_model, count_macs, count_params
+from skillpack.train.models import build_model, count_macs, count_params
 
 
 @pytest.mark.parametrize("name", ["sp_cnn_s", "sp_cnn_m", "sp_cnn_l"])
@@ -40,7 +40,7 @@ def _static_and_cond(size="s", chans=1, classes=10):
 
 @pytest.mark.parametrize("chans, size, classes", [(1, 28, 10), (3, 32, 100)])
 def test_condconv_cnns_build_and_train_a_step(chans, size, classes):
-    from skillpack.models import OUR_MODELS
+    from skillpack.train.models import OUR_MODELS
 
     assert {"sp_condcnn_s", "sp_condcnn_m", "sp_condcnn_l"} <= set(OUR_MODELS) & set(timm.list_models())
     _, model = _static_and_cond("s", chans, classes)

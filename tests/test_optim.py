@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from skillpack.config import EmaParams, LookaheadParams, OptimizerParams, ScheduleParams
-from skillpack.optim import build_ema, build_optimizer, build_scheduler
+from skillpack.train.optim import build_ema, build_optimizer, build_scheduler
 
 
 def _lrs(schedule: ScheduleParams, lr=0.4, epochs=4, steps=10, optimizer="sgd"):
@@ -110,7 +110,7 @@ def test_lookahead_syncs_slow_weights_every_k_steps(name):
 
 
 def test_no_weight_decay_on_norms_and_biases_by_default():
-    from skillpack.models import build_model
+    from skillpack.train.models import build_model
 
     model = build_model("sp_cnn_s", 10, 1)
     opt = build_optimizer(model, OptimizerParams(weight_decay=5e-4))

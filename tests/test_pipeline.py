@@ -168,7 +168,7 @@ def test_compress_and_export_make_checked_deployable_models(tiny_repo):
     served = table["served"]    # the rule's pick is the fastest candidate at batch 1 (every one is within 100 points)
     assert served["rule"] == "fastest_within_budget"
     assert served["p50_ms"] == min(c["p50_ms"] for c in table["candidates"])
-    from skillpack.onnx_runtime import onnx_metadata
+    from skillpack.deploy.onnx_runtime import onnx_metadata
 
     served_meta = onnx_metadata(tiny_repo / "models" / "export" / "model.onnx")
     assert served_meta["variant"] == served["variant"] and "classes" in served_meta
@@ -234,11 +234,11 @@ def test_renaming_the_experiment_or_an_alias_reruns_nothing_and_the_registry_fol
 
 
 def test_the_service_loads_the_registered_model_by_alias_with_a_fallback(tiny_repo, monkeypatch, caplog):
-    from skillpack.serving.model import load_registered
+    from skillpack.deploy.serving.model import load_registered
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tiny_repo / 'mlflow.db'}")
     monkeypatch.setenv("SKILLPACK_ROOT", str(tiny_repo))
-    with caplog.at_level("WARNING", logger="skillpack.serving"):  # an alias no test sets (champion may exist)
+    with caplog.at_level("WARNING", logger="skillpack.deploy.serving"):  # an alias no test sets (champion may exist)
         served = load_registered("skillpack-classifier", "no-such-alias", "candidate-onnx")
     assert served.version.endswith("@candidate-onnx") and served.source == "models:/skillpack-classifier@candidate-onnx"
     assert "no alias 'no-such-alias'; falling back to 'candidate-onnx'" in caplog.text
@@ -253,7 +253,7 @@ def test_mlflow_models_serve_answers_class_names_for_raw_pixels(tiny_repo):
 
     import httpx
 
-    from skillpack.monitoring import free_port
+    from skillpack.deploy.monitoring import free_port
 
     port = free_port()
     env = project_env(tiny_repo)
@@ -383,7 +383,7 @@ def test_a_tracking_server_killed_mid_training_loses_no_output(prepared_project,
 
     from conftest import copy_project, wait_until_answers
 
-    from skillpack.monitoring import free_port
+    from skillpack.deploy.monitoring import free_port
 
     repo = copy_project(prepared_project, tmp_path / "repo", {"train.epochs": 4})
     port = free_port()
@@ -409,6 +409,6 @@ def test_a_tracking_server_killed_mid_training_loses_no_output(prepared_project,
     lost = [line for line in err.splitlines() if "stopped answering" in line]
     assert len(lost) == 1 and uri in lost[0] and "dvc repro --force" in lost[0], err[-2000:]
     assert "not registered: the tracking server stopped answering" in out
-    from skillpack.checkpoint import load_classifier
+    from skillpack.train.checkpoint import load_classifier
     load_classifier(repo / "models" / "model.pt")
     assert json.loads((repo / "reports" / "train.json").read_text())["epochs_trained"] == 4

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from skillpack.promotion import decide, paired_accuracy_difference
+from skillpack.deploy.promotion import decide, paired_accuracy_difference
 
 
 def test_paired_interval_and_mcnemar_by_hand():
@@ -39,9 +39,10 @@ def registry(fmnist, small_model, tmp_path_factory):
     """Two ONNX versions in a real MLflow registry: a trained model and an untrained one."""
     import mlflow
 
-    from skillpack import export, tracking
+    from skillpack import tracking
     from skillpack.config import HeadParams
-    from skillpack.models import build_classifier
+    from skillpack.deploy import export
+    from skillpack.train.models import build_classifier
 
     folder = tmp_path_factory.mktemp("registry")
     mp = pytest.MonkeyPatch()

@@ -15,7 +15,7 @@ import torch
 from conftest import StopTraining, small_split, stop_after_first_epoch
 
 from skillpack.config import AugmentParams, TrainParams
-from skillpack.runs import RunData, train_model
+from skillpack.train.runs import RunData, train_model
 
 MIXED = {"augment": {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "random_erasing": 0.5, "rotation": 15,
                      "color_jitter": {"brightness": 0.2}},
@@ -62,8 +62,8 @@ def test_a_host_checkpoint_resumes_on_the_resident_path_to_the_same_weights(fmni
 
 
 def test_execution_only_params_leave_the_run_identity_and_parse_from_yaml():
-    from skillpack import ablation as ab
     from skillpack.config import load_params
+    from skillpack.evidence import ablation as ab
 
     plain = load_params("params.yaml")
     other = load_params("params.yaml", ["runtime.resident=true", "runtime.compile=max-autotune"])
@@ -96,8 +96,8 @@ def test_compile_runs_before_the_first_epoch_timed_apart_and_changes_nothing(fmn
 
 def test_evaluation_on_the_device_equals_the_host_evaluation(fmnist):
     from skillpack.data.loader import to_tensor_nchw
-    from skillpack.engine import evaluate_loss_acc, evaluate_on_device
-    from skillpack.models import build_classifier
+    from skillpack.train.engine import evaluate_loss_acc, evaluate_on_device
+    from skillpack.train.models import build_classifier
 
     x, y = small_split(fmnist, 700)
     torch.manual_seed(0)

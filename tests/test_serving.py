@@ -16,12 +16,12 @@ import yaml
 from conftest import POSTSCRIPT, wait_until_answers
 from PIL import Image
 
-from skillpack import export
 from skillpack.config import MonitorParams, ServeParams
-from skillpack.monitoring import free_port
-from skillpack.runs import evaluate_model
-from skillpack.serving.app import build_service
-from skillpack.serving.model import load_onnx
+from skillpack.deploy import export
+from skillpack.deploy.monitoring import free_port
+from skillpack.deploy.serving.app import build_service
+from skillpack.deploy.serving.model import load_onnx
+from skillpack.train.runs import evaluate_model
 
 CFG = ServeParams(max_body_bytes=64 * 1024, max_pixels=1024 * 1024, max_batch=8, feedback_window=20, top_k=3)
 
@@ -180,7 +180,7 @@ def test_bad_input_never_crashes_the_service_and_gets_a_4xx_that_says_why(served
 # -- a real Prometheus ---------------------------------------------------------------------
 
 def test_prometheus_fires_the_breached_alert_and_keeps_the_other_quiet(served, tmp_path):
-    from skillpack.monitoring import PrometheusServer
+    from skillpack.deploy.monitoring import PrometheusServer
 
     monitor = MonitorParams.model_validate({
         "rate_window": "10s",
@@ -198,13 +198,13 @@ def test_prometheus_fires_the_breached_alert_and_keeps_the_other_quiet(served, t
 
 
 def test_generated_rules_pass_promtool_check_and_their_unit_tests(tmp_path):
-    from skillpack.monitoring import write_alerts
+    from skillpack.deploy.monitoring import write_alerts
 
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: `apt-get install prometheus` (.ci/run does it)"
     write_alerts(MonitorParams(), tmp_path)
     check = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=tmp_path, capture_output=True, text=True)
-    from skillpack.monitoring import signals
+    from skillpack.deploy.monitoring import signals
 
     assert check.returncode == 0 and f"{len(signals(MonitorParams()))} rules found" in check.stdout, check.stdout
     assert len(signals(MonitorParams())) == 6   # accuracy, p95 latency, memory, 5xx rate, prediction and input drift
@@ -219,7 +219,7 @@ def test_generated_rules_pass_promtool_check_and_their_unit_tests(tmp_path):
 
 def test_the_committed_rules_are_the_ones_params_yaml_generates():
     from skillpack.config import load_params
-    from skillpack.monitoring import alert_rules
+    from skillpack.deploy.monitoring import alert_rules
 
     committed = yaml.safe_load(Path("docker/prometheus/alerts.yml").read_text())
     assert committed == alert_rules(load_params("params.yaml").monitor)
@@ -242,7 +242,7 @@ def test_the_openapi_schema_describes_every_body_and_status(served):
 @pytest.mark.fault('a non-loopback bind without a token is refused; the token guards /predict, /feedback, /metrics', guards=())
 def test_a_token_guards_predict_feedback_and_metrics_but_not_health(served):
     from skillpack.config import ParamsError
-    from skillpack.serving.app import service_token
+    from skillpack.deploy.serving.app import service_token
 
     _, onnx_model, images, _ = served
     assert service_token(CFG, environ={}) is None                          # loopback, no token: open
@@ -267,7 +267,7 @@ def test_a_token_guards_predict_feedback_and_metrics_but_not_health(served):
 def test_input_drift_fires_on_inverted_images_and_stays_silent_on_held_out_ones(served, fmnist, tmp_path):
     """A real Prometheus with the generated rules: the same number of requests, one stream of
     held-out test images (in distribution), one of the same images inverted."""
-    from skillpack.monitoring import PrometheusServer
+    from skillpack.deploy.monitoring import PrometheusServer
 
     monitor = MonitorParams.model_validate({"input_drift_max": {"threshold": 0.25, "for": "2s"}})
     cfg = CFG.model_copy(update={"drift_window": 200})

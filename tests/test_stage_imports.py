@@ -88,7 +88,7 @@ def test_policy_options_match_torchvisions_policies():
 def test_a_tracking_server_that_does_not_answer_is_one_line_within_10_seconds(workdir, tmp_path):
     import time
 
-    from skillpack.monitoring import free_port
+    from skillpack.deploy.monitoring import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"            # nothing listens there
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SKILLPACK_ROOT": str(workdir), "MLFLOW_TRACKING_URI": uri}

@@ -2,7 +2,7 @@
 import pandas as pd
 import pytest
 
-from skillpack.validation import format_failures, validate_manifest
+from skillpack.data.validation import format_failures, validate_manifest
 
 CLASSES = ["a", "b", "c"]
 

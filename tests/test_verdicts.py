@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from skillpack import ablation as ab
-from skillpack import claims as cl
-from skillpack import verdicts as vd
+from skillpack.evidence import ablation as ab
+from skillpack.evidence import claims as cl
+from skillpack.evidence import verdicts as vd
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNIFICANT, NOT_SIGNIFICANT = 0.01, 0.30
@@ -205,7 +205,7 @@ def test_every_claim_of_claims_yaml_can_be_judged_or_says_why_not():
 
 
 def test_the_default_spec_names_only_known_claims():
-    from skillpack.ablation_report import check_claim_ids
+    from skillpack.evidence.report import check_claim_ids
 
     check_claim_ids(ab.load_spec(ROOT / "ablations" / "default.yaml"), cl.load_claims(ROOT / "claims.yaml"))
     with pytest.raises(ValueError, match="does not have: ablation.cumulative, arch.compare.flowers, aug.cutmix"):
@@ -285,7 +285,7 @@ def _synthetic_runs(spec):
 
 
 def test_the_claims_table_from_stored_runs_has_the_schema(tmp_path, monkeypatch):
-    from skillpack.ablation_report import write_ablation_reports
+    from skillpack.evidence.report import write_ablation_reports
 
     monkeypatch.chdir(ROOT)  # params.yaml and claims.yaml
     spec = ab.load_spec("ablations/default.yaml")
@@ -320,7 +320,7 @@ def test_the_claims_table_from_stored_runs_has_the_schema(tmp_path, monkeypatch)
 
 
 def test_rendering_without_a_run_of_every_arm_says_so(tmp_path, monkeypatch):
-    from skillpack.ablation_report import write_ablation_reports
+    from skillpack.evidence.report import write_ablation_reports
 
     monkeypatch.chdir(ROOT)
     spec = ab.load_spec("ablations/default.yaml")

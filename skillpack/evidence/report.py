@@ -1,6 +1,6 @@
 """The report of one ablation run, rendered from its stored runs: the family of paired tests
 (Holm-adjusted together), reports/ablation.{md,json}, the effect and waterfall charts, and the
-claims table (skillpack.claims).
+claims table (skillpack.evidence.claims).
 
 The caller passes the runs and any benchmark results it has loaded (flows/ablation.py);
 every figure in the reports is computed from them.
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from skillpack import ablation as ab
-from skillpack import claims as cl
+from skillpack.evidence import ablation as ab
+from skillpack.evidence import claims as cl
+from skillpack.evidence.verdicts import ALPHA, POWER, RULES_TEXT, direction_sign
 from skillpack.io import write_json, write_text
-from skillpack.verdicts import ALPHA, POWER, RULES_TEXT, direction_sign
 
 EFFECT_COLOURS = {"improves": "tab:green", "hurts": "tab:red", "no detectable effect": "tab:gray"}
 SEED_NOISE = ("Each seed draws its own training subset (regimes with a size or an imbalance ratio) and an arm "
@@ -122,7 +122,7 @@ def priority_tests(spec: ab.Spec, tests: list[ab.Comparison], results: dict) -> 
 
 def next_round(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[tuple[str, int]]:
     """The (arm, seed) runs the sequential design asks for next: for every open comparison
-    (skillpack.ablation.is_open), its arm and baseline at the next seeds of the pool."""
+    (skillpack.evidence.ablation.is_open), its arm and baseline at the next seeds of the pool."""
     results = results_by_key(runs)
     todo: dict[tuple[str, int], None] = {}
     for c in comparisons(spec, runs, claims_doc):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("skillpack.serving")
+log = logging.getLogger("skillpack.deploy.serving")
 
 
 @dataclass
@@ -28,8 +28,8 @@ class ServedModel:
 
 
 def load_onnx(path: str | Path, threads: int = 1, version: str | None = None) -> ServedModel:
+    from skillpack.deploy.onnx_runtime import onnx_metadata, onnx_runner, onnx_session
     from skillpack.io import file_sha256
-    from skillpack.onnx_runtime import onnx_metadata, onnx_runner, onnx_session
 
     path = Path(path)
     if not path.is_file():
@@ -49,7 +49,6 @@ def load_registered(registered_name: str, alias: str, fallback_alias: str | None
     from mlflow.exceptions import MlflowException
 
     from skillpack import tracking
-
     tracking.setup()
     client = MlflowClient()
     for chosen in (a for a in (alias, fallback_alias) if a):

@@ -209,10 +209,10 @@ def explain_model(model: nn.Module, images: torch.Tensor, labels: np.ndarray, cl
     from pathlib import Path
 
     from skillpack.data.loader import to_label_tensor
-    from skillpack.engine import predict
     from skillpack.io import atomic_path
     from skillpack.metrics import confusion
     from skillpack.plots import plot_cam_grid, plot_image_grid, plot_reliability, plot_tsne
+    from skillpack.train.engine import predict
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ rule fires on a breach and stays quiet otherwise, and the scrape config of the s
 
     skillpack alerts            # or the DVC stage `alerts`: docker/prometheus/{alerts,alerts_test,prometheus}.yml
 
-The metric names are those of skillpack.serving.metrics.
+The metric names are those of skillpack.deploy.serving.metrics.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class Signal(NamedTuple):
 
 
 def signals(m: MonitorParams) -> list[Signal]:
-    """Accuracy, p95 latency, memory, error rate, prediction drift - the metrics of skillpack.serving.metrics."""
+    """Accuracy, p95 latency, memory, error rate, prediction drift - the metrics of skillpack.deploy.serving.metrics."""
     job, w = f'job="{m.job}"', m.rate_window
     return [
         Signal("SkillpackAccuracyLow", "accuracy_min", f"skillpack_rolling_accuracy{{{job}}}", "<", m.accuracy_min,

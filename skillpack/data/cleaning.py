@@ -1,7 +1,8 @@
 """Finding mislabeled and anomalous training samples (the article's section 1.2), measured
 against cleanlab's confident learning on the same out-of-fold predictions.
 
-The expensive, shared part is `out_of_fold`: K fold models, each trained on the other folds,
+The expensive, shared part is the out-of-fold predictions (skillpack.train.oof, which trains
+them; this module only reads them): K fold models, each trained on the other folds,
 each predicting every sample. Detectors read it and give every sample a score and a flag:
 
   dbscan    per class, DBSCAN on the held-out model's embeddings: noise points are flagged
@@ -24,11 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
-from skillpack.config import CleanParams, TrainParams
-from skillpack.data.loader import to_label_tensor
+from skillpack.config import CleanParams
 from skillpack.io import atomic_path
 
 # -- label noise (for benchmarks and tests) -------------------------------------------------
@@ -89,44 +87,6 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     for k, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
         fold[held_out] = k
     return fold
-
-
-def logit_grad_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample norm of the cross-entropy gradient w.r.t. the logits. The summed loss is a sum
-    of per-sample terms, so one backward pass gives every sample's own gradient."""
-    logits = logits.detach().clone().requires_grad_(True)
-    F.cross_entropy(logits, labels, reduction="sum").backward()
-    return logits.grad.norm(dim=1)
-
-
-def out_of_fold(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: TrainParams, folds: int,
-                seed: int, on_fold: Callable[[int, dict], None] | None = None) -> OutOfFold:
-    """Train one model per fold on the other folds; each predicts every sample."""
-    from skillpack.metrics import accuracy
-    from skillpack.runs import RunData, embeddings_and_logits, train_model
-
-    fold = stratified_folds(labels, folds, seed)
-    y_all = to_label_tensor(labels)
-    probs = np.zeros((folds, len(labels), num_classes), dtype=np.float32)
-    embeddings, grad_norm = None, np.zeros(len(labels), dtype=np.float32)
-    for k in range(folds):
-        train_idx, held_idx = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        data = RunData((images[train_idx], labels[train_idx]), (images[held_idx], labels[held_idx]), num_classes)
-        trained = train_model(cfg, data, seed + k)
-        # every sample through the backbone once, in the precision the fold model trained in: on the
-        # default oof (Fashion-MNIST, 4 x sp_cnn_s, AMD EPYC Zen 5) bf16 against fp32 inference agreed
-        # on 99.8% of the out-of-fold argmaxes, accuracy 0.8362 vs 0.8361, largest probability change 0.03
-        emb, logits = embeddings_and_logits(trained.model, images, trained.precision)
-        probs[k] = logits.softmax(1).numpy()
-        held = torch.as_tensor(held_idx)
-        if embeddings is None:
-            embeddings = np.zeros((len(labels), emb.shape[1]), dtype=np.float32)
-        embeddings[held_idx] = emb[held].numpy()
-        grad_norm[held_idx] = logit_grad_norm(logits[held], y_all[held]).numpy()
-        if on_fold is not None:
-            on_fold(k, {"held_out_acc": accuracy(probs[k, held_idx], labels[held_idx]),
-                        "train_seconds": trained.train_seconds})
-    return OutOfFold(fold=fold, probs=probs, embeddings=embeddings, grad_norm=grad_norm)
 
 
 # -- detectors ---------------------------------------------------------------------------

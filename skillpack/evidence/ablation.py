@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from skillpack import config
 from skillpack.config import CompressParams, Params, read_yaml
+from skillpack.evidence.verdicts import ALPHA, holm, minimum_detectable_effect
 from skillpack.io import write_json
-from skillpack.verdicts import ALPHA, holm, minimum_detectable_effect
 
 # ------------------------------------------------------------------ spec
 
@@ -43,7 +43,7 @@ PruneImportance = CompressParams.model_fields["prune_importance"].annotation  # 
 class StartOption(BaseModel):
     """An arm's `start: {from: arm, prune_ratio, prune_importance}`: for seed s, the run starts
     from the model the `from` arm's run trains with seed s (its params, its data draw), pruned
-    to (1 - prune_ratio) of its channels by skillpack.compress.prune_channels when prune_ratio
+    to (1 - prune_ratio) of its channels by skillpack.deploy.compress.prune_channels when prune_ratio
     is given, and trains it further with its own params."""
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     from_: str = Field(alias="from")
@@ -98,7 +98,7 @@ class Sequential:
 @dataclass
 class Spec:
     name: str
-    seeds: list[int]      # every comparison starts with these; skillpack.ablation.Sequential adds more
+    seeds: list[int]      # every comparison starts with these; skillpack.evidence.ablation.Sequential adds more
     regimes: dict[str, dict]
     base: dict            # overrides every run shares (budget, recipe)
     arms: list[Arm]       # baselines first (one per regime), then the arms, then their budget / transfer copies
@@ -377,7 +377,7 @@ class Comparison:
     gain_per_extra_minute: float | None
     metric: str = "test_accuracy"
     differences: list[float] = field(default_factory=list)  # per seed, in the order of the spec's seeds
-    mde: float | None = None          # minimum detectable effect at alpha (skillpack.verdicts)
+    mde: float | None = None          # minimum detectable effect at alpha (skillpack.evidence.verdicts)
     p_adjusted: float | None = None   # Holm across the family of tests of one ablation run
     mde_family: float | None = None   # the same at alpha / family size, Holm's strictest step
     effect: str | None = None         # from p_adjusted: improves / hurts / no detectable effect
@@ -407,7 +407,7 @@ def paired_comparison(arm: list[float], base: list[float], confidence: float = 0
 
 def effect(delta: float, p_adjusted: float, metric: str = "test_accuracy", alpha: float = ALPHA) -> str:
     """What an arm does to a metric, judged on the family-adjusted p-value (no claim involved:
-    the claims' verdicts are skillpack.verdicts')."""
+    the claims' verdicts are skillpack.evidence.verdicts')."""
     if p_adjusted >= alpha or delta == 0:
         return EFFECTS[2]
     if metric == "test_accuracy":
@@ -456,7 +456,7 @@ def is_open(c: Comparison, claimed_points: list[float], sequential: Sequential) 
 
 
 def adjust_for_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
-    """Holm-adjust the p-values of every test of one family (skillpack.verdicts.holm says why
+    """Holm-adjust the p-values of every test of one family (skillpack.evidence.verdicts.holm says why
     Holm; comparisons carry their family's name: main, curves, transfer) and set each
     comparison's effect from its adjusted p-value, and its minimum detectable effect at Holm's
     strictest level alpha / m. In place; returned."""
@@ -498,9 +498,9 @@ def run_key(seed: int, params: Params, data_hash: str, options: dict, sources: d
     chain's first steps are one-at-a-time arms too). `sources` (run_sources): the keys of the
     runs whose models this run starts from or distils from; a run without any hashes exactly as
     before they existed."""
-    from skillpack.engine import config_hash
+    from skillpack.train.engine import config_hash
 
-    # a run reads train.* and the seed (skillpack.runs.train_and_evaluate) and the prepared data
+    # a run reads train.* and the seed (skillpack.train.runs.train_and_evaluate) and the prepared data
     # (data_hash, options): other sections - cleaning, export, serving - never change its result.
     # RESULT_VERSION: what a run records and how it draws its data (bump when either changes).
     parts = (params.train.result_dump(), options, data_hash, RESULT_VERSION) + ((sources,) if sources else ())

@@ -1,2 +1,2 @@
 """The inference service: `skillpack serve` (FastAPI + uvicorn) on the exported ONNX model,
-with Prometheus metrics (skillpack.serving.metrics) and bounded, validated input."""
+with Prometheus metrics (skillpack.deploy.serving.metrics) and bounded, validated input."""

@@ -1,7 +1,7 @@
 """Deployable forms of a trained classifier, each taking raw uint8 pixels (N x H x W x C):
 
 - ONNX (dynamic batch axis; the uint8 -> normalised preprocessing inside the graph), run by
-  ONNX Runtime; its int8 twin comes from skillpack.compress.quantize_onnx_int8;
+  ONNX Runtime; its int8 twin comes from skillpack.deploy.compress.quantize_onnx_int8;
 - an AOTInductor package (torch.export + torch._inductor.aoti_compile_and_package): a
   compiled, self-contained .pt2 for the CPU or, in fp16 / bf16, for a CUDA GPU;
 - TensorRT FP16 / INT8 engines built from the ONNX file with TensorRT's own Python API,
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from skillpack.models import ImageClassifier
-from skillpack.onnx_runtime import INPUT, OUTPUT, onnx_metadata, onnx_runner, onnx_session  # noqa: F401 (re-exported)
+from skillpack.deploy.onnx_runtime import INPUT, OUTPUT, onnx_metadata, onnx_runner, onnx_session  # noqa: F401 (re-exported)
+from skillpack.train.models import ImageClassifier
 
 
 class RawPixels(nn.Module):
@@ -60,7 +60,7 @@ def export_onnx(model: ImageClassifier, path: str | Path, image_shape: tuple[int
                 metadata: dict | None = None) -> Path:
     """ONNX file (torch.onnx's dynamo exporter) with a dynamic batch axis, written atomically.
     `metadata` (class names, model name, ...) goes into the file's metadata_props as JSON, so
-    the file alone is enough to serve it (skillpack.serving reads it back)."""
+    the file alone is enough to serve it (skillpack.deploy.serving reads it back)."""
     import json
 
     import onnx
@@ -125,10 +125,10 @@ def build_runtimes(model: ImageClassifier, image_shape: tuple[int, int, int], fo
                    threads: int | None = None) -> tuple[dict[str, BuiltRuntime], dict[str, str]]:
     """Every deployable form of `model` this machine can build, into `folder` (the export
     stage's and the latency benchmark's one way to make them): ONNX fp32, ONNX int8 (in
-    `int8_format`, see skillpack.compress.choose_int8_format), an
+    `int8_format`, see skillpack.deploy.compress.choose_int8_format), an
     AOTInductor package for the CPU and, on CUDA, in fp16, TensorRT FP16 / INT8 where it can run.
     Returns {runtime: built}, {runtime: why it was skipped}."""
-    from skillpack.compress import quantize_onnx_int8
+    from skillpack.deploy.compress import quantize_onnx_int8
 
     folder, threads = Path(folder), threads or torch.get_num_threads()
     built, skipped = {}, {}

@@ -1,6 +1,6 @@
 """The service's Prometheus metrics (prometheus-client), in their own registry.
 
-Names the alert rules of skillpack.monitoring refer to: skillpack_request_latency_seconds,
+Names the alert rules of skillpack.deploy.monitoring refer to: skillpack_request_latency_seconds,
 skillpack_requests_total, skillpack_predictions_total, skillpack_confidence,
 skillpack_rolling_accuracy, skillpack_feedback_in_window, skillpack_drift_class_distance,
 skillpack_drift_confidence_shift, skillpack_drift_input_distance, skillpack_model_info and

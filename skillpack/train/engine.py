@@ -1,10 +1,10 @@
 """The train / evaluate loop: seeded, resumable, device-agnostic (CUDA + AMP when present).
 
 Every skill of the train params is wired here: augmentation (skillpack.data.augment), the
-objective (skillpack.losses), optimizer / schedule / EMA (skillpack.optim), the head
+objective (skillpack.train.losses), optimizer / schedule / EMA (skillpack.train.optim), the head
 (linear or ArcFace), gradient clipping, channels_last and mixed precision. Under torchrun the
 same loop runs DistributedDataParallel, each rank on its share of every global batch
-(skillpack.distributed says what is and is not equal to one process).
+(skillpack.train.distributed says what is and is not equal to one process).
 
 Two ways to feed the loop, one loop (`runtime.resident`, auto: resident on CUDA):
 - host: the training set stays in host memory; each batch is gathered, augmented on the CPU
@@ -40,15 +40,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from skillpack import distributed
 from skillpack.config import TrainParams
 from skillpack.data.augment import BatchAugment
 from skillpack.data.loader import TensorBatches, to_label_tensor, to_tensor_nchw
 from skillpack.io import atomic_path, counted, discard_checkpoint, load_training_checkpoint
-from skillpack.losses import Objective
 from skillpack.metrics import accuracy, correct
-from skillpack.models import ImageClassifier
-from skillpack.optim import build_ema, build_optimizer, build_scheduler
+from skillpack.train import distributed
+from skillpack.train.losses import Objective
+from skillpack.train.models import ImageClassifier
+from skillpack.train.optim import build_ema, build_optimizer, build_scheduler
 
 
 def seed_everything(seed: int) -> None:

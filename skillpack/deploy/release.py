@@ -45,7 +45,7 @@ RULES = {  # export.serve_rule (skillpack.config.SERVE_RULES) -> its rule
     "most_accurate": Rule(lambda c: (c.drop_points, c.p50_ms), False, "the most accurate on the test set"),
 }
 if set(RULES) != set(SERVE_RULES):
-    raise ImportError(f"skillpack.release.RULES {sorted(RULES)} and config.SERVE_RULES {sorted(SERVE_RULES)} differ")
+    raise ImportError(f"skillpack.deploy.release.RULES {sorted(RULES)} and config.SERVE_RULES {sorted(SERVE_RULES)} differ")
 
 
 def choose(candidates: list[Candidate], rule: str, max_drop_points: float) -> Candidate:
@@ -103,7 +103,7 @@ def measure_variant(name: str, model, info: dict, base_acc: float | None, test: 
     """Eager and every built runtime of one variant: accuracy on the whole test set, parity with
     its own eager logits, latency per batch size. `info`: its size figures (params, macs);
     `base_acc`: the trained model's eager test accuracy (None: this is the trained model)."""
-    from skillpack.export import eager_runner, latency_by_batch, logits_of, parity
+    from skillpack.deploy.export import eager_runner, latency_by_batch, logits_of, parity
     from skillpack.metrics import accuracy
 
     test_x, test_y = test
@@ -139,7 +139,7 @@ def measure_all(models: dict[str, tuple], image_shape, folder: Path, calibration
     folder/<name>/ and measure it (measure_variant); the trained model is `baseline`."""
     import torch
 
-    from skillpack.export import build_runtimes
+    from skillpack.deploy.export import build_runtimes
 
     if next(iter(models)) != "baseline":
         raise ValueError("measure_all: the trained model (baseline) comes first, every variant is scored against it")

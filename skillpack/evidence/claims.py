@@ -1,5 +1,5 @@
 """The claims table: one row per (claim, arm) from the ablation's comparisons, the static
-checks and the cleaning benchmark's results, each with a verdict of skillpack.verdicts.
+checks and the cleaning benchmark's results, each with a verdict of skillpack.evidence.verdicts.
 
 What a claim says (direction, claimed value, metric, why it is not tested) is data in
 claims.yaml; the results are passed in by the caller (the ablation's comparisons, the loaded
@@ -11,8 +11,7 @@ import statistics
 from pathlib import Path
 
 from skillpack.config import read_yaml
-from skillpack.io import write_json, write_text
-from skillpack.verdicts import (
+from skillpack.evidence.verdicts import (
     ALPHA,
     INCONCLUSIVE,
     NOT_TESTED,
@@ -24,6 +23,7 @@ from skillpack.verdicts import (
     minimum_detectable_proportion_gap,
     verdict,
 )
+from skillpack.io import write_json, write_text
 
 CLAIMS_FILE = Path("claims.yaml")
 UNITS = {"test_accuracy": "points", "recall_at_1": "points", "tar_at_far": "points"}  # the rest: relative, percent
@@ -86,7 +86,7 @@ def row(claim: dict, verdict_: str, statement: str, *, arm: str | None = None, m
 
 def fmt_p(p: float) -> str:
     if p == 0:
-        return "0"  # an underflow, or differences without spread (skillpack.ablation.paired_comparison)
+        return "0"  # an underflow, or differences without spread (skillpack.evidence.ablation.paired_comparison)
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
@@ -194,7 +194,7 @@ def onecycle_shape(claim: dict, check: dict, **_) -> dict:
     import torch
 
     from skillpack.config import OptimizerParams, ScheduleParams
-    from skillpack.optim import build_optimizer, build_scheduler
+    from skillpack.train.optim import build_optimizer, build_scheduler
 
     max_lr, final_lr = float(claim["figure"]["max_lr"]), float(claim["figure"]["final_lr"])
     div = 25.0
@@ -288,7 +288,7 @@ def _draws_test(draws: dict, detector: str) -> dict:
     """The same figure over several noise draws (each its own label flips and out-of-fold
     models): the draw is the unit, so the t-interval of precision minus the draw's realised
     noise rate, paired by draw, covers the noise and the training, in points."""
-    from skillpack.ablation import paired_comparison
+    from skillpack.evidence.ablation import paired_comparison
 
     precision = [d[detector]["precision"] for d in draws.values()]
     rates = [d["noise_rate"] for d in draws.values()]

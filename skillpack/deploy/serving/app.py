@@ -11,7 +11,7 @@
 With a token in the environment variable serve.token_env (required to bind anything but
 loopback), /predict, /feedback and /metrics need `Authorization: Bearer <token>`.
 
-Every image goes through skillpack.images.decode_image, the decoding of the prepare
+Every image goes through skillpack.data.images.decode_image, the decoding of the prepare
 stage, so the service sees the pixels training saw. Bad input is a 4xx with a JSON body
 {"error": ...} naming what is wrong, never a 5xx: bodies, batches and pixels are bounded.
 """
@@ -28,8 +28,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from skillpack.config import ServeParams
-from skillpack.serving.metrics import ServiceMetrics
-from skillpack.serving.model import ServedModel
+from skillpack.deploy.serving.metrics import ServiceMetrics
+from skillpack.deploy.serving.model import ServedModel
 
 RAW_TYPES = ("image/", "application/octet-stream")
 PROTECTED = {"/predict", "/feedback", "/metrics"}   # behind the bearer token, when there is one
@@ -117,7 +117,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def decode(data: bytes, name: str, model: ServedModel, cfg: ServeParams) -> np.ndarray:
-    from skillpack.images import ImageTooLarge, NotAnImage, decode_image
+    from skillpack.data.images import ImageTooLarge, NotAnImage, decode_image
 
     if not data:
         raise BadInput(400, f"{name}: empty image")
@@ -257,7 +257,7 @@ def reference_distribution(model: ServedModel, test_images: np.ndarray | None,
 
 def build_service(model: ServedModel, cfg: ServeParams, test_images: np.ndarray | None = None,
                   token: str | None = None) -> FastAPI:
-    from skillpack.serving.metrics import brightness_distribution
+    from skillpack.deploy.serving.metrics import brightness_distribution
 
     reference, confidence = reference_distribution(model, test_images, cfg.max_batch)
     return create_app(model, cfg, ServiceMetrics(model.classes, reference, confidence, cfg.feedback_window,

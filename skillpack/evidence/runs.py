@@ -1,7 +1,7 @@
 """One (arm, seed) of an ablation, wherever it executes: in a Prefect task of the ablation flow
 (flows/ablation.py adds MLflow and the task runner around it) or in a worker process of
-skillpack.concurrent (benchmarks/gpu.py: N at once on one GPU, no Prefect, no MLflow). Kept
-apart from skillpack.ablation (spec, statistics, result store), which the reports import
+skillpack.train.concurrent (benchmarks/gpu.py: N at once on one GPU, no Prefect, no MLflow). Kept
+apart from skillpack.evidence.ablation (spec, statistics, result store), which the reports import
 without training anything.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from skillpack.ablation import (
+from skillpack.config import Params
+from skillpack.evidence.ablation import (
     Arm,
     ResultStore,
     Spec,
@@ -23,10 +24,9 @@ from skillpack.ablation import (
     teacher_arm,
     teacher_name,
 )
-from skillpack.config import Params
 
 if TYPE_CHECKING:
-    from skillpack.runs import RunData
+    from skillpack.train.runs import RunData
 
 VAL_IMAGES = 1000   # per-epoch validation of an ablation run only feeds its curves: the first 1,000 val images
 
@@ -35,8 +35,8 @@ def train_teacher(spec: Spec, name: str, data: dict, classes: list[str], path: s
                   params_path: str | Path = "params.yaml", extra: dict | None = None) -> Path:
     """Train the spec's distillation teacher `name` on its regime and save it at `path`
     (a no-op when the file exists). `data`: split name -> (images, labels)."""
-    from skillpack.checkpoint import save_classifier
-    from skillpack.runs import RunData, train_model
+    from skillpack.train.checkpoint import save_classifier
+    from skillpack.train.runs import RunData, train_model
 
     path = Path(path)
     if path.is_file():
@@ -98,7 +98,7 @@ def run_inputs(ctx: RunContext, arm: Arm) -> RunInputs:
     spec's resample), the teacher it distils from (a fixed one's file, or a per-seed one trained
     here on the same draw) and, for an arm with start:, the `from` arm's model of the same seed,
     pruned when the start says so."""
-    from skillpack.runs import RunData
+    from skillpack.train.runs import RunData
 
     params = ctx.params(arm)
     options = regime_options(ctx.spec, arm.regime)
@@ -112,8 +112,8 @@ def run_inputs(ctx: RunContext, arm: Arm) -> RunInputs:
         inputs.teacher, info = arm_model(ctx, teacher_arm(ctx.spec, name, arm.regime))
         inputs.recorded["teacher_test_accuracy"] = info["test_accuracy"]
     elif name:
-        from skillpack.checkpoint import load_classifier
-        from skillpack.runs import evaluate_model
+        from skillpack.train.checkpoint import load_classifier
+        from skillpack.train.runs import evaluate_model
 
         inputs.teacher = load_classifier(ctx.teachers[name])[0]
         inputs.recorded["teacher_test_accuracy"] = evaluate_model(inputs.teacher, *inputs.test).accuracy
@@ -124,17 +124,17 @@ def run_inputs(ctx: RunContext, arm: Arm) -> RunInputs:
 
 def start_model(ctx: RunContext, arm: Arm, image_shape: tuple[int, int, int], test: tuple) -> tuple:
     """The model `arm`'s run starts from: its start's `from` arm's model at ctx.seed, pruned
-    by skillpack.compress.prune_channels when the start has a prune_ratio; with what the result
+    by skillpack.deploy.compress.prune_channels when the start has a prune_ratio; with what the result
     records about both."""
-    from skillpack.models import count_params
-    from skillpack.runs import evaluate_model
+    from skillpack.train.models import count_params
+    from skillpack.train.runs import evaluate_model
 
     start = arm.start
     model, info = arm_model(ctx, ctx.spec.arm(start["from"]))
     recorded = {**start, "from_key": info["key"], "from_test_accuracy": info["test_accuracy"],
                 "from_params": info["params"]}
     if start.get("prune_ratio") is not None:
-        from skillpack.compress import prune_channels
+        from skillpack.deploy.compress import prune_channels
 
         model = prune_channels(model, image_shape, start["prune_ratio"], start["prune_importance"])
         recorded.update(pruned_test_accuracy=evaluate_model(model, *test).accuracy, pruned_params=count_params(model))
@@ -158,11 +158,11 @@ def _model_lock(path: Path | None):
 def arm_model(ctx: RunContext, arm: Arm) -> tuple:
     """The model `arm`'s run trains at ctx.seed - the same params, data draw, teacher and start
     as that run - and {key, test_accuracy, params}: read from the result store's models/ folder
-    when there, else trained and saved there (skillpack.checkpoint), then read back, so that a
+    when there, else trained and saved there (skillpack.train.checkpoint), then read back, so that a
     run gets the same model whether it was just trained or cached."""
-    from skillpack.checkpoint import load_classifier, save_classifier
-    from skillpack.models import count_params
-    from skillpack.runs import evaluate_model, train_model
+    from skillpack.train.checkpoint import load_classifier, save_classifier
+    from skillpack.train.models import count_params
+    from skillpack.train.runs import evaluate_model, train_model
 
     key = ctx.key(arm)
     path = ctx.results.model_path(key) if ctx.results is not None else None
@@ -191,7 +191,7 @@ def arm_run(spec: Spec, arm_name: str, seed: int, data: dict, num_classes: int, 
     from are trained here, cached in the store's models/ folder). The ablation flow's task and
     benchmarks/gpu.py both run this; the flow adds MLflow and Prefect around it. `torch_threads`
     says where the run executes, not what it computes: the key stays."""
-    from skillpack.runs import train_and_evaluate
+    from skillpack.train.runs import train_and_evaluate
 
     arm = spec.arm(arm_name)
     ctx = RunContext(spec, seed, data, num_classes, data_hash, teachers, results, torch_threads, params_path, extra)
@@ -236,7 +236,7 @@ _SPECS: dict[tuple, Spec] = {}
 def cached_spec(spec_path: str | Path, profile: str) -> Spec:
     """load_spec, once per process and spec version (a worker runs many (arm, seed) tasks; a
     spec with budget curves takes a second or more to expand and validate)."""
-    from skillpack.ablation import load_spec
+    from skillpack.evidence.ablation import load_spec
 
     stat = Path(spec_path).stat()
     key = (str(spec_path), profile, stat.st_mtime_ns, stat.st_size)
@@ -258,7 +258,7 @@ def prepared_data(root: str | Path):
 
 def pool_run(spec_path: str, quick: bool, arm_name: str, seed: int, prepared: str, teachers: dict[str, str],
              torch_threads: int | None = None, extra: dict | None = None) -> dict:
-    """arm_run in a worker process of skillpack.concurrent.run_all (no Prefect, no MLflow, no
+    """arm_run in a worker process of skillpack.train.concurrent.run_all (no Prefect, no MLflow, no
     result store): what benchmarks/gpu.py runs N at a time on one GPU."""
     import os
     import time

@@ -22,7 +22,7 @@ from timm.layers import CondConv2d
 from timm.models import register_model
 from torch import nn
 
-from skillpack.losses import ArcMarginHead
+from skillpack.train.losses import ArcMarginHead
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -240,3 +240,37 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     flat = np.asarray(images, dtype=np.float64).reshape(-1, images.shape[-1])
     std = flat.std(axis=0)
     return flat.mean(axis=0).tolist(), np.where(std > 0, std, 1.0).tolist()
+
+
+def fit_shapes(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Resize `model`'s layers to the tensor shapes of `state_dict` (a pruned model saved as plain
+    tensors), so that load_state_dict fits. Our own, because torch-pruning's serialisation
+    pickles module objects, which torch.load(weights_only=True) rightly refuses."""
+    modules = dict(model.named_modules())
+    for key, tensor in state_dict.items():
+        owner, _, attr = key.rpartition(".")
+        module = modules.get(owner)
+        if module is None:
+            continue
+        current = getattr(module, attr, None)
+        if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
+            continue
+        if isinstance(current, nn.Parameter):
+            setattr(module, attr, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
+        else:
+            module.register_buffer(attr, torch.empty_like(tensor))
+    for module in modules.values():
+        _sync_attributes(module)
+    return model
+
+
+def _sync_attributes(module: nn.Module) -> None:
+    if isinstance(module, nn.Conv2d):
+        depthwise = module.groups > 1 and module.groups == module.in_channels
+        module.out_channels = module.weight.shape[0]
+        module.groups = module.out_channels if depthwise else module.groups
+        module.in_channels = module.weight.shape[1] * module.groups
+    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+        module.num_features = module.weight.shape[0] if module.weight is not None else module.running_mean.shape[0]
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape

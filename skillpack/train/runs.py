@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from skillpack.config import TrainParams
-from skillpack.engine import EpochResult, Trainer, predict, seed_everything
 from skillpack.metrics import accuracy, balanced_accuracy, intra_class_distance, loss_oscillation, recall_at_1, tar_at_far
-from skillpack.models import ImageClassifier, build_classifier, channel_stats, count_macs, count_params
+from skillpack.train.engine import EpochResult, Trainer, predict, seed_everything
+from skillpack.train.models import ImageClassifier, build_classifier, channel_stats, count_macs, count_params
 
 OnEpoch = Callable[[EpochResult, list[EpochResult], nn.Module], None]
 
@@ -75,7 +75,7 @@ def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch
     epoch is saved atomically and a later call with the same cfg, seed and `fingerprint` (name
     the data with it) resumes where the last one stopped. Under torchrun every rank makes this
     call with the same arguments and gets the same model back; only rank 0 writes the
-    checkpoint and calls `on_epoch` (skillpack.distributed)."""
+    checkpoint and calls `on_epoch` (skillpack.train.distributed)."""
     import copy
 
     x_train, y_train = data.train

@@ -6,7 +6,7 @@ share of a global batch, sums across ranks, and which rank writes.
 Without torchrun (no WORLD_SIZE, or WORLD_SIZE=1) every helper here is the identity and
 nothing is initialised: one process is the same code with a world of one.
 
-What the engine does with a world of N (skillpack.engine.Trainer):
+What the engine does with a world of N (skillpack.train.engine.Trainer):
 - train.batch_size stays the GLOBAL batch: every rank draws the same shuffled batch and the
   same augmentation (the epoch generator is seeded identically on every rank), then trains on
   its contiguous 1/N of it. DDP averages the gradients, so a step equals the one-process step

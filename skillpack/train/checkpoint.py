@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 
-from skillpack.compress import fit_shapes
 from skillpack.config import HeadParams
 from skillpack.io import UnreadableFile, atomic_path, load_torch_file
-from skillpack.models import ImageClassifier, build_classifier
+from skillpack.train.models import ImageClassifier, build_classifier, fit_shapes
 
 
 def save_classifier(path: str | Path, model: ImageClassifier, *, model_name: str, classes: list[str],
@@ -61,7 +60,6 @@ def load_teacher(reference: str) -> torch.nn.Module:
         import mlflow.pytorch
 
         from skillpack import tracking
-
         tracking.setup()
         return mlflow.pytorch.load_model(reference)
     return load_classifier(reference)[0]

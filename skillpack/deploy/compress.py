@@ -2,7 +2,7 @@
 smaller student, and int8 post-training quantization (ONNX Runtime static QDQ).
 
 Fine-tuning and distillation are trainings like any other: they go through
-skillpack.runs.train_model (a pruned model is its `init`, a teacher its `teacher`).
+skillpack.train.runs.train_model (a pruned model is its `init`, a teacher its `teacher`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from skillpack.models import ImageClassifier
+from skillpack.train.models import ImageClassifier
 
 # -- pruning ------------------------------------------------------------------------------
 
@@ -48,40 +48,6 @@ def prune_channels(model: ImageClassifier, image_shape: tuple[int, int, int], ra
 def channel_counts(model: nn.Module) -> dict[str, int]:
     """Output channels of every convolution: what pruning changes."""
     return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-
-
-def fit_shapes(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Resize `model`'s layers to the tensor shapes of `state_dict` (a pruned model saved as plain
-    tensors), so that load_state_dict fits. Our own, because torch-pruning's serialisation
-    pickles module objects, which torch.load(weights_only=True) rightly refuses."""
-    modules = dict(model.named_modules())
-    for key, tensor in state_dict.items():
-        owner, _, attr = key.rpartition(".")
-        module = modules.get(owner)
-        if module is None:
-            continue
-        current = getattr(module, attr, None)
-        if not isinstance(current, torch.Tensor) or current.shape == tensor.shape:
-            continue
-        if isinstance(current, nn.Parameter):
-            setattr(module, attr, nn.Parameter(torch.empty_like(tensor), requires_grad=current.requires_grad))
-        else:
-            module.register_buffer(attr, torch.empty_like(tensor))
-    for module in modules.values():
-        _sync_attributes(module)
-    return model
-
-
-def _sync_attributes(module: nn.Module) -> None:
-    if isinstance(module, nn.Conv2d):
-        depthwise = module.groups > 1 and module.groups == module.in_channels
-        module.out_channels = module.weight.shape[0]
-        module.groups = module.out_channels if depthwise else module.groups
-        module.in_channels = module.weight.shape[1] * module.groups
-    elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-        module.num_features = module.weight.shape[0] if module.weight is not None else module.running_mean.shape[0]
-    elif isinstance(module, nn.Linear):
-        module.out_features, module.in_features = module.weight.shape
 
 
 # -- the compress stage's one pass ---------------------------------------------------------
@@ -120,10 +86,10 @@ def compress_once(baseline: ImageClassifier, baseline_name: str, data, test: tup
                   finetune_cfg, student_cfg, cfg, seed: int, on_variant=None) -> Compression:
     """The production compress: `baseline` pruned to (1 - cfg.prune_ratio) of its channels and
     fine-tuned with `finetune_cfg`, and a student of `student_cfg` distilled from `baseline`,
-    each trained once with `seed` (skillpack.runs.train_model) and accepted when it loses at
+    each trained once with `seed` (skillpack.train.runs.train_model) and accepted when it loses at
     most cfg.max_drop_points of test accuracy. `on_variant(name)` is called before each."""
-    from skillpack.models import count_macs, count_params
-    from skillpack.runs import evaluate_model, train_model
+    from skillpack.train.models import count_macs, count_params
+    from skillpack.train.runs import evaluate_model, train_model
 
     h, w, c = data.image_shape
     base_acc = evaluate_model(baseline, *test).accuracy

@@ -1,0 +1,1 @@
+"""Deployment: compression, export, release, promotion, the service and its monitoring."""

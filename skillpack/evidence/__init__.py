@@ -1,0 +1,1 @@
+"""Evidence: the article's claims measured by ablation (seeds, intervals, verdicts)."""

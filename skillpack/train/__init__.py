@@ -1,0 +1,1 @@
+"""Training: models, losses, optimizers, the one training route, checkpoints, evaluation and explanation."""
