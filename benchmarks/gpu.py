@@ -47,10 +47,11 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu_summary import THRESHOLDS, compare_with_cpu, summarise
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_FILE = ROOT / "benchmarks" / "results" / "gpu.json"
 CARRIED_DATA = ROOT / ".gpu" / "fashion-mnist"
-THRESHOLDS = (0.92, 0.935, 0.95)
 RECIPES = ("gpu", "gpu_long", "gpu_best")
 PARTS = ("ceiling", "recipes", "ablation", "best", "parity", "compile")
 SWEEP = {  # name -> overrides of the gpu recipe
@@ -138,7 +139,7 @@ class Bench:
     def ceiling(self, recipe: str) -> float:
         """img/s of the bare training step of the recipe's model, batch, amp and optimizer on
         one fixed real batch resident on the device (median of rounds)."""
-        from skillpack.train.engine import resolve_amp
+        from skillpack.train.device import resolve_amp
         from skillpack.train.models import build_classifier, channel_stats
         from skillpack.train.optim import build_optimizer
 
@@ -276,7 +277,7 @@ class Bench:
         from skillpack.train import concurrent
 
         spec_path = str(ROOT / "ablations" / "default.yaml")
-        spec = ab.load_spec(spec_path, quick=self.args.smoke)
+        spec = ab.load_spec(spec_path, quick=self.args.smoke, params_path=ROOT / "params.yaml")
         arms = self.args.ablation_arms or (["baseline", "label_smoothing"] if self.args.smoke else None)
         if arms:  # smoke: two runs, a baseline and one arm, one seed
             spec.arms = [a for a in spec.arms if a.name in arms]
@@ -297,7 +298,7 @@ class Bench:
         for name in spec.teachers:
             if name in wanted:
                 teachers[name] = str(ablation_runs.train_teacher(spec, name, data, store.classes, work / f"{name}.pt",
-                                                      ROOT / "params.yaml", extra))
+                                                                 extra))
         threads = 1
         plan = concurrent.plan(self.args.workers, threads, self.device.type, self.args.run_memory_gb,
                                max_workers=2 if self.args.smoke else concurrent.MAX_WORKERS)
@@ -404,45 +405,6 @@ class Bench:
             self.say(f"{name}: acc median {s['acc_median']:.4f}, train {s['train_s_median']:.1f}s, "
                   + ", ".join(f"to {t}: {s[f'seconds_to_{t}']}" for t in ("0.92", "0.935", "0.95"))
                   + f", {s['engine_img_s']} img/s = {s['engine_vs_ceiling']} of the step ceiling")
-
-
-def _median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def summarise(runs: list[dict]) -> dict:
-    """Medians over the seeds; seconds_to_X over the seeds that reached X (reached_by_seeds says how many)."""
-    out = {"acc_median": statistics.median(r["final_acc"] for r in runs),
-           "train_s_median": round(statistics.median(r["train_s"] for r in runs), 3),
-           "engine_img_s": _median([r["img_s"] for r in runs]),
-           "compile_s_median": _median([r["compile_s"] for r in runs]),
-           "seeds": [r["seed"] for r in runs]}
-    for t in THRESHOLDS:
-        key = f"{t:.3f}"
-        short = f"{t:g}"
-        out[f"seconds_to_{short}"] = _median([r["seconds_to"][key] for r in runs])
-        out.setdefault("reached_by_seeds", {})[short] = sum(r["seconds_to"][key] is not None for r in runs)
-    out["runs"] = runs
-    return out
-
-
-def compare_with_cpu(spec, runs, comparisons, claims_doc) -> dict:
-    """Each comparison's effect on the GPU next to the CPU run's (reports/ablation.json): do
-    they agree in direction where both are significant?"""
-    gpu = {f"{c.name}:{c.metric}": c.effect for c in comparisons(spec, runs, claims_doc)}
-    cpu_file = ROOT / "reports" / "ablation.json"
-    cpu = {}
-    if cpu_file.is_file():
-        report = json.loads(cpu_file.read_text())
-        cpu = {f"{c['name']}:{c['metric']}": c["effect"] for part in ("arms", "cumulative", "secondary", "curves",
-                                                                        "transfer")
-               for c in report.get(part, [])}
-    neutral = "no detectable effect"
-    both = [k for k in gpu if k in cpu and gpu[k] != neutral and cpu[k] != neutral]
-    return {"effects_gpu": gpu, "effects_cpu": cpu, "significant_in_both": both,
-            "agree_where_both_significant": [k for k in both if gpu[k] == cpu[k]],
-            "disagree_where_both_significant": [k for k in both if gpu[k] != cpu[k]]}
 
 
 def main(argv=None) -> dict:

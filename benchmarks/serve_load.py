@@ -25,6 +25,7 @@ import numpy as np
 
 from benchmarks.common import save
 from skillpack import paths
+from skillpack.data import images_file
 from skillpack.deploy.monitoring import free_port
 
 
@@ -148,7 +149,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-alerts", action="store_true", help="skip the alert check with a real Prometheus")
     args = parser.parse_args(argv)
-    test_images = np.load(Path(args.data) / "test_images.npy", mmap_mode="r")
+    test_images = np.load(images_file(args.data, "test"), mmap_mode="r")
     images = [png(np.array(test_images[i])) for i in range(200)]
     kinds = request_kinds(images)
     port = free_port()

@@ -35,7 +35,7 @@ from torchvision import transforms
 from benchmarks.common import matmul_gflops, save
 from skillpack.config import DataParams, TrainParams
 from skillpack.data.store import prepare_splits
-from skillpack.train.engine import cpu_has_bf16_units
+from skillpack.train.device import cpu_has_bf16_units
 from skillpack.train.models import build_classifier, count_macs
 from skillpack.train.runs import RunData, train_model
 

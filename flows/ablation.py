@@ -206,12 +206,34 @@ def write_cost(spec: ab.Spec, runs: dict, computed: int, wall_s: float, outputs:
     return cost
 
 
+def run_rounds(spec: ab.Spec, claims_doc: dict, where: str, run_round) -> tuple[dict[tuple[str, int], dict], int]:
+    """The rounds of the sequential design: the spec's seeds, then the runs next_round asks for
+    (one more seed for every comparison still open) until none is. `run_round` runs a list of
+    (arm, seed) on `where` (a task runner, as the log names it). The runs by (arm, seed), and how
+    many were computed rather than read from the result store."""
+    from skillpack.evidence.report import next_round
+
+    todo = [(a.name, s) for a in spec.arms + spec.cumulative for s in spec.seeds]
+    runs: dict[tuple[str, int], dict] = {}
+    computed = 0
+    for round_ in range(1, spec.sequential.max_seeds + 2):
+        if not todo:
+            break
+        print(f"round {round_}: {len(todo)} runs on {where}")
+        for result in run_round(todo):
+            runs[(result["arm"], result["seed"])] = result
+            computed += not result.get("cached")
+        todo = next_round(spec, list(runs.values()), claims_doc)
+    print(f"{len(runs)} runs, {len(runs) - computed} from the result store")
+    return runs, computed
+
+
 @flow(name="skillpack-ablation", log_prints=True)
 def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, task_runner: dict | None = None,
              profile: str | None = None) -> dict:
     """The ablation of `spec_path` under `profile` (quick | cpu | gpu; `quick` is the same as
     profile quick), in rounds: the spec's seeds first, then one more seed for every comparison
-    still open (skillpack.evidence.ablation.is_open) until none is. `task_runner` overrides params.yaml's
+    still open (skillpack.evidence.comparisons.is_open) until none is. `task_runner` overrides params.yaml's
     ablation.task_runner for this run ({"kind": "dask", "workers": 4} or {"kind": "dask",
     "address": "tcp://..."})."""
     import time
@@ -220,7 +242,7 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
 
     from skillpack.config import load_params
     from skillpack.evidence.claims import load_claims
-    from skillpack.evidence.report import next_round, write_ablation_reports
+    from skillpack.evidence.report import write_ablation_reports
 
     profile = profile or ("quick" if quick else "cpu")
     spec = ab.load_spec(spec_path, profile=profile)
@@ -237,21 +259,11 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
         plan = concurrency_plan(runner, device)  # on CUDA: reads the free GPU memory once
         api_url = str(FlowRunContext.get().client.api_url)  # the server this flow reports to (maybe temporary)
         grid = run_grid.with_options(task_runner=build_task_runner(runner, api_url, device, plan))
-        todo = [(a.name, s) for a in spec.arms + spec.cumulative for s in spec.seeds]
+        where = (f"the {runner.kind} task runner ({runner.address or f'{plan.workers} workers'})"
+                 + (f": {plan.describe()}" if runner.kind == "process" else ""))
         store_at_start = len(list((RESULTS / spec.name).glob("*.json")))
-        runs: dict[tuple[str, int], dict] = {}
-        computed = 0
-        for round_ in range(1, spec.sequential.max_seeds + 2):
-            if not todo:
-                break
-            print(f"round {round_}: {len(todo)} runs on the {runner.kind} task runner "
-                  f"({runner.address or f'{plan.workers} workers'})"
-                  + (f": {plan.describe()}" if runner.kind == "process" else ""))
-            for result in grid(spec_path, profile, todo, parent.info.run_id, teachers, torch_threads(runner)):
-                runs[(result["arm"], result["seed"])] = result
-                computed += not result.get("cached")
-            todo = next_round(spec, list(runs.values()), claims_doc)
-        print(f"{len(runs)} runs, {len(runs) - computed} from the result store")
+        runs, computed = run_rounds(spec, claims_doc, where, lambda todo: grid(
+            spec_path, profile, todo, parent.info.run_id, teachers, torch_threads(runner)))
         outputs = write_ablation_reports(spec, list(runs.values()), REPORTS, command=_command(spec_path, profile),
                                          benchmarks=load_benchmark_results(), claims_doc=claims_doc)
         if profile == "cpu":

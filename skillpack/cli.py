@@ -28,6 +28,15 @@ def default_model_list() -> list[str]:
         "efficientnet_cc_b0_4e", "mobilenetv3_small_100", "mobilenetv3_large_100"]
 
 
+def add_models_command(sub) -> None:
+    p = sub.add_parser("models", help="list models with parameter counts and MACs")
+    p.add_argument("names", nargs="*")
+    p.add_argument("--size", type=int, default=28)
+    p.add_argument("--chans", type=int, default=1)
+    p.add_argument("--classes", type=int, default=10)
+    p.set_defaults(fn=cmd_models)
+
+
 def cmd_models(args) -> int:
     from skillpack.train.models import build_model, count_macs, count_params
 
@@ -38,6 +47,17 @@ def cmd_models(args) -> int:
         macs = count_macs(model, (args.chans, args.size, args.size))
         print(f"{name:32s} {count_params(model):12,d} {macs / 1e6:10.1f}")
     return 0
+
+
+def add_explain_command(sub) -> None:
+    p = sub.add_parser("explain", help="Grad-CAM, t-SNE, calibration and error analysis of any checkpoint")
+    p.add_argument("checkpoint", help="a model.pt written by the train stage")
+    p.add_argument("--data", default="data/prepared")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument("--out", default="reports/explain")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. evaluate.explain.method=eigencam")
+    p.set_defaults(fn=cmd_explain)
 
 
 def cmd_explain(args) -> int:
@@ -60,6 +80,12 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def add_recipe_command(sub) -> None:
+    p = sub.add_parser("recipe", help="print a recipe of recipes.yaml as `dvc exp run` -S flags")
+    p.add_argument("name")
+    p.set_defaults(fn=cmd_recipe)
+
+
 def cmd_recipe(args) -> int:
     from skillpack.train.recipes import recipe_overrides
 
@@ -67,10 +93,24 @@ def cmd_recipe(args) -> int:
     return 0
 
 
+def add_serve_command(sub) -> None:
+    p = sub.add_parser("serve", help="the HTTP inference service with Prometheus metrics")
+    p.add_argument("--model", help="an exported ONNX file (default: params serve.model)")
+    p.add_argument("--registry", action="store_true", help="the registry's version by alias (registry.aliases.champion, "
+                                                           "then candidate_onnx)")
+    p.add_argument("--host", help="bind address (default: params serve.host, 127.0.0.1)")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data", default="data/prepared", help="prepared store whose test set is the drift reference")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. serve.max_batch=16")
+    p.set_defaults(fn=cmd_serve)
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
     from skillpack.config import load_section
+    from skillpack.data import prepared_test_images
     from skillpack.deploy.serving.app import build_service, service_token
     from skillpack.deploy.serving.model import load_onnx, load_registered
 
@@ -83,7 +123,7 @@ def cmd_serve(args) -> int:
                                 cfg.threads)
     else:
         model = load_onnx(args.model or cfg.model, cfg.threads)
-    test_images = _test_images(args.data)
+    test_images = prepared_test_images(args.data)
     app = build_service(model, cfg, test_images, token)
     print(f"serving {model.name} v{model.version} from {model.source} on http://{cfg.host}:{cfg.port} "
           f"(drift reference: {'the test set' if test_images is not None else 'none'}; "
@@ -93,25 +133,12 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _test_images(prepared: str):
-    from pathlib import Path
-
-    import numpy as np
-
-    path = Path(prepared) / "test_images.npy"
-    return np.load(path) if path.is_file() else None
-
-
-def cmd_registry(args) -> int:
-    from pathlib import Path
-
-    from skillpack import tracking
-    from skillpack.config import load_section
-
-    registry = load_section(args.params, "registry")
-    for alias, version in tracking.sync_repo_aliases(Path("."), registry).items():
-        print(f"{registry.model}@{alias}: " + (f"v{version}" if version else "no version to point at"))
-    return 0
+def add_alerts_command(sub) -> None:
+    p = sub.add_parser("alerts", help="write the Prometheus alert rules and their promtool tests from params")
+    p.add_argument("--out", default="docker/prometheus")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. monitor.p95_latency_ms_max.threshold=50")
+    p.set_defaults(fn=cmd_alerts)
 
 
 def cmd_alerts(args) -> int:
@@ -123,77 +150,68 @@ def cmd_alerts(args) -> int:
     return 0
 
 
+def add_registry_command(sub) -> None:
+    p = sub.add_parser("registry", help="`registry sync`: point the aliases of params' registry section at their "
+                                        "versions (idempotent; after a rename of an alias the new name follows)")
+    p.add_argument("action", choices=["sync"])
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(fn=cmd_registry)
+
+
+def cmd_registry(args) -> int:
+    from skillpack import tracking
+    from skillpack.config import load_section
+
+    registry = load_section(args.params, "registry")
+    for alias, version in tracking.sync_repo_aliases(Path("."), registry).items():
+        print(f"{registry.model}@{alias}: " + (f"v{version}" if version else "no version to point at"))
+    return 0
+
+
+def add_fetch_command(sub) -> None:
+    p = sub.add_parser("fetch", help="download fashion_mnist / cifar10 / cifar100 into a folder for data.root")
+    p.add_argument("source", choices=["fashion_mnist", "cifar10", "cifar100"])
+    p.add_argument("dest", nargs="?", default="data/raw")
+    p.set_defaults(fn=cmd_fetch)
+
+
 def cmd_fetch(args) -> int:
     """Download a public source with torchvision into a folder to use as data.root (machines
     without Debian's dataset-fashion-mnist)."""
-    from skillpack.data import sources
+    from skillpack.data import fetch_source
 
     dest = Path(args.dest)
-    if args.source == "fashion_mnist":
-        sources._download_fashion_mnist(dest)
-    else:
-        sources.load_source(args.source, download_root=str(dest))
+    fetch_source(args.source, dest)
     print(f"{args.source} in {dest}: set params.yaml data.root: {dest} (data.source: {args.source})")
     return 0
 
 
+COMMANDS = (add_models_command, add_explain_command, add_recipe_command, add_serve_command, add_alerts_command,
+            add_registry_command, add_fetch_command)
+
+
 def add_plugin_commands(sub) -> None:
     """Commands registered by other packages under the entry-point group `skillpack.commands`:
-    each entry point is a function that adds its subparser to `sub`."""
+    each entry point is a function that adds its subparser to `sub`, as COMMANDS' do."""
     from importlib.metadata import entry_points
 
     for entry in sorted(entry_points(group="skillpack.commands"), key=lambda e: e.name):
         entry.load()(sub)
 
 
-def main(argv: list[str] | None = None) -> int:
-    configure()   # an entry point: the process settings first (skillpack.runtime)
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="skillpack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("models", help="list models with parameter counts and MACs")
-    p.add_argument("names", nargs="*")
-    p.add_argument("--size", type=int, default=28)
-    p.add_argument("--chans", type=int, default=1)
-    p.add_argument("--classes", type=int, default=10)
-    p.set_defaults(fn=cmd_models)
-    p = sub.add_parser("explain", help="Grad-CAM, t-SNE, calibration and error analysis of any checkpoint")
-    p.add_argument("checkpoint", help="a model.pt written by the train stage")
-    p.add_argument("--data", default="data/prepared")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--out", default="reports/explain")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("overrides", nargs="*", help="e.g. evaluate.explain.method=eigencam")
-    p.set_defaults(fn=cmd_explain)
-    p = sub.add_parser("recipe", help="print a recipe of recipes.yaml as `dvc exp run` -S flags")
-    p.add_argument("name")
-    p.set_defaults(fn=cmd_recipe)
-    p = sub.add_parser("serve", help="the HTTP inference service with Prometheus metrics")
-    p.add_argument("--model", help="an exported ONNX file (default: params serve.model)")
-    p.add_argument("--registry", action="store_true", help="the registry's version by alias (registry.aliases.champion, "
-                                                           "then candidate_onnx)")
-    p.add_argument("--host", help="bind address (default: params serve.host, 127.0.0.1)")
-    p.add_argument("--port", type=int)
-    p.add_argument("--data", default="data/prepared", help="prepared store whose test set is the drift reference")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("overrides", nargs="*", help="e.g. serve.max_batch=16")
-    p.set_defaults(fn=cmd_serve)
-    p = sub.add_parser("alerts", help="write the Prometheus alert rules and their promtool tests from params")
-    p.add_argument("--out", default="docker/prometheus")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("overrides", nargs="*", help="e.g. monitor.p95_latency_ms_max.threshold=50")
-    p.set_defaults(fn=cmd_alerts)
-    p = sub.add_parser("registry", help="`registry sync`: point the aliases of params' registry section at their "
-                                        "versions (idempotent; after a rename of an alias the new name follows)")
-    p.add_argument("action", choices=["sync"])
-    p.add_argument("--params", default="params.yaml")
-    p.set_defaults(fn=cmd_registry)
-    p = sub.add_parser("fetch", help="download fashion_mnist / cifar10 / cifar100 into a folder for data.root")
-    p.add_argument("source", choices=["fashion_mnist", "cifar10", "cifar100"])
-    p.add_argument("dest", nargs="?", default="data/raw")
-    p.set_defaults(fn=cmd_fetch)
+    for add_command in COMMANDS:
+        add_command(sub)
     add_plugin_commands(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure()   # an entry point: the process settings first (skillpack.runtime)
+    args = build_parser().parse_args(argv)
     from skillpack.io import one_line_error
 
     try:

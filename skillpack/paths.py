@@ -37,7 +37,7 @@ PREDICTIONS = Path("reports/predictions.csv")
 EXPLAIN = Path("reports/explain")
 
 COMPRESSED = Path("models/compressed")             # pruned.pt, pruned_distilled.pt, student.pt (first seed)
-COMPRESS_METRICS = Path("reports/compress.json")   # per variant and seed: accuracy, size; the paired comparisons
+COMPRESS_METRICS = Path("reports/compress.json")   # per variant: accuracy, size, accepted or not
 
 EXPORTED = Path("models/export")                   # model.onnx, model.int8.onnx, model_<device>.pt2, TensorRT engines
 COMPRESSION_TABLE = Path("reports/compression.json")  # the accuracy-latency table, one row per variant and runtime

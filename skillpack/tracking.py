@@ -287,6 +287,18 @@ def log_and_register_model(model, example, registered_name: str, alias: str, wei
     return version, True
 
 
+def register_trained_model(model, example, figures: dict, description: str, registry, lineage: dict) -> str:
+    """Register the train stage's model under `registry.model` with the candidate alias, its
+    figures (model, seed, val_acc, params, macs) and `lineage` as version tags: the line saying
+    what happened."""
+    tags = {**lineage, "model": figures["model"], "seed": figures["seed"], "val_acc": f"{figures['val_acc']:.4f}",
+            "params": figures["params"], "macs": figures["macs"]}
+    alias = registry.aliases.candidate
+    version, new = log_and_register_model(model, example, registry.model, alias, figures["weights_sha256"], tags,
+                                          description)
+    return registration_line(registry.model, version, new, alias)
+
+
 @survives_a_lost_server(fallback=(None, False))
 def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256: str, example, description: str = "",
                         tags: dict | None = None) -> tuple[str, bool]:

@@ -27,6 +27,27 @@ def write_dvc_metrics(path, figures: dict) -> None:
     write_json(path, figures)
 
 
+def publish(figures: dict, report, *, details: dict | None = None, dvc=None, dvc_keys: tuple[str, ...] = (),
+            series: tuple[str, ...] = (), artifacts: tuple = ()) -> None:
+    """A stage's one sink, inside its MLflow run: `figures` (one flat dict, one set of names)
+    go whole into the report JSON at `report` (with the nested `details` beside them); the
+    `dvc_keys` among them into the DVC metrics file `dvc`; the numbers among them into the
+    run's MLflow metrics and the strings into its tags, under the same names. A figure named in
+    `series` was logged per step already (an epoch's val_acc): MLflow's latest value of the
+    series is the figure, so it is not logged again. Then the artifacts, (path, folder) pairs."""
+    from skillpack import tracking
+    from skillpack.io import write_json
+
+    write_json(report, {**figures, **(details or {})})
+    if dvc is not None:
+        write_dvc_metrics(dvc, {key: figures[key] for key in dvc_keys})
+    told = {key: value for key, value in figures.items() if key not in series}
+    tracking.log_metrics({key: value for key, value in told.items() if not isinstance(value, str)})
+    tracking.set_tags({key: value for key, value in told.items() if isinstance(value, str)})
+    for path, folder in artifacts:
+        tracking.log_artifact(path, folder)
+
+
 def run_stage(main, omp_wait_policy: str | None = TRAINING_OMP_WAIT_POLICY) -> None:
     """Run a stage's main() (the process configured first: skillpack.runtime.configure, with
     `omp_wait_policy`; a stage imports torch inside main); known user errors exit 1 with one

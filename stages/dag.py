@@ -7,7 +7,7 @@
   modules, at the top or inside a function (ast), with the packages' __init__ files;
 - params: every params key the stage's module reads: attribute chains on `params` (and on
   names bound to a part of it, `cfg = params.train`) resolved against the pydantic models of
-  skillpack/config.py, so `cfg.optimizer.lr` is `train.optimizer.lr` and a section passed
+  skillpack/config/, so `cfg.optimizer.lr` is `train.optimizer.lr` and a section passed
   whole (`run(params.train)`) is the whole section. A bare `params` handed on, or a method
   called on it, counts as reading everything, so `--check` fails until the code says which.
 

@@ -8,7 +8,7 @@ export.serve_rule picks the ONNX model the service gets (models/export/model.onn
 renders reports/compression.{json,md} and the model card, and registers that model in MLflow."""
 from __future__ import annotations
 
-from stages.common import params_from_argv, run_stage
+from stages.common import params_from_argv, publish, run_stage
 
 
 def deployable_models(compressed: dict) -> dict[str, tuple]:
@@ -65,34 +65,45 @@ def main() -> int:
                            int8["format"], metadata)
     chosen = choose(measured.candidates, cfg.serve_rule, params.compress.max_drop_points)
     write_served_model(chosen, metadata, paths.EXPORTED / "model.onnx")
-    machine = describe()
     table = {"rows": measured.rows, "parity": measured.parity, "skipped": measured.skipped,
              "latency_batches": cfg.latency_batches, "n_test": int(len(test_y)), "data_hash": store.data_hash(),
              "compress": compressed, "candidates": [c.as_dict() for c in measured.candidates],
              "served": {**chosen.as_dict(), "rule": cfg.serve_rule,
                         "why": rule_sentence(cfg.serve_rule, params.compress.max_drop_points)},
-             "int8_format": int8, "machine": machine, "machine_line": one_line(machine),
+             "int8_format": int8, "machine": describe(), "machine_line": one_line(),
              "omp_wait_policy": DEFAULT_OMP_WAIT_POLICY, "seconds": round(time.perf_counter() - t0, 1)}
-    publish(params, store, table, measured.files)
+    facts = {"data_source": params.data.source, "epochs": params.train.epochs, "seed": params.seed, "opset": cfg.opset}
+    release(params.registry, facts, store, table, measured.files)
     return 0
 
 
-def publish(params, store, table: dict, files: dict) -> None:
-    """The export's one sink: reports/compression.{json,md}, the model card, the textfile
-    metrics, the MLflow run and the registered ONNX model, from `table`."""
+def served_figures(table: dict) -> dict:
+    """The export's flat figures (reports/compression.json's top level, MLflow metrics and tags):
+    the served model's, and each (variant, runtime)'s parity with its eager logits."""
+    served, int8 = table["served"], table["int8_format"]
+    return {"served_test_accuracy": served["test_accuracy"], "served_drop_points": served["drop_points"],
+            "served_p50_ms_b1": served["p50_ms"], "served_file_bytes": served["file_bytes"],
+            "served_variant": served["variant"], "served_runtime": served["runtime"], "serve_rule": served["rule"],
+            "int8_format": int8["format"], "int8_decided_by": int8["decided_by"], "n_test": table["n_test"],
+            "seconds": table["seconds"],
+            **{f"{c['variant']}.{c['runtime']}.{k}".replace(" ", "_"): c[k] for c in table["parity"]
+               for k in ("max_abs_diff", "top1_agreement", "test_accuracy")}}
+
+
+def release(registry, facts: dict, store, table: dict, files: dict) -> None:
+    """reports/compression.{json,md}, the model card, the textfile metrics, the MLflow run and
+    the registered ONNX model, from `table` (`facts`: the params the model card and the run name)."""
     from skillpack import paths, tracking
     from skillpack.deploy.monitoring import textfile_metrics
     from skillpack.deploy.report import compression_markdown, model_card
-    from skillpack.io import file_sha256, write_json, write_text
+    from skillpack.io import file_sha256, write_text
 
     served, int8 = table["served"], table["int8_format"]
-    write_json(paths.COMPRESSION_TABLE, table)
-    write_text(paths.COMPRESSION_REPORT, compression_markdown(table))
     card = model_card({
-        "registered_model": params.registry.model, "model": table["compress"]["baseline"]["model"],
-        "classes": store.classes, "image_shape": list(store.image_shape), "data_source": params.data.source,
+        "registered_model": registry.model, "model": table["compress"]["baseline"]["model"],
+        "classes": store.classes, "image_shape": list(store.image_shape), "data_source": facts["data_source"],
         "data_hash": store.data_hash(), "n_train": table["compress"]["n_train"], "n_test": table["n_test"],
-        "git_commit": tracking.git_commit(), "epochs": params.train.epochs, "seed": params.seed, "served": served,
+        "git_commit": tracking.git_commit(), "epochs": facts["epochs"], "seed": facts["seed"], "served": served,
         "metrics": {f"test_accuracy ({r['variant']}, {r['runtime']})": r["test_accuracy"] for r in table["rows"]},
         "files": {path: f"{what} ({int8['format']}: {int8['decided_by']})" if what.endswith("onnx int8") else what
                   for path, what in files.items()}})
@@ -101,27 +112,23 @@ def publish(params, store, table: dict, files: dict) -> None:
                                                      {"model": table["compress"]["baseline"]["model"],
                                                       "data": store.data_hash()}))
     served_file = paths.EXPORTED / "model.onnx"
-    figures = {"served_test_accuracy": served["test_accuracy"], "served_drop_points": served["drop_points"],
-               "served_p50_ms_b1": served["p50_ms"], "served_file_bytes": served["file_bytes"],
-               **{f"{c['variant']}.{c['runtime']}.{k}".replace(" ", "_"): c[k] for c in table["parity"]
-                  for k in ("max_abs_diff", "top1_agreement", "test_accuracy")}}
-    tags = {"served_variant": served["variant"], "served_runtime": served["runtime"], "serve_rule": served["rule"],
-            "int8_format": int8["format"], "int8_decided_by": int8["decided_by"]}
-    with tracking.stage_run("export", params.registry.experiment, params={"export.opset": params.export.opset},
+    figures = served_figures(table)
+    with tracking.stage_run("export", registry.experiment, params={"export.opset": facts["opset"]},
                             data_hash=store.data_hash()):
-        tracking.log_metrics(figures)
-        tracking.set_tags(tags)
+        publish(figures, paths.COMPRESSION_TABLE, details=table)
+        write_text(paths.COMPRESSION_REPORT, compression_markdown(table))
         for path in (paths.COMPRESSION_TABLE, paths.COMPRESSION_REPORT, paths.MODEL_CARD):
             tracking.log_artifact(path, "export")
         version, new = tracking.register_onnx_model(
-            served_file, params.registry.model, params.registry.aliases.candidate_onnx, file_sha256(served_file),
+            served_file, registry.model, registry.aliases.candidate_onnx, file_sha256(served_file),
             table_example(store), description=card,
-            tags={**{k: f"{v:.6g}" for k, v in figures.items()}, **tags, **tracking.lineage_tags(store.data_hash())})
+            tags={**{k: (f"{v:.6g}" if not isinstance(v, str) else v) for k, v in figures.items()},
+                  **tracking.lineage_tags(store.data_hash())})
     print(f"[export] served: {served['variant']} {served['runtime']} (test accuracy {served['test_accuracy']:.4f}, "
           f"{served['p50_ms']:.3f} ms at batch 1) - {served['why']}")
     for runtime, reason in table["skipped"].items():
         print(f"[export] {runtime}: {reason}")
-    registered = tracking.registration_line(params.registry.model, version, new, params.registry.aliases.candidate_onnx)
+    registered = tracking.registration_line(registry.model, version, new, registry.aliases.candidate_onnx)
     print(f"[export] ONNX {registered}"
           f"; int8 in {int8['format']} ({int8['decided_by']}); "
           f"{paths.COMPRESSION_REPORT}, {paths.MODEL_CARD} in {table['seconds']:.0f}s")

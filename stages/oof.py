@@ -2,7 +2,7 @@
 expensive input of every cleaning detector, computed once per data version (DVC caches it)."""
 from __future__ import annotations
 
-from stages.common import params_from_argv, run_stage, write_dvc_metrics
+from stages.common import params_from_argv, publish, run_stage
 
 
 def main() -> int:
@@ -13,7 +13,6 @@ def main() -> int:
     from skillpack import paths, tracking
     from skillpack.config import flatten
     from skillpack.data import PreparedStore
-    from skillpack.io import write_json
     from skillpack.metrics import accuracy
     from skillpack.train.oof import out_of_fold
 
@@ -35,9 +34,7 @@ def main() -> int:
         summary = {"folds": cfg.folds, "model": fold_cfg.model, "epochs": fold_cfg.epochs, "samples": int(len(labels)),
                    "oof_accuracy": accuracy(oof.oof_probs, labels),
                    "seconds": round(time.perf_counter() - t0, 1), "data_hash": store.data_hash()}
-        write_json(paths.OOF_METRICS, summary)
-        write_dvc_metrics(paths.OOF_DVC_METRICS, {"oof_accuracy": round(summary["oof_accuracy"], 4)})
-        tracking.log_metrics({"oof_accuracy": summary["oof_accuracy"], "seconds": summary["seconds"]})
+        publish(summary, paths.OOF_METRICS, dvc=paths.OOF_DVC_METRICS, dvc_keys=("oof_accuracy",))
     chance = float(np.bincount(labels).max() / len(labels)) if len(labels) else float("nan")
     print(f"[oof] {cfg.folds} folds of {fold_cfg.model}: out-of-fold accuracy {summary['oof_accuracy']:.4f} "
           f"(chance, the largest class's share: {chance:.4f}) in {summary['seconds']:.0f}s -> {paths.OOF_FILE}")

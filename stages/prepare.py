@@ -21,9 +21,8 @@ def main() -> int:
     print(f"[prepare] {summary['source']}: {summary_line(summary)} in {seconds:.1f}s")
     with tracking.stage_run("prepare", params.registry.experiment, params=flatten(params.data, "data"),
                             data_hash=store.data_hash()):
-        tracking.log_metrics({"found": summary["found"], "prepared": summary["prepared"],
-                              "quarantined": summary["quarantined"], "ignored": summary["ignored"],
-                              "empty_classes": len(summary["empty_classes"]), "prepare_seconds": seconds})
+        tracking.log_metrics({**{k: v for k, v in summary.items() if isinstance(v, (int, float))},  # its own names
+                              "n_empty_classes": len(summary["empty_classes"]), "prepare_seconds": seconds})
         for name in ("summary.json", "quarantine.csv", "ignored.csv"):
             tracking.log_artifact(paths.PREPARED / name)
     return 0

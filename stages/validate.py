@@ -27,7 +27,7 @@ def main() -> int:
         ratio = report["imbalance_ratio"]
         tracking.log_metrics({"success": float(report["success"]), "failed_checks": len(report["failed"]),
                               **({"imbalance_ratio": ratio} if math.isfinite(ratio) else {}),
-                              "empty_train_classes": len(report["empty_train_classes"]), **report["counts"]})
+                              "n_empty_train_classes": len(report["empty_train_classes"]), **report["counts"]})
         tracking.log_artifact(paths.VALIDATION)
     dup = {s: d["duplicate_images"] for s, d in report["duplicates_within_split"].items()}
     print(f"[validate] {len(report['checks'])} checks, {len(report['failed'])} failed; "

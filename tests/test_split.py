@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from skillpack.data.sources import Split
+from skillpack.data.sourcedata import Split
 from skillpack.data.split import stratified_split, stratified_subset
 
 
@@ -34,7 +34,7 @@ def test_subset_keeps_class_proportions():
 
 
 def test_carve_uses_given_val_and_test_and_carves_what_is_missing():
-    from skillpack.data.sources import SourceData
+    from skillpack.data.sourcedata import SourceData
     from skillpack.data.store import carve_splits
 
     whole = _split(1000)
@@ -54,7 +54,7 @@ def test_carve_uses_given_val_and_test_and_carves_what_is_missing():
 def test_fewer_validation_samples_than_classes_is_refused_naming_the_param():
     import pytest
 
-    from skillpack.data.sources import SourceData, SourceError
+    from skillpack.data.sourcedata import SourceData, SourceError
     from skillpack.data.store import carve_splits
 
     data = SourceData("t", [str(i) for i in range(10)], {"train": _split(60), "test": _split(40, seed=1)})
@@ -67,7 +67,7 @@ def test_fewer_validation_samples_than_classes_is_refused_naming_the_param():
 def test_a_class_with_one_sample_is_refused_not_split_unstratified():
     import pytest
 
-    from skillpack.data.sources import SourceError
+    from skillpack.data.sourcedata import SourceError
 
     data = _split(200, classes=3)
     data.labels[:] = np.r_[np.zeros(100), np.ones(99), [2]].astype(data.labels.dtype)

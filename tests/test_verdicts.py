@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from skillpack import stats as st
 from skillpack.evidence import ablation as ab
 from skillpack.evidence import claims as cl
+from skillpack.evidence import claims_report
+from skillpack.evidence import comparisons as cmp
 from skillpack.evidence import verdicts as vd
+from skillpack.evidence.static_checks import STATIC_CHECKS
 
 ROOT = Path(__file__).resolve().parent.parent
 SIGNIFICANT, NOT_SIGNIFICANT = 0.01, 0.30
@@ -83,22 +87,22 @@ def test_an_unknown_direction_is_an_error():
 
 def test_holm_matches_the_textbook_example():
     # by hand: sorted 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> max(0.06, 0.04)
-    assert vd.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert st.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
 
 
 def test_holm_caps_at_one_and_keeps_order_of_ties():
-    assert vd.holm([0.5, 0.6, 0.001]) == pytest.approx([1.0, 1.0, 0.003])
-    assert vd.holm([0.02, 0.02]) == pytest.approx([0.04, 0.04])
-    assert vd.holm([]) == []
+    assert st.holm([0.5, 0.6, 0.001]) == pytest.approx([1.0, 1.0, 0.003])
+    assert st.holm([0.02, 0.02]) == pytest.approx([0.04, 0.04])
+    assert st.holm([]) == []
 
 
 def test_adjust_for_family_bases_the_effect_on_the_adjusted_p():
     comps = [_comparison(f"arm{i}", delta=0.02, p=p) for i, p in enumerate([0.001, 0.02, 0.04])]
-    ab.adjust_for_family(comps)
+    cmp.adjust_for_family(comps)
     assert [c.p_adjusted for c in comps] == pytest.approx([0.003, 0.04, 0.04])
     assert [c.effect for c in comps] == ["improves", "improves", "improves"]
     comps = [_comparison(f"arm{i}", delta=0.02, p=0.03) for i in range(3)]  # each significant alone
-    ab.adjust_for_family(comps)
+    cmp.adjust_for_family(comps)
     assert {c.effect for c in comps} == {"no detectable effect"}
 
 
@@ -107,15 +111,15 @@ def test_adjust_for_family_bases_the_effect_on_the_adjusted_p():
 def test_mde_matches_a_computation_by_hand():
     # differences 1, 2, 3 points: sd 1, n 3; t(0.975, 2) = 4.3027 and t(0.80, 2) = 1.0607 (t tables)
     expected = (4.3027 + 1.0607) * 1.0 / math.sqrt(3)
-    assert vd.minimum_detectable_effect([1.0, 2.0, 3.0]) == pytest.approx(expected, rel=1e-3)
-    assert vd.minimum_detectable_effect([1.0]) is None
+    assert st.minimum_detectable_effect([1.0, 2.0, 3.0]) == pytest.approx(expected, rel=1e-3)
+    assert st.minimum_detectable_effect([1.0]) is None
     # a stricter alpha is blinder
-    assert vd.minimum_detectable_effect([1.0, 2.0, 3.0], alpha=0.05 / 20) > 2 * expected
+    assert st.minimum_detectable_effect([1.0, 2.0, 3.0], alpha=0.05 / 20) > 2 * expected
 
 
 def test_proportion_mde_matches_a_computation_by_hand():
     # (z 0.975 + z 0.80) * sqrt(0.2 * 0.8 / 400) = (1.95996 + 0.84162) * 0.02
-    assert vd.minimum_detectable_proportion_gap(0.2, 400) == pytest.approx(2.80158 * 0.02, rel=1e-4)
+    assert st.minimum_detectable_proportion_gap(0.2, 400) == pytest.approx(2.80158 * 0.02, rel=1e-4)
 
 
 # ------------------------------------------------------------------ claims table
@@ -123,9 +127,9 @@ def test_proportion_mde_matches_a_computation_by_hand():
 def _comparison(name, delta, p, low=None, high=None, claims=(), metric="test_accuracy", baseline="baseline"):
     low = delta - 0.01 if low is None else low
     high = delta + 0.01 if high is None else high
-    return ab.Comparison(name, list(claims), "standard", baseline, 3, 0.9, 0.01, 0.9 - delta, delta, low, high, p,
+    return cmp.Comparison(name, list(claims), "standard", baseline, 3, 0.9, 0.01, 0.9 - delta, delta, low, high, p,
                          0.0, None, metric=metric, differences=[delta - 0.01, delta, delta + 0.01],
-                         mde=vd.minimum_detectable_effect([delta - 0.01, delta, delta + 0.01]))
+                         mde=st.minimum_detectable_effect([delta - 0.01, delta, delta + 0.01]))
 
 
 TWO_ARM_CLAIM = {"id": "loss.longtail", "claim": "focal +3.5, center +1.8", "direction": "increase",
@@ -139,7 +143,7 @@ SETUPS = {"focal_longtail": "5k images × 8 epochs, 3 seeds, sp_cnn_m",
 def test_a_claim_with_several_arms_gets_one_row_per_arm():
     comps = [_comparison("focal_longtail", 0.0467, 0.006, 0.0314, 0.0621, claims=["loss.longtail"]),
              _comparison("center_longtail", -0.0422, 0.005, -0.0555, -0.0289, claims=["loss.longtail"])]
-    ab.adjust_for_family(comps)
+    cmp.adjust_for_family(comps)
     rows = cl.ablation_rows(TWO_ARM_CLAIM, comps, SETUPS, FAMILY)
     assert [r["arm"] for r in rows] == ["focal_longtail", "center_longtail"]
     assert [r["claimed"] for r in rows] == pytest.approx([3.5, 1.8])
@@ -152,11 +156,11 @@ def test_a_claim_with_several_arms_gets_one_row_per_arm():
 def test_rows_report_raw_and_adjusted_p_and_mde_only_when_inconclusive():
     comps = [_comparison("focal_longtail", 0.02, 0.04, -0.01, 0.05, claims=["loss.longtail"]),
              _comparison("center_longtail", 0.02, 0.001, 0.01, 0.03, claims=["loss.longtail"])]
-    ab.adjust_for_family(comps)
+    cmp.adjust_for_family(comps)
     inconclusive, reproduced = cl.ablation_rows(TWO_ARM_CLAIM, comps, SETUPS, FAMILY)
     assert (inconclusive["p"], inconclusive["p_adjusted"]) == pytest.approx((0.04, 0.04))
     assert inconclusive["verdict"] == vd.INCONCLUSIVE
-    assert inconclusive["mde"] == pytest.approx(100 * vd.minimum_detectable_effect([0.01, 0.02, 0.03]))
+    assert inconclusive["mde"] == pytest.approx(100 * st.minimum_detectable_effect([0.01, 0.02, 0.03]))
     assert reproduced["verdict"] == vd.REPRODUCED and reproduced["mde"] is None
     assert reproduced["p_adjusted"] == pytest.approx(0.002)
 
@@ -165,7 +169,7 @@ def test_a_significant_raw_p_that_does_not_survive_holm_is_not_reproduced():
     # alone, p = 0.03 and an interval clear of 0 would be "reproduced"; in a family of 5 it is not
     comps = [_comparison("focal_longtail", 0.04, 0.03, 0.03, 0.05, claims=["loss.longtail"])]
     comps += [_comparison(f"other{i}", 0.0, 0.5) for i in range(4)]
-    ab.adjust_for_family(comps)
+    cmp.adjust_for_family(comps)
     (r,) = cl.ablation_rows(TWO_ARM_CLAIM, comps, {**SETUPS}, FAMILY)
     assert r["p"] < 0.05 <= r["p_adjusted"]
     assert r["verdict"] == vd.INCONCLUSIVE
@@ -197,7 +201,7 @@ def test_every_claim_of_claims_yaml_can_be_judged_or_says_why_not():
         if claim.get("not_tested"):
             assert claim["not_tested"]["reason"] and claim["not_tested"]["would_take"], claim["id"]
         elif claim.get("static"):
-            assert claim["static"]["check"] in cl.STATIC_CHECKS, claim["id"]
+            assert claim["static"]["check"] in STATIC_CHECKS, claim["id"]
         else:
             assert vd.direction_sign(claim["direction"]), claim["id"]
             for arm in (claim.get("claimed") or {}) if isinstance(claim.get("claimed"), dict) else [None]:
@@ -222,7 +226,7 @@ def test_cleaning_rows_test_precision_against_the_noise_rate():
     better, at_chance = cl.cleaning_rows(claims, results)["clean.x"]
     assert better["verdict"] == vd.REPRODUCED and better["measured"] == pytest.approx(40.0)
     assert at_chance["verdict"] == vd.INCONCLUSIVE and at_chance["measured"] == pytest.approx(0.0)
-    assert at_chance["mde"] == pytest.approx(100 * vd.minimum_detectable_proportion_gap(0.2, 500))
+    assert at_chance["mde"] == pytest.approx(100 * st.minimum_detectable_proportion_gap(0.2, 500))
     assert better["p_adjusted"] == pytest.approx(min(1.0, 2 * better["p"]))  # Holm over the benchmark's 2 tests
     assert "the 2 tests of the cleaning benchmark" in better["statement"]
     assert "500 flagged" in at_chance["setup"]
@@ -248,9 +252,9 @@ def test_cleaning_rows_over_noise_draws_use_the_draw_as_the_unit():
     # the claims summary counts replicates per claim and names those with fewer than 5 in every row
     doc = {"claims": [{"id": "clean.x"}, {"id": "clean.y"}]}
     few = dict(over_draws, claim="clean.y", replicates={"count": 3, "of": "seed"})
-    summary = cl.evidence_summary(doc, [over_draws, single, few])
+    summary = claims_report.evidence_summary(doc, [over_draws, single, few])
     assert summary["below_five"] == ["clean.y"]
-    line = cl._summary_lines(summary)[0]
+    line = claims_report._summary_lines(summary)[0]
     assert "clean.x (5 noise draws in 1 of 2 rows, 1 in the others)" in line and "clean.y (3 seeds)" in line
 
 
@@ -300,7 +304,7 @@ def test_the_claims_table_from_stored_runs_has_the_schema(tmp_path, monkeypatch)
         assert ROW_KEYS <= set(r)
         assert r["verdict"] in vd.VERDICTS
         if r["verdict"] in (vd.REPRODUCED, vd.CONTRADICTED, vd.SMALLER):
-            assert r["p_adjusted"] < vd.ALPHA
+            assert r["p_adjusted"] < st.ALPHA
         if r["verdict"] == vd.INCONCLUSIVE:
             assert r["mde"] is not None
         if r["arm"] and r.get("n_seeds"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from skillpack.data.sources import SourceError, Split
+from skillpack.data.sourcedata import SourceError, Split
 
 
 def _take(split: Split, index: np.ndarray) -> Split:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from skillpack.data.sources import SourceData, Split
+from skillpack.data import images_file
+from skillpack.data.sourcedata import SourceData, Split
 from skillpack.io import atomic_folder, atomic_path, file_sha256, write_json
 
 SPLITS = ("train", "val", "test")
@@ -105,7 +106,7 @@ def write_store(out: str | Path, data: SourceData, splits: dict[str, Split]) -> 
 def _write_store_files(out: Path, data: SourceData, splits: dict[str, Split]) -> dict:
     frames = []
     for name in SPLITS:
-        _save_npy(out / f"{name}_images.npy", splits[name].images)
+        _save_npy(images_file(out, name), splits[name].images)
         _save_npy(out / f"{name}_labels.npy", splits[name].labels.astype(np.int64))
         frames.append(_manifest_rows(name, splits[name], data.classes, data.name))
     manifest = pd.concat(frames, ignore_index=True)
@@ -192,7 +193,7 @@ class PreparedStore:
         return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["path", "split", "reason"])
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        images = np.load(self.root / f"{split}_images.npy", mmap_mode="r")
+        images = np.load(images_file(self.root, split), mmap_mode="r")
         labels = np.load(self.root / f"{split}_labels.npy")
         return images, labels
 

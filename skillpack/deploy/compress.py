@@ -111,6 +111,53 @@ def compress_once(baseline: ImageClassifier, baseline_name: str, data, test: tup
     return Compression(base_acc, size, variants)
 
 
+def compress_production(cfg, train_cfg, seed: int, on_variant=None) -> tuple[Compression, dict, dict]:
+    """The compress stage's work (`cfg`: params' compress, `train_cfg` its train, which the
+    fine-tune and the student derive from): compress_once on models/model.pt with the (cleaned) train split,
+    the accepted variants saved to models/compressed/<variant>.pt (a rejected one's old file
+    removed); returns the compression, its flat figures and the nested details of reports/compress.json."""
+    import time
+
+    from skillpack import paths
+    from skillpack.config import derive
+    from skillpack.data import PreparedStore
+    from skillpack.data.cleaning import cleaned_train_split
+    from skillpack.train.checkpoint import load_classifier
+    from skillpack.train.runs import RunData
+
+    store = PreparedStore(paths.PREPARED)
+    train_x, train_y, _ = cleaned_train_split(*store.arrays("train"), paths.CLEANED, store.data_hash())
+    data = RunData((train_x, train_y), store.arrays("val"), len(store.classes))
+    test = store.arrays("test")
+    baseline, meta = load_classifier(paths.MODEL_FILE)
+    t0 = time.perf_counter()
+    result = compress_once(baseline, meta["model_name"], data, test, derive(train_cfg, cfg.finetune),
+                           derive(train_cfg, cfg.student), cfg, seed, on_variant=on_variant)
+    save_variants(result, paths.COMPRESSED, store, train_cfg.head, seed)
+    figures = {"seed": seed, "prune_ratio": cfg.prune_ratio, "prune_importance": cfg.prune_importance,
+               "max_drop_points": cfg.max_drop_points, "n_train": int(len(train_y)), "n_test": int(len(test[1])),
+               "data_hash": store.data_hash(), "baseline_test_accuracy": result.baseline_accuracy,
+               **{f"{name}_{key}": v.figures()[key] for name, v in result.variants.items()
+                  for key in ("test_accuracy", "delta_points", "accepted")},
+               "seconds": round(time.perf_counter() - t0, 1)}
+    details = {"baseline": {**result.baseline_size, "test_accuracy": result.baseline_accuracy},
+               "variants": {name: v.figures() for name, v in result.variants.items()}}
+    return result, figures, details
+
+
+def save_variants(result: Compression, folder: Path, store, head, seed: int) -> None:
+    from skillpack.train.checkpoint import save_classifier
+
+    for name, variant in result.variants.items():
+        path = folder / f"{name}.pt"
+        if variant.accepted:
+            save_classifier(path, variant.model, model_name=variant.model_name, classes=store.classes,
+                            image_shape=store.image_shape, head=head,
+                            extra={"data_hash": store.data_hash(), "seed": seed, "variant": name})
+        else:
+            path.unlink(missing_ok=True)
+
+
 # -- int8 -----------------------------------------------------------------------------------
 
 def calibration_images(images: np.ndarray, n: int, seed: int) -> np.ndarray:

@@ -4,14 +4,15 @@ end of the interval of the paired accuracy difference, not the point estimate, m
 
 The two models' answers on the same images are paired: only the discordant images (one model
 right, the other wrong) carry information, so the interval is the paired-proportion (Wald)
-interval and the p-value McNemar's exact test (scipy's binomial test on the discordant pairs).
+interval and the p-value McNemar's exact test (skillpack.stats.paired_accuracy_difference).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from skillpack.stats import paired_accuracy_difference
 
 
 @dataclass
@@ -27,24 +28,6 @@ class Decision:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
-
-
-def paired_accuracy_difference(candidate_correct: np.ndarray, champion_correct: np.ndarray,
-                               confidence: float = 0.95) -> tuple[float, float, float, float]:
-    """(difference, interval low, interval high, McNemar p) of paired correctness vectors, as fractions."""
-    from scipy import stats
-
-    a, b = np.asarray(candidate_correct, bool), np.asarray(champion_correct, bool)
-    if a.shape != b.shape or not len(a):
-        raise ValueError(f"correctness vectors must be the same non-empty length, got {a.shape} and {b.shape}")
-    n = len(a)
-    only_candidate, only_champion = int((a & ~b).sum()), int((~a & b).sum())
-    delta = (only_candidate - only_champion) / n
-    variance = (only_candidate + only_champion - n * delta ** 2) / n ** 2
-    half = stats.norm.ppf(0.5 + confidence / 2) * math.sqrt(max(variance, 0.0))
-    discordant = only_candidate + only_champion
-    p = float(stats.binomtest(only_candidate, discordant, 0.5).pvalue) if discordant else 1.0
-    return delta, delta - half, delta + half, p
 
 
 def decide(candidate_correct: np.ndarray, champion_correct: np.ndarray | None, margin_points: float = 0.0,

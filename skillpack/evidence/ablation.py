@@ -1,4 +1,6 @@
-"""The ablation engine: arms x seeds of train + evaluate, paired statistics, family-wise correction.
+"""The ablation engine: the spec of arms x seeds of train + evaluate, each run's params, and the
+store of their results (the runs execute in skillpack.evidence.runs; their paired statistics
+are skillpack.evidence.comparisons).
 
 A spec (ablations/*.yaml) names a baseline, data regimes, arms (params overrides + the claim
 ids they test + a regime) and a cumulative chain. Each (arm, seed) run is a pure function of
@@ -11,17 +13,13 @@ the results (ResultStore.model_path).
 from __future__ import annotations
 
 import json
-import math
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skillpack import config
 from skillpack.config import CompressParams, Params, read_yaml
-from skillpack.evidence.verdicts import ALPHA, holm, minimum_detectable_effect
 from skillpack.io import write_json
 
 # ------------------------------------------------------------------ spec
@@ -111,6 +109,7 @@ class Spec:
     transfer: dict = field(default_factory=dict)
     priorities: dict = field(default_factory=dict)  # {first: [augmentation arms], others: [other techniques]}
     seed_teachers: dict[str, dict] = field(default_factory=dict)  # per_seed: true - trained within each run
+    params_path: str | Path = "params.yaml"  # the params file every run's params start from (run_params)
 
     def arm(self, name: str) -> Arm:
         for arm in self.arms + self.cumulative:
@@ -138,10 +137,11 @@ def _profile_overlay(raw: dict, profile: str) -> dict:
     return profiles.get(profile, {}) or {}
 
 
-def load_spec(path: str | Path, quick: bool = False, profile: str | None = None) -> Spec:
+def load_spec(path: str | Path, quick: bool = False, profile: str | None = None,
+              params_path: str | Path = "params.yaml") -> Spec:
     """The spec at `path` under `profile` (quick: CI, minutes; cpu: the default ablation; gpu:
-    full data and article-length budgets). A profile overlays seeds, base, regimes, sequential,
-    curves, transfer and may keep only some arms."""
+    full data and article-length budgets), its runs' params read from `params_path`. A profile
+    overlays seeds, base, regimes, sequential, curves, transfer and may keep only some arms."""
     raw = read_yaml(path)
     profile = profile or ("quick" if quick else "cpu")
     overlay = _profile_overlay(raw, profile)
@@ -171,18 +171,9 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None)
                 resample=bool(raw.get("resample", True)),
                 curves=overlay.get("curves", raw.get("curves")) or {},
                 transfer=overlay.get("transfer", raw.get("transfer")) or {},
-                priorities=raw.get("priorities") or {})
-    if overlay.get("arms"):  # the listed arms, the arms they are compared with and the arms they start from
-        keep = set(overlay["arms"])
-        by_name = {a.name: a for a in spec.arms}
-        todo = list(keep)
-        while todo:
-            arm = by_name.get(todo.pop())
-            needed = [arm.baseline] + ([arm.start["from"]] if arm.start else []) if arm else []
-            todo += [name for name in needed if name not in keep]
-            keep.update(needed)
-        spec.arms = [a for a in spec.arms if a.name in keep or a.name == "baseline"]
-        spec.cumulative = [a for a in spec.cumulative if a.name in keep]
+                priorities=raw.get("priorities") or {}, params_path=params_path)
+    if overlay.get("arms"):
+        _keep_arms(spec, overlay["arms"])
     try:
         add_variants(spec)
     except config.ParamsError as err:
@@ -191,22 +182,37 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None)
     return spec
 
 
+def _keep_arms(spec: Spec, names: list[str]) -> None:
+    """Keep the listed arms, the arms they are compared with and the arms they start from (and
+    the baseline); in place."""
+    keep = set(names)
+    by_name = {a.name: a for a in spec.arms}
+    todo = list(keep)
+    while todo:
+        arm = by_name.get(todo.pop())
+        needed = [arm.baseline] + ([arm.start["from"]] if arm.start else []) if arm else []
+        todo += [name for name in needed if name not in keep]
+        keep.update(needed)
+    spec.arms = [a for a in spec.arms if a.name in keep or a.name == "baseline"]
+    spec.cumulative = [a for a in spec.cumulative if a.name in keep]
+
+
 # ------------------------------------------------------------------ budget curves and transfer
 
 EPOCH_VALUED = ("step_epochs", "milestones")  # schedule keys that scale with the epoch budget
 
 
-def _epoch_budget(spec: Spec, arm: Arm, epochs: int, params_path: str | Path) -> dict:
+def _epoch_budget(spec: Spec, arm: Arm, epochs: int) -> dict:
     """Overrides that train `arm` for `epochs` epochs, its step schedule stretched alike (a
     step at 3 of 6 epochs is a step at 9 of 18); warm-up stays as many epochs (the claim's)."""
-    train = run_params(spec, arm, spec.seeds[0], params_path).train
+    train = run_params(spec, arm, spec.seeds[0]).train
     factor = epochs / train.epochs
     return {"train.epochs": epochs,
             "train.schedule.step_epochs": max(1, round(train.schedule.step_epochs * factor)),
             "train.schedule.milestones": [max(1, round(m * factor)) for m in train.schedule.milestones]}
 
 
-def _variant(spec: Spec, arm: Arm, axis: str, value, params_path: str | Path) -> Arm:
+def _variant(spec: Spec, arm: Arm, axis: str, value) -> Arm:
     """A copy of `arm` (and, recursively, of its baseline) at another budget or dataset."""
     if arm.start:
         raise config.ParamsError(f"arm {arm.name} starts from another arm's model: it has no budget curve or "
@@ -219,7 +225,7 @@ def _variant(spec: Spec, arm: Arm, axis: str, value, params_path: str | Path) ->
     regime = arm.regime
     overrides = dict(arm.overrides)
     if axis == "epochs":
-        overrides.update(_epoch_budget(spec, arm, value, params_path))
+        overrides.update(_epoch_budget(spec, arm, value))
     elif axis == "images":
         regime = f"{arm.regime}@{value}img"
         spec.regimes.setdefault(regime, {**spec.regimes[arm.regime], "max_train": value})
@@ -227,7 +233,7 @@ def _variant(spec: Spec, arm: Arm, axis: str, value, params_path: str | Path) ->
         regime = value
     baseline = arm.baseline
     if not arm.name.startswith("baseline"):
-        baseline = _variant(spec, spec.arm(arm.baseline), axis, value, params_path).name
+        baseline = _variant(spec, spec.arm(arm.baseline), axis, value).name
     copy = Arm(name=name, overrides=overrides, claims=list(arm.claims), regime=regime, baseline=baseline,
                variant={"of": arm.name, "axis": axis, "value": value})
     spec.arms.append(copy)
@@ -242,7 +248,7 @@ def curve_budgets(spec: Spec, name: str) -> dict[str, list]:
     return {axis: list(own.get(axis, spec.curves.get(axis, [])) or []) for axis in ("epochs", "images")}
 
 
-def add_variants(spec: Spec, params_path: str | Path = "params.yaml") -> None:
+def add_variants(spec: Spec) -> None:
     """The budget curves (`curves: {arms, epochs: [factors], images: [sizes], axes}`: each arm
     and its baseline at every epoch budget and training-set size) and the transfer copies
     (`transfer: {regime, arms}`: the same arms on another dataset), appended to spec.arms."""
@@ -252,22 +258,22 @@ def add_variants(spec: Spec, params_path: str | Path = "params.yaml") -> None:
     for name in spec.curves.get("arms", []):
         arm = spec.arm(name)
         budgets = curve_budgets(spec, name)
-        base_epochs = run_params(spec, arm, spec.seeds[0], params_path).train.epochs
+        base_epochs = run_params(spec, arm, spec.seeds[0]).train.epochs
         for factor in budgets["epochs"]:
             if factor != 1:
-                _variant(spec, arm, "epochs", int(round(base_epochs * factor)), params_path)
+                _variant(spec, arm, "epochs", int(round(base_epochs * factor)))
         for size in budgets["images"]:
             if size != spec.regimes[arm.regime].get("max_train"):
-                _variant(spec, arm, "images", int(size), params_path)
+                _variant(spec, arm, "images", int(size))
     for name in spec.transfer.get("arms", []):
-        _variant(spec, spec.arm(name), "dataset", spec.transfer["regime"], params_path)
+        _variant(spec, spec.arm(name), "dataset", spec.transfer["regime"])
 
 
-def curve_points(spec: Spec, arm_name: str, axis: str, params_path: str | Path = "params.yaml") -> list[tuple]:
+def curve_points(spec: Spec, arm_name: str, axis: str) -> list[tuple]:
     """(budget, arm name) along one axis of an arm's curve, its own budget included, sorted."""
     own = spec.arm(arm_name)
     if axis == "epochs":
-        here = run_params(spec, own, spec.seeds[0], params_path).train.epochs
+        here = run_params(spec, own, spec.seeds[0]).train.epochs
     else:
         here = spec.regimes[own.regime].get("max_train")
     points = [(here, arm_name)] + [(a.variant["value"], a.name) for a in spec.arms
@@ -275,7 +281,7 @@ def curve_points(spec: Spec, arm_name: str, axis: str, params_path: str | Path =
     return sorted(points)
 
 
-def validate_spec(spec: Spec, path: str | Path, params_path: str | Path = "params.yaml") -> None:
+def validate_spec(spec: Spec, path: str | Path) -> None:
     """Every regime's data options and every arm's params, before any run starts: one
     ParamsError naming the spec file and the regime or arm."""
     for name, body in spec.regimes.items():
@@ -285,7 +291,7 @@ def validate_spec(spec: Spec, path: str | Path, params_path: str | Path = "param
             raise config.ParamsError(f"{path}: arm {arm.name}: unknown regime {arm.regime!r}; "
                                      f"the spec has {', '.join(spec.regimes)}")
         try:
-            params = run_params(spec, arm, spec.seeds[0], params_path)
+            params = run_params(spec, arm, spec.seeds[0])
         except config.ParamsError as err:
             raise config.ParamsError(f"{path}: arm {arm.name}: {err}") from None
         known = [*spec.teachers, *spec.seed_teachers]
@@ -317,14 +323,13 @@ def _check_start(spec: Spec, arm: Arm, path: str | Path) -> None:
         here = origin
 
 
-def run_params(spec: Spec, arm: Arm, seed: int, params_path: str | Path = "params.yaml",
-               extra: dict | None = None) -> Params:
-    """params.yaml + the spec's base + the regime's + the arm's overrides (+ `extra`, dotted
-    overrides of every run: benchmarks/gpu.py's train.amp) + the seed, read by the stages' own
-    loader."""
+def run_params(spec: Spec, arm: Arm, seed: int, extra: dict | None = None) -> Params:
+    """The spec's params file (Spec.params_path) + its base + the regime's + the arm's overrides
+    (+ `extra`, dotted overrides of every run: benchmarks/gpu.py's train.amp) + the seed, read by
+    the stages' own loader."""
     items = {**spec.base, **{k: v for k, v in spec.regimes[arm.regime].items() if "." in k}, **arm.overrides,
              **(extra or {})}
-    return config.load_params(params_path, [f"{k}={json.dumps(v)}" for k, v in items.items()] + [f"seed={seed}"])
+    return config.load_params(spec.params_path, [f"{k}={json.dumps(v)}" for k, v in items.items()] + [f"seed={seed}"])
 
 
 def regime_options(spec: Spec, regime: str) -> dict:
@@ -332,141 +337,6 @@ def regime_options(spec: Spec, regime: str) -> dict:
     validated; the run keys hash exactly these."""
     config.regime_options(f"regimes.{regime}", spec.regimes[regime])
     return {k: v for k, v in spec.regimes[regime].items() if "." not in k}
-
-
-# ------------------------------------------------------------------ statistics
-
-# metric of a run result -> compared as a relative change (arm / baseline - 1) rather than a difference
-METRICS = {"test_accuracy": False, "intra_class_distance": True, "recall_at_1": False, "tar_at_far": False,
-           "loss_oscillation": True, "train_seconds": True}
-CONVERGENCE = "epochs_to_val_acc:"  # + a target: epochs until the validation accuracy first reaches it
-EFFECTS = ("improves", "hurts", "no detectable effect")  # test accuracy; other metrics: higher / lower
-
-
-def is_relative(metric: str) -> bool:
-    return metric.startswith(CONVERGENCE) or METRICS[metric]
-
-
-def metric_value(result: dict, metric: str) -> float:
-    """A run's figure for `metric`; epochs_to_val_acc:<target> reads its validation curve (a run
-    that never reaches the target counts as epochs + 1: censored, and said so in the report)."""
-    if metric.startswith(CONVERGENCE):
-        target = float(metric.removeprefix(CONVERGENCE))
-        curve = result["val_acc_by_epoch"]
-        return float(next((i + 1 for i, acc in enumerate(curve) if acc >= target), len(curve) + 1))
-    return float(result[metric])
-
-
-@dataclass
-class Comparison:
-    """One arm against its baseline on one metric, paired by seed. delta, ci_* and mde are in
-    the metric's own scale (accuracy as a fraction, relative changes as fractions)."""
-    name: str
-    claims: list[str]
-    regime: str
-    baseline: str
-    n_seeds: int
-    mean: float
-    std: float
-    baseline_mean: float
-    delta: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    extra_seconds: float
-    gain_per_extra_minute: float | None
-    metric: str = "test_accuracy"
-    differences: list[float] = field(default_factory=list)  # per seed, in the order of the spec's seeds
-    mde: float | None = None          # minimum detectable effect at alpha (skillpack.evidence.verdicts)
-    p_adjusted: float | None = None   # Holm across the family of tests of one ablation run
-    mde_family: float | None = None   # the same at alpha / family size, Holm's strictest step
-    effect: str | None = None         # from p_adjusted: improves / hurts / no detectable effect
-    seeds: list[int] = field(default_factory=list)
-    family: str = "main"              # main | curves | transfer: the Holm family it is adjusted in
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
-def paired_comparison(arm: list[float], base: list[float], confidence: float = 0.95) -> dict:
-    """Paired by seed: mean difference, its t-based CI and the two-sided p-value (scipy)."""
-    from scipy import stats
-
-    diffs = np.asarray(arm, float) - np.asarray(base, float)
-    n = len(diffs)
-    mean = float(diffs.mean())
-    if n < 2 or np.allclose(diffs, diffs[0]):
-        spread = 0.0 if n < 2 else float(diffs.std(ddof=1))
-        return {"delta": mean, "ci_low": mean - spread, "ci_high": mean + spread,
-                "p_value": 0.0 if (n >= 2 and mean != 0) else 1.0}
-    sem = diffs.std(ddof=1) / math.sqrt(n)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sem
-    p = float(stats.ttest_rel(arm, base).pvalue)
-    return {"delta": mean, "ci_low": mean - half, "ci_high": mean + half, "p_value": p}
-
-
-def effect(delta: float, p_adjusted: float, metric: str = "test_accuracy", alpha: float = ALPHA) -> str:
-    """What an arm does to a metric, judged on the family-adjusted p-value (no claim involved:
-    the claims' verdicts are skillpack.evidence.verdicts')."""
-    if p_adjusted >= alpha or delta == 0:
-        return EFFECTS[2]
-    if metric == "test_accuracy":
-        return EFFECTS[0] if delta > 0 else EFFECTS[1]
-    return "higher" if delta > 0 else "lower"
-
-
-def paired_seeds(arm: Arm, results: dict[tuple[str, int], dict], pool: list[int]) -> list[int]:
-    """The seeds of `pool` for which both the arm and its baseline have a run."""
-    return [s for s in pool if (arm.name, s) in results and (arm.baseline, s) in results]
-
-
-def compare(arm: Arm, results: dict[tuple[str, int], dict], seeds: list[int],
-            metric: str = "test_accuracy") -> Comparison:
-    """The arm vs its baseline on `metric`, paired by seed (the seeds both have: paired_seeds);
-    p_adjusted and effect are left for adjust_for_family, which needs every test of the run."""
-    seeds = paired_seeds(arm, results, seeds)
-    if not seeds:
-        raise ValueError(f"{arm.name} vs {arm.baseline}: no seed with a run of both")
-    values = [metric_value(results[(arm.name, s)], metric) for s in seeds]
-    base = [metric_value(results[(arm.baseline, s)], metric) for s in seeds]
-    if is_relative(metric):
-        differences = [a / b - 1 for a, b in zip(values, base)]
-        stats_ = paired_comparison(differences, [0.0] * len(differences))
-    else:
-        differences = [a - b for a, b in zip(values, base)]
-        stats_ = paired_comparison(values, base)
-    secs = [results[(arm.name, s)]["train_seconds"] - results[(arm.baseline, s)]["train_seconds"] for s in seeds]
-    extra = statistics.mean(secs)
-    gain = stats_["delta"] * 100 / (extra / 60) if extra > 1 and metric == "test_accuracy" else None  # points/extra min
-    return Comparison(arm.name, arm.claims, arm.regime, arm.baseline, len(seeds), statistics.mean(values),
-                      statistics.stdev(values) if len(values) > 1 else 0.0, statistics.mean(base), stats_["delta"],
-                      stats_["ci_low"], stats_["ci_high"], stats_["p_value"], extra, gain, metric=metric,
-                      differences=differences, mde=minimum_detectable_effect(differences), seeds=seeds)
-
-
-def is_open(c: Comparison, claimed_points: list[float], sequential: Sequential) -> bool:
-    """Sequential design: does this comparison need another seed? While its 95% interval (in
-    points or percent) contains both 0 and a claimed value it is tested against (undecided), or
-    is wider than +-precision_points (imprecise), up to max_seeds."""
-    if c.n_seeds >= sequential.max_seeds:
-        return False
-    low, high = 100 * c.ci_low, 100 * c.ci_high
-    undecided = low <= 0 <= high and any(low <= v <= high for v in claimed_points)
-    return undecided or (high - low) / 2 > sequential.precision_points
-
-
-def adjust_for_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:
-    """Holm-adjust the p-values of every test of one family (skillpack.evidence.verdicts.holm says why
-    Holm; comparisons carry their family's name: main, curves, transfer) and set each
-    comparison's effect from its adjusted p-value, and its minimum detectable effect at Holm's
-    strictest level alpha / m. In place; returned."""
-    for name in dict.fromkeys(c.family for c in comparisons):
-        family = [c for c in comparisons if c.family == name]
-        for c, p_adjusted in zip(family, holm([c.p_value for c in family])):
-            c.p_adjusted = p_adjusted
-            c.effect = effect(c.delta, p_adjusted, c.metric, alpha)
-            c.mde_family = minimum_detectable_effect(c.differences, alpha / len(family))
-    return comparisons
 
 
 # ------------------------------------------------------------------ persisted results
@@ -521,55 +391,24 @@ def teacher_arm(spec: Spec, name: str, regime: str) -> Arm:
     return Arm(name=f"{TEACHER_PREFIX}{name}", overrides=spec.seed_teachers[name]["overrides"], regime=regime)
 
 
-def run_sources(spec: Spec, arm: Arm, seed: int, data_hash: str, params_path: str | Path = "params.yaml",
-                extra: dict | None = None) -> dict:
+def run_sources(spec: Spec, arm: Arm, seed: int, data_hash: str, extra: dict | None = None) -> dict:
     """The runs whose models `arm`'s run at `seed` starts from (start:) or distils from (a
     per-seed teacher), by their keys: a change to any of them changes this run's key. {} for an
     arm that trains from scratch with no teacher or a teacher trained once."""
     sources = {}
     if arm.start:
         origin = spec.arm(arm.start["from"])
-        sources["start"] = {**arm.start, "from": arm_key(spec, origin, seed, data_hash, params_path, extra)}
-    teacher = teacher_name(run_params(spec, arm, seed, params_path, extra))
+        sources["start"] = {**arm.start, "from": arm_key(spec, origin, seed, data_hash, extra)}
+    teacher = teacher_name(run_params(spec, arm, seed, extra))
     if teacher in spec.seed_teachers:
-        sources["teacher"] = arm_key(spec, teacher_arm(spec, teacher, arm.regime), seed, data_hash, params_path, extra)
+        sources["teacher"] = arm_key(spec, teacher_arm(spec, teacher, arm.regime), seed, data_hash, extra)
     return sources
 
 
-def arm_key(spec: Spec, arm: Arm, seed: int, data_hash: str, params_path: str | Path = "params.yaml",
-            extra: dict | None = None) -> str:
+def arm_key(spec: Spec, arm: Arm, seed: int, data_hash: str, extra: dict | None = None) -> str:
     """The result-store key of `arm`'s run at `seed` (run_key with the arm's params, regime and sources)."""
-    return run_key(seed, run_params(spec, arm, seed, params_path, extra), data_hash, regime_options(spec, arm.regime),
-                   run_sources(spec, arm, seed, data_hash, params_path, extra))
+    return run_key(seed, run_params(spec, arm, seed, extra), data_hash, regime_options(spec, arm.regime),
+                   run_sources(spec, arm, seed, data_hash, extra))
 
 
 RESULT_VERSION = 2  # 2: the training subset drawn per seed; val curve, step losses, retrieval figures
-
-
-# ------------------------------------------------------------------ data regimes
-
-def long_tailed_indices(labels: np.ndarray, imbalance_ratio: float, max_per_class: int, seed: int) -> np.ndarray:
-    """Exponential profile: class k keeps max_per_class * ratio^(-k/(K-1)) samples."""
-    rng = np.random.default_rng(seed)
-    classes = np.unique(labels)
-    keep = []
-    for rank, c in enumerate(classes):
-        n = max(1, int(round(max_per_class * imbalance_ratio ** (-rank / max(len(classes) - 1, 1)))))
-        keep.append(rng.permutation(np.flatnonzero(labels == c))[:n])
-    return np.sort(np.concatenate(keep))
-
-
-def regime_split(images: np.ndarray, labels: np.ndarray, options: dict, seed: int = 0):
-    """The training subset of a regime, drawn with `seed`: the ablation passes the run's seed
-    (Spec.resample), so that an arm and its baseline share a subset and each seed draws anew."""
-    from skillpack.data.sources import Split
-    from skillpack.data.split import stratified_subset
-
-    if options.get("imbalance_ratio"):
-        idx = long_tailed_indices(labels, options["imbalance_ratio"], options.get("max_per_class", 1000), seed)
-        return images[idx], labels[idx]
-    if options.get("max_train"):
-        split = stratified_subset(Split(images, labels, [str(i) for i in range(len(labels))]),
-                                  int(options["max_train"]), seed)
-        return split.images, split.labels
-    return images, labels

@@ -1,5 +1,6 @@
 """The claims table: one row per (claim, arm) from the ablation's comparisons, the static
-checks and the cleaning benchmark's results, each with a verdict of skillpack.evidence.verdicts.
+checks (skillpack.evidence.static_checks) and the cleaning benchmark's results, each with a
+verdict of skillpack.evidence.verdicts; skillpack.evidence.claims_report renders it.
 
 What a claim says (direction, claimed value, metric, why it is not tested) is data in
 claims.yaml; the results are passed in by the caller (the ablation's comparisons, the loaded
@@ -9,21 +10,23 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from skillpack.config import read_yaml
-from skillpack.evidence.verdicts import (
+from skillpack.evidence.static_checks import STATIC_CHECKS
+from skillpack.evidence.verdicts import INCONCLUSIVE, NOT_TESTED, STATIC, VERDICTS, direction_sign, verdict
+from skillpack.stats import (
     ALPHA,
-    INCONCLUSIVE,
-    NOT_TESTED,
-    STATIC,
-    VERDICTS,
-    direction_sign,
+    binomial_test,
     holm,
     minimum_detectable_effect,
     minimum_detectable_proportion_gap,
-    verdict,
+    paired_t_test,
 )
-from skillpack.io import write_json, write_text
+
+if TYPE_CHECKING:
+    from skillpack.evidence.ablation import Spec
+    from skillpack.evidence.comparisons import Comparison
 
 CLAIMS_FILE = Path("claims.yaml")
 UNITS = {"test_accuracy": "points", "recall_at_1": "points", "tar_at_far": "points"}  # the rest: relative, percent
@@ -72,6 +75,23 @@ def claimed_value(claim: dict, arm: str | None = None) -> float | None:
     return value
 
 
+def claim_marks(c: Comparison, claims_doc: dict) -> tuple[list[float], list[int]]:
+    """The claimed values (points) and claimed directions (claims without a value) of the
+    claims a comparison's arm tests on its metric."""
+    by_id = {claim["id"]: claim for claim in claims_doc["claims"]}
+    values, directions = [], []
+    for cid in c.claims:
+        claim = by_id[cid]
+        if claim_metric(claim) != c.metric or not claim.get("direction"):
+            continue
+        value = claimed_value(claim, c.name)
+        if value is None:
+            directions.append(direction_sign(claim["direction"]))
+        else:
+            values.append(value)
+    return values, directions
+
+
 # ------------------------------------------------------------------ rows
 
 def row(claim: dict, verdict_: str, statement: str, *, arm: str | None = None, measured=None,
@@ -86,7 +106,7 @@ def row(claim: dict, verdict_: str, statement: str, *, arm: str | None = None, m
 
 def fmt_p(p: float) -> str:
     if p == 0:
-        return "0"  # an underflow, or differences without spread (skillpack.evidence.ablation.paired_comparison)
+        return "0"  # an underflow, or differences without spread (skillpack.stats.paired_t_test)
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
 
@@ -160,99 +180,6 @@ def not_tested_row(claim: dict, because: dict, **context) -> dict:
 
 # ------------------------------------------------------------------ static checks
 
-def parameter_count(claim: dict, check: dict, **_) -> dict:
-    import timm
-
-    def millions(name: str) -> float:
-        return sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters()) / 1e6
-
-    measured = round(millions(check["model"]), 2)
-    claimed = float(claim["figure"][check["figure"]])
-    also = {name: round(millions(name), 2) for name in check.get("also", [])}
-    text = (f"{measured:.2f}M parameters (timm {check['model']}, 1000 classes), claimed {claimed:g}M "
-            f"({measured / claimed - 1:+.1%})" + "".join(f"; {n}: {m:.2f}M" for n, m in also.items()))
-    return {"measured": measured, "claimed": claimed, "statement": text,
-            "setup": f"timm {check['model']}, 1000-class head, parameters in millions"}
-
-
-def focal_weight_ratio(claim: dict, check: dict, **_) -> dict:
-    """The focal factor (1 - p)^gamma of a hard sample (p_hard) over an easy one (p_easy)."""
-    gamma, claimed = float(claim["figure"]["gamma"]), float(claim["figure"]["weight_ratio"])
-    ratios = {f"p_easy={e},p_hard={h}": round(((1 - h) / (1 - e)) ** gamma, 2) for e, h in check["probability_pairs"]}
-    needed = claimed ** (1 / gamma)
-    text = (f"weight ratio ((1-p_hard)/(1-p_easy))^{gamma:g}: "
-            + ", ".join(f"{r:g} for {k.replace(',', ' vs ')}" for k, r in ratios.items())
-            + f"; it is {claimed:g} only when 1-p_hard = {needed:g} x (1-p_easy), so '{claimed:g}-fold' is not a "
-              f"property of gamma={gamma:g} alone")
-    return {"measured": ratios, "claimed": claimed, "statement": text,
-            "setup": f"the focal factor (1-p)^gamma, gamma={gamma:g}, at the probability pairs of claims.yaml"}
-
-
-def onecycle_shape(claim: dict, check: dict, **_) -> dict:
-    """The learning rate of skillpack's onecycle schedule, step by step."""
-    import numpy as np
-    import torch
-
-    from skillpack.config import OptimizerParams, ScheduleParams
-    from skillpack.train.optim import build_optimizer, build_scheduler
-
-    max_lr, final_lr = float(claim["figure"]["max_lr"]), float(claim["figure"]["final_lr"])
-    div = 25.0
-    cfg = ScheduleParams(name="onecycle", warmup_epochs=0, onecycle_pct_start=check["pct_start"],
-                         onecycle_div_factor=div, onecycle_final_div_factor=max_lr / div / final_lr)
-    opt = build_optimizer(torch.nn.Linear(1, 1), OptimizerParams(lr=max_lr))
-    steps = check["epochs"] * check["steps_per_epoch"]
-    sched = build_scheduler(opt, cfg, max_lr, epochs=check["epochs"], steps_per_epoch=check["steps_per_epoch"])
-    lrs = []
-    for _ in range(steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    peak = int(np.argmax(lrs))
-    measured = {"max_lr": max(lrs), "peak_step": peak, "final_lr": lrs[-1], "steps": steps}
-    text = (f"peaks at {max(lrs):.3g} at step {peak} of {steps} ({peak / steps:.0%} of the run) and ends at "
-            f"{lrs[-1]:.3g}; claimed a peak of {max_lr:g} in the first half and an end at {final_lr:g}")
-    return {"measured": measured, "claimed": {"max_lr": max_lr, "final_lr": final_lr}, "statement": text,
-            "setup": f"torch OneCycleLR through skillpack's schedule factory (pct_start {check['pct_start']}, "
-                     f"{check['epochs']} epochs x {check['steps_per_epoch']} steps); shape only"}
-
-
-def params_value(claim: dict, check: dict, params_path: str | Path = "params.yaml", **_) -> dict:
-    from skillpack.config import load_params
-
-    value = load_params(params_path)
-    for part in check["key"].split("."):
-        value = getattr(value, part)
-    claimed = claim["figure"][check["figure"]]
-    return {"measured": value, "claimed": claimed,
-            "statement": f"{check['key']} = {value:g} in {Path(params_path).name}, claimed {claimed:g}",
-            "setup": f"{check['key']} of {Path(params_path).name}"}
-
-
-def alerting(claim: dict, check: dict, benchmarks: dict | None = None, **_) -> dict:
-    """The alert check of the serve_load benchmark: a real Prometheus scraping the service with
-    the rules generated from params monitor:, one threshold set to be breached."""
-    found = ((benchmarks or {}).get(check["benchmark"]) or {}).get("alerting")
-    setup = (f"`python -m benchmarks.{check['benchmark']}`: Prometheus scraping the service every second, the rules "
-             f"of params monitor: with the p95 latency threshold set below reach")
-    if not found:
-        return {"measured": None, "claimed": None, "setup": setup,
-                "statement": f"not measured yet: run `python -m benchmarks.{check['benchmark']}`"}
-    fired = found["fired_after_s"]
-    text = (f"metrics for accuracy (from /feedback), p95 latency, memory, 5xx rate and drift, with one alert rule "
-            f"each: the breached {found['breached_rule']} "
-            + (f"fired after {fired:.1f} s" if fired is not None else "did NOT fire")
-            + f"; {len(found['quiet_rules'])} rules stayed inactive ({', '.join(found['quiet_rules'])}); promtool: "
-            f"{found['promtool_tests']} unit tests (a breach fires, a near miss stays quiet) "
-            + ("passed" if found["promtool_passed"] else "FAILED"))
-    return {"measured": {k: found[k] for k in ("fired_after_s", "quiet_rules", "promtool_tests", "promtool_passed")},
-            "claimed": None, "statement": text, "setup": setup}
-
-
-STATIC_CHECKS = {"parameter_count": parameter_count, "focal_weight_ratio": focal_weight_ratio,
-                 "onecycle_shape": onecycle_shape, "params_value": params_value, "alerting": alerting}
-
-
 def static_row(claim: dict, params_path: str | Path = "params.yaml", benchmarks: dict | None = None) -> dict:
     check = claim["static"]
     out = STATIC_CHECKS[check["check"]](claim, check, params_path=params_path, benchmarks=benchmarks)
@@ -271,28 +198,23 @@ def _noise(setting: str) -> tuple[str, float]:
 def _precision_test(detected: dict, rate: float) -> dict:
     """Precision of a detector's flags against the noise rate, which is the precision of
     flagging at random, on one noise draw: exact binomial test and Clopper-Pearson interval
-    (scipy), in points."""
-    from scipy import stats
-
+    (skillpack.stats.binomial_test), in points."""
     n = int(detected["flagged"])
     if n == 0:
         return {"measured": None, "ci_low": -100 * rate, "ci_high": 100 * (1 - rate), "p": 1.0, "n": 0, "draws": 1}
     hits = int(round(detected["precision"] * n))
-    test = stats.binomtest(hits, n, rate)
-    ci = test.proportion_ci(0.95, method="exact")
-    return {"measured": 100 * (hits / n - rate), "ci_low": 100 * (ci.low - rate), "ci_high": 100 * (ci.high - rate),
-            "p": float(test.pvalue), "n": n, "draws": 1}
+    low, high, p = binomial_test(hits, n, rate)
+    return {"measured": 100 * (hits / n - rate), "ci_low": 100 * (low - rate), "ci_high": 100 * (high - rate),
+            "p": p, "n": n, "draws": 1}
 
 
 def _draws_test(draws: dict, detector: str) -> dict:
     """The same figure over several noise draws (each its own label flips and out-of-fold
     models): the draw is the unit, so the t-interval of precision minus the draw's realised
     noise rate, paired by draw, covers the noise and the training, in points."""
-    from skillpack.evidence.ablation import paired_comparison
-
     precision = [d[detector]["precision"] for d in draws.values()]
     rates = [d["noise_rate"] for d in draws.values()]
-    t = paired_comparison(precision, rates)
+    t = paired_t_test(precision, rates)
     return {"measured": 100 * t["delta"], "ci_low": 100 * t["ci_low"], "ci_high": 100 * t["ci_high"],
             "p": t["p_value"], "n": int(statistics.median(d[detector]["flagged"] for d in draws.values())),
             "draws": len(draws), "differences": [100 * (p - r) for p, r in zip(precision, rates)]}
@@ -413,152 +335,25 @@ def with_related(entry: dict, claim: dict, benchmarks: dict[str, dict]) -> dict:
 
 # ------------------------------------------------------------------ the table
 
-def claims_table(claims_doc: dict, comparisons: list, setups: dict[str, str], family: dict, spec_name: str,
-                 benchmarks: dict[str, dict] | None = None, params_path: str | Path = "params.yaml",
-                 curves: dict | None = None, transfer: list[dict] | None = None) -> list[dict]:
+def claims_table(claims_doc: dict, comparisons: list, setups: dict[str, str], family: dict, spec: Spec,
+                 benchmarks: dict[str, dict] | None = None, curves: dict | None = None,
+                 transfer: list[dict] | None = None) -> list[dict]:
     """Every claim of claims.yaml in order: its static row, one row per ablation arm and per
     cleaning setting that tests it, or a not-tested row with the reason of claims.yaml.
     `comparisons` are the ablation's, family-adjusted ({name, size} of that family in `family`);
-    `setups` maps arm -> setup text;
-    `benchmarks` maps a benchmark's name (cleaning, train_speed, ...) to its loaded results."""
+    `setups` maps arm -> setup text; `spec` is the ablation's (its name, and the params file
+    the static checks read); `benchmarks` maps a benchmark's name (cleaning, train_speed, ...) to its loaded results."""
     benchmarks = benchmarks or {}
     claims, defaults = claims_doc["claims"], claims_doc.get("defaults", {})
     cleaning = cleaning_rows(claims, benchmarks["cleaning"]) if benchmarks.get("cleaning") else {}
     table = []
     for claim in claims:
-        rows = ([static_row(claim, params_path, benchmarks)] if claim.get("static") else [])
+        rows = ([static_row(claim, spec.params_path, benchmarks)] if claim.get("static") else [])
         rows += ablation_rows(claim, comparisons, setups, family, curves, transfer) + cleaning.get(claim["id"], [])
         if claim.get("not_tested"):
-            rows.append(with_related(not_tested_row(claim, claim["not_tested"], spec=spec_name), claim, benchmarks))
+            rows.append(with_related(not_tested_row(claim, claim["not_tested"], spec=spec.name), claim, benchmarks))
         elif not rows or (claim.get("direction") and not any(r["verdict"] != STATIC for r in rows)):
             because = defaults["no_cleaning_results"] if claim.get("cleaning") else defaults["not_in_spec"]
-            rows.append(not_tested_row(claim, because, spec=spec_name))
+            rows.append(not_tested_row(claim, because, spec=spec.name))
         table += rows
     return table
-
-
-def verdict_counts(table: list[dict]) -> dict[str, int]:
-    return {v: n for v in (*VERDICTS, STATIC) if (n := sum(r["verdict"] == v for r in table))}
-
-
-# ------------------------------------------------------------------ markdown
-
-def _measured_cell(r: dict) -> str:
-    if r["verdict"] == STATIC or r["verdict"] == NOT_TESTED:
-        return r["statement"].removeprefix("not tested: ")
-    if r["measured"] is None:
-        return "-"
-    detail = ", ".join(f"{k} {v}" for k, v in (r.get("detail") or {}).items())
-    interval = f"{r['measured']:+.2f} {r['unit']} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
-    return interval + (f" ({detail})" if detail else "")
-
-
-def _claimed_cell(r: dict) -> str:
-    if r["claimed"] is None:
-        return f"direction: {r['direction']}" if r.get("direction") and r["verdict"] != NOT_TESTED else "-"
-    if isinstance(r["claimed"], (int, float)):
-        return f"{r['claimed']:+.3g}" if r["verdict"] != STATIC else f"{r['claimed']:g}"
-    return ", ".join(f"{k} {v:g}" for k, v in r["claimed"].items())
-
-
-def _verdict_cell(r: dict) -> str:
-    if r["verdict"] == NOT_TESTED:
-        return "**not tested**"
-    return f"**{r['verdict']}**" + (f" at {r['setup']}" if r["verdict"] != STATIC else f" ({r['setup']})")
-
-
-def _arm_cell(r: dict) -> str:
-    return f"{r['arm']} vs {r['baseline']}" if r["arm"] else "-"
-
-
-def _more_cell(r: dict) -> str:
-    parts = [r["curve"]] if r.get("curve") else []
-    if r.get("transfer"):
-        t = r["transfer"]
-        parts.append(f"{t['arm']}: {t['effect']}, {t['delta']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}] "
-                     f"({t['n_seeds']} seeds), {'agrees' if t['agree'] else 'does not agree'}")
-    return "; ".join(parts) or "-"
-
-
-def evidence_summary(claims_doc: dict, table: list[dict]) -> dict:
-    """How much of the article the table judges, and on how many seeds: claims with a measured
-    verdict and an interval, the seeds of the ablation's rows, their interval half-widths, and
-    the replicates (seeds, noise draws) of the rows judged on benchmarks."""
-    measured = [r for r in table if r["verdict"] in VERDICTS and r["verdict"] != NOT_TESTED]
-    ablation = [r for r in measured if r.get("n_seeds")]
-    accuracy = [r for r in ablation if r.get("family") == "main" and r.get("metric") == ACCURACY]
-    claims = list(dict.fromkeys(r["claim"] for r in measured))
-    benchmark = {}
-    for r in measured:
-        if not r.get("n_seeds"):
-            counts = benchmark.setdefault(r["claim"], {})
-            unit_ = (r.get("replicates") or {}).get("of", "sample")
-            counts.setdefault(unit_, []).append((r.get("replicates") or {}).get("count", 1))
-    return {"claims": len(claims_doc["claims"]), "measured_claims": len(claims),
-            "ablation_claims": len({r["claim"] for r in ablation}),
-            "seeds_min": min((r["n_seeds"] for r in ablation), default=None),
-            "seeds_median": statistics.median([r["n_seeds"] for r in ablation]) if ablation else None,
-            "halfwidth_median_points": statistics.median([(r["ci_high"] - r["ci_low"]) / 2 for r in accuracy])
-            if accuracy else None,
-            "benchmark_claims": {claim: {unit_: {"rows": len(n), "max": max(n), "min": min(n),
-                                                 "at_max": n.count(max(n))}
-                                         for unit_, n in counts.items()} for claim, counts in benchmark.items()},
-            "below_five": sorted(c for c, counts in benchmark.items() if all(max(n) < 5 for n in counts.values()))}
-
-
-def _counted(n: int, what: str) -> str:
-    return f"{n} {what}" + ("" if n == 1 else "s")
-
-
-def _benchmark_text(claim: str, counts: dict) -> str:
-    """'clean.dbscan (5 noise draws in 2 of 6 rows, 1 in the others)'"""
-    parts = []
-    for unit_, n in counts.items():
-        if n["min"] == n["max"]:
-            parts.append(_counted(n["max"], unit_) + ("" if n["rows"] == 1 else " in each row"))
-        else:
-            parts.append(f"{_counted(n['max'], unit_)} in {n['at_max']} of {n['rows']} rows, {n['min']} in the others")
-    return f"{claim} ({'; '.join(parts)})"
-
-
-def _summary_lines(summary: dict) -> list[str]:
-    if not summary["measured_claims"]:
-        return []
-    line = (f"{summary['measured_claims']} of {summary['claims']} claims have a measured verdict with an interval; "
-            f"{summary['ablation_claims']} of them from the ablation")
-    if summary["seeds_median"] is not None:
-        line += f" (seeds per row: at least {summary['seeds_min']}, median {summary['seeds_median']:g})"
-    if summary["halfwidth_median_points"] is not None:
-        line += f"; accuracy intervals at the spec's budget: half-width median {summary['halfwidth_median_points']:.2f} points"
-    if summary["benchmark_claims"]:
-        line += (". Judged on benchmarks, with their own replicates: "
-                 + ", ".join(_benchmark_text(c, n) for c, n in summary["benchmark_claims"].items()))
-    if summary["below_five"]:
-        line += f". Fewer than 5 replicates in every row: {', '.join(summary['below_five'])}"
-    return [line + ".", ""]
-
-
-def claims_markdown(claims_doc: dict, table: list[dict], header: list[str]) -> str:
-    articles = {c["id"]: c for c in claims_doc["claims"]}
-    counts = verdict_counts(table)
-    lines = ["# Claims of the article, verified", "", *header, "", *_summary_lines(evidence_summary(claims_doc, table)),
-             "| verdict | rows |", "|---|---|", *[f"| {v} | {n} |" for v, n in counts.items()], "",
-             "| claim | article | arm | verdict, at its setup | measured [95% CI] | claimed | p / Holm-adjusted p | "
-             "MDE (at alpha/m) | budget curve; second dataset |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    previous = None
-    for r in table:
-        claim = articles[r["claim"]]
-        first = r["claim"] != previous
-        previous = r["claim"]
-        article = claim["claim"] + (f" *(tested as: {claim['tested_as']})*" if claim.get("tested_as") else "")
-        p = f"{fmt_p(r['p'])} / {fmt_p(r['p_adjusted'])}" if r["p"] is not None else "-"
-        mde = f"{r['mde']:.2f} ({r['mde_family']:.2f}) {r['unit']}" if r["mde"] is not None else "-"
-        lines.append(f"| {r['claim'] if first else ''} | {article if first else ''} | {_arm_cell(r)} | "
-                     f"{_verdict_cell(r)} | {_measured_cell(r)} | {_claimed_cell(r)} | {p} | {mde} | {_more_cell(r)} |")
-    return "\n".join(lines) + "\n"
-
-
-def write_claims(claims_doc: dict, table: list[dict], header: list[str], md_path: Path, json_path: Path) -> None:
-    write_json(json_path, table)
-    write_text(md_path, claims_markdown(claims_doc, table, header))

@@ -1,6 +1,6 @@
 """The report of one ablation run, rendered from its stored runs: the family of paired tests
-(Holm-adjusted together), reports/ablation.{md,json}, the effect and waterfall charts, and the
-claims table (skillpack.evidence.claims).
+(Holm-adjusted together), reports/ablation.{md,json}, the charts (skillpack.evidence.charts),
+and the claims table (skillpack.evidence.claims).
 
 The caller passes the runs and any benchmark results it has loaded (flows/ablation.py);
 every figure in the reports is computed from them.
@@ -13,19 +13,20 @@ import numpy as np
 
 from skillpack.evidence import ablation as ab
 from skillpack.evidence import claims as cl
-from skillpack.evidence.verdicts import ALPHA, POWER, RULES_TEXT, direction_sign
+from skillpack.evidence.charts import plot_chain, plot_claim_curves, plot_effects
+from skillpack.evidence.claims_report import write_claims
+from skillpack.evidence.comparisons import Comparison, adjust_for_family, compare, is_open, results_by_key
+from skillpack.evidence.curves import curve_summaries
+from skillpack.evidence.setups import arm_setups, comparison_setups, setup_text
+from skillpack.evidence.verdicts import RULES_TEXT
 from skillpack.io import write_json, write_text
+from skillpack.stats import ALPHA, POWER
 
-EFFECT_COLOURS = {"improves": "tab:green", "hurts": "tab:red", "no detectable effect": "tab:gray"}
 SEED_NOISE = ("Each seed draws its own training subset (regimes with a size or an imbalance ratio) and an arm "
               "shares it with its baseline, so the intervals cover the model's seed and the draw of the training "
               "data; the test set is fixed (the dataset's own). An arm that starts from another arm's model starts "
               "from that arm's run of the same seed, and a per-seed distillation teacher is trained with the run's "
               "seed on its draw, so their seeds vary too; a teacher without per_seed is trained once.")
-
-
-def results_by_key(runs: list[dict]) -> dict[tuple[str, int], dict]:
-    return {(r["arm"], r["seed"]): r for r in runs}
 
 
 # ------------------------------------------------------------------ checks
@@ -74,7 +75,7 @@ def tests_of(spec: ab.Spec, claims_doc: dict) -> list[tuple[ab.Arm, str, str]]:
     return accuracy + secondary
 
 
-def comparisons(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[ab.Comparison]:
+def comparisons(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[Comparison]:
     """Every test of tests_of on the seeds each pair has, Holm-adjusted within its family:
     main (the arms at the spec's own budget, the chain, their secondary metrics), curves (the
     budget-curve points), transfer (the second dataset)."""
@@ -82,17 +83,17 @@ def comparisons(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[ab.Co
     pool = sorted({seed for _, seed in results})
     found = []
     for arm, metric, name in tests_of(spec, claims_doc):
-        c = ab.compare(arm, results, pool, metric)
+        c = compare(arm, results, pool, metric)
         c.name = name
         c.family = FAMILIES[arm.variant["axis"] if arm.variant else None]
         found.append(c)
-    return ab.adjust_for_family(found + priority_tests(spec, found, results))
+    return adjust_for_family(found + priority_tests(spec, found, results))
 
 
 PRIORITY = "augmentation_first"  # advice.priorities: the best augmentation arm against the best other technique
 
 
-def priority_tests(spec: ab.Spec, tests: list[ab.Comparison], results: dict) -> list[ab.Comparison]:
+def priority_tests(spec: ab.Spec, tests: list[Comparison], results: dict) -> list[Comparison]:
     """advice.priorities at the spec's budget and at the largest epoch budget of the curves:
     the augmentation arm with the largest mean effect against the other technique with the
     largest (spec `priorities: {first, others}`, arms against the same baseline), paired by seed
@@ -114,7 +115,7 @@ def priority_tests(spec: ab.Spec, tests: list[ab.Comparison], results: dict) -> 
         if best.baseline != rival.baseline:
             continue
         arm = ab.Arm(best.name, {}, ["advice.priorities"], best.regime, rival.name)
-        c = ab.compare(arm, results, sorted({s for _, s in results}))
+        c = compare(arm, results, sorted({s for _, s in results}))
         c.name, c.family = PRIORITY + suffix, "priorities"
         found.append(c)
     return found
@@ -122,12 +123,12 @@ def priority_tests(spec: ab.Spec, tests: list[ab.Comparison], results: dict) -> 
 
 def next_round(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[tuple[str, int]]:
     """The (arm, seed) runs the sequential design asks for next: for every open comparison
-    (skillpack.evidence.ablation.is_open), its arm and baseline at the next seeds of the pool."""
+    (skillpack.evidence.comparisons.is_open), its arm and baseline at the next seeds of the pool."""
     results = results_by_key(runs)
     todo: dict[tuple[str, int], None] = {}
     for c in comparisons(spec, runs, claims_doc):
-        values, _ = claim_marks(c, claims_doc)
-        if c.family == "priorities" or not ab.is_open(c, values, spec.sequential):
+        values, _ = cl.claim_marks(c, claims_doc)
+        if c.family == "priorities" or not is_open(c, values, spec.sequential):
             continue
         fresh = [s for s in spec.seed_pool() if s not in c.seeds][:spec.sequential.step]
         arm = spec.cumulative[-1].name if c.name == CHAIN_TOTAL else c.name
@@ -138,7 +139,7 @@ def next_round(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[tuple[
     return list(todo)
 
 
-def split_tests(spec: ab.Spec, tests: list[ab.Comparison]) -> dict[str, list[ab.Comparison]]:
+def split_tests(spec: ab.Spec, tests: list[Comparison]) -> dict[str, list[Comparison]]:
     """The tests as the report shows them: single (arm vs baseline, accuracy), chain, secondary
     (other metrics), curves and transfer."""
     chain = {a.name for a in spec.cumulative} | {CHAIN_TOTAL}
@@ -151,95 +152,26 @@ def split_tests(spec: ab.Spec, tests: list[ab.Comparison]) -> dict[str, list[ab.
             "transfer": [c for c in tests if c.family == "transfer"]}
 
 
-def family_of(tests: list[ab.Comparison], spec: ab.Spec) -> dict:
+def family_of(tests: list[Comparison], spec: ab.Spec) -> dict:
     sizes = {name: sum(c.family == name for c in tests) for name in dict.fromkeys(c.family for c in tests)}
     parts = ", ".join(f"{n} {name}" for name, n in sizes.items())
     return {"name": f"the tests of ablation {spec.name}, Holm-adjusted per family ({parts})", "size": len(tests),
             "sizes": sizes}
 
 
-# ------------------------------------------------------------------ setups
-
-def images_text(n: int) -> str:
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
-
-
-def arm_setup(spec: ab.Spec, arm: ab.Arm, runs: dict, params_path: str | Path = "params.yaml") -> dict:
-    params = ab.run_params(spec, arm, spec.seeds[0], params_path)
-    train = params.train
-    regime = spec.regimes[arm.regime]
-    setup = {"n_train": runs[(arm.name, spec.seeds[0])]["n_train"], "epochs": train.epochs,
-             "seeds": sum(1 for (name, _) in runs if name == arm.name),
-             "model": train.model, "batch_size": train.batch_size, "regime": arm.regime,
-             "imbalance_ratio": regime.get("imbalance_ratio"), "regime_sets_batch": "train.batch_size" in regime,
-             "dataset": regime.get("dataset"), "resampled": spec.resample and bool(regime.get("max_train")
-                                                                                   or regime.get("imbalance_ratio"))}
-    if arm.start:
-        origin = spec.arm(arm.start["from"])
-        setup["start"] = {**arm.start, "epochs": ab.run_params(spec, origin, spec.seeds[0], params_path).train.epochs}
-    teacher = ab.teacher_name(params)
-    if teacher:
-        accuracies = [r["teacher_test_accuracy"] for (name, _), r in runs.items()
-                      if name == arm.name and "teacher_test_accuracy" in r]
-        body = spec.seed_teachers.get(teacher) or spec.teachers[teacher]
-        setup["teacher"] = {"name": teacher, "per_seed": teacher in spec.seed_teachers,
-                            "model": ab.run_params(spec, ab.Arm(teacher, body.get("overrides", {}),
-                                                                regime=body.get("regime", arm.regime)),
-                                                   spec.seeds[0], params_path).train.model,
-                            "test_accuracy_mean": float(np.mean(accuracies)) if accuracies else None}
-    return setup
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def setup_text(setup: dict, seeds: int | None = None) -> str:
-    """'8k images × 6 epochs, 5 seeds, sp_cnn_m', with what the regime changes; `seeds`: the
-    comparison's own count (the sequential design gives each its own)."""
-    tail = f"long-tailed {setup['imbalance_ratio']:g}:1 " if setup["imbalance_ratio"] else ""
-    where = f" of {setup['dataset']}" if setup.get("dataset") else ""
-    batch = f", batch {setup['batch_size']}" if setup["regime_sets_batch"] else ""
-    drawn = " (drawn per seed)" if setup.get("resampled") else ""
-    training = _count(setup["epochs"], "epoch")
-    start = setup.get("start")
-    if start:
-        pruned = (f", pruned to {1 - start['prune_ratio']:.0%} of its channels ({start['prune_importance']})"
-                  if start.get("prune_ratio") is not None else "")
-        training = f"{_count(start['epochs'], 'epoch')} ({start['from']}'s run){pruned}, + {training} of fine-tuning"
-    teacher = setup.get("teacher")
-    taught = ""
-    if teacher:
-        taught = f", distilled from {teacher['model']} trained {'per seed' if teacher['per_seed'] else 'once'}"
-        if teacher.get("test_accuracy_mean") is not None:
-            taught += f" (its test accuracy {teacher['test_accuracy_mean']:.4f}, mean)"
-    return (f"{images_text(setup['n_train'])} {tail}images{where}{drawn} × {training}{batch}, "
-            f"{_count(seeds or setup['seeds'], 'seed')}, {setup['model']}{taught}")
-
-
-def arm_setups(spec: ab.Spec, runs: list[dict], params_path: str | Path = "params.yaml") -> dict[str, dict]:
-    results = results_by_key(runs)
-    return {a.name: arm_setup(spec, a, results, params_path) for a in spec.arms + spec.cumulative}
-
-
-def comparison_setups(tests: list[ab.Comparison], setups: dict[str, dict]) -> dict[str, str]:
-    """Arm name -> its setup text, with the seeds of its comparison."""
-    return {c.name: setup_text(setups.get(c.name) or setups[c.baseline], c.n_seeds) for c in tests}
-
-
 # ------------------------------------------------------------------ markdown
 
-def _fmt_gain(c: ab.Comparison) -> str:
+def _fmt_gain(c: Comparison) -> str:
     return "-" if c.gain_per_extra_minute is None else f"{c.gain_per_extra_minute:+.2f}"
 
 
-def _fmt_mde(c: ab.Comparison) -> str:
+def _fmt_mde(c: Comparison) -> str:
     if c.mde is None:
         return "-"
     return f"{100 * c.mde:.2f}" + (f" ({100 * c.mde_family:.2f})" if c.mde_family is not None else "")
 
 
-def comparison_line(c: ab.Comparison) -> str:
+def comparison_line(c: Comparison) -> str:
     return (f"| {c.name} | {', '.join(c.claims) or '-'} | {c.regime} | {c.baseline} | {c.n_seeds} | {c.mean:.4f} | "
             f"{100 * c.delta:+.2f} | [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | {cl.fmt_p(c.p_value)} | "
             f"{cl.fmt_p(c.p_adjusted)} | {c.effect} | {_fmt_mde(c)} | {c.extra_seconds:+.0f} | {_fmt_gain(c)} |")
@@ -261,7 +193,7 @@ def baselines_table(spec: ab.Spec, results: dict, setups: dict) -> list[str]:
     return lines
 
 
-def gain_ranking(single: list[ab.Comparison]) -> list[str]:
+def gain_ranking(single: list[Comparison]) -> list[str]:
     improving = [c for c in single if c.effect == "improves"]
     ranked = sorted([c for c in improving if c.gain_per_extra_minute is not None],
                     key=lambda c: -c.gain_per_extra_minute)
@@ -274,91 +206,7 @@ def gain_ranking(single: list[ab.Comparison]) -> list[str]:
     return lines
 
 
-# ------------------------------------------------------------------ budget curves
-
-AXES = {"epochs": "training epochs", "images": "training images"}
-
-
-def curve_tests(spec: ab.Spec, tests: list[ab.Comparison], arm: str, metric: str,
-                params_path: str | Path = "params.yaml") -> dict[str, list[tuple[float, ab.Comparison]]]:
-    """Axis -> [(budget, comparison)] of one arm's curve on `metric`, its own budget included."""
-    if arm not in {a.name for a in spec.arms}:  # chain steps and the chain's total have no curve
-        return {}
-    by_name = {(c.name, c.metric): c for c in tests}
-    curves = {}
-    for axis in AXES:
-        points = [(budget, by_name[(name, metric)]) for budget, name in ab.curve_points(spec, arm, axis, params_path)
-                  if (name, metric) in by_name and budget is not None]
-        if len(points) > 1:
-            curves[axis] = points
-    return curves
-
-
-def curve_text(points: list[tuple[float, ab.Comparison]], axis: str, unit: str = "points") -> str:
-    """'2 epochs: hurts, -1.20 [-2.01, -0.39] points (7 seeds); ...; the measured mean changes
-    sign between 6 and 18 epochs' - every figure from the comparisons."""
-    parts = [f"{budget:,.0f} {axis}: {c.effect}, {100 * c.delta:+.2f} [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] "
-             f"{unit} ({c.n_seeds} seeds)" for budget, c in points]
-    changes = [f"{a:,.0f} and {b:,.0f} {axis}" for (a, ca), (b, cb) in zip(points, points[1:])
-               if ca.delta * cb.delta < 0]
-    detected = [f"{budget:,.0f}" for budget, c in points if c.effect not in (None, ab.EFFECTS[2])]
-    tail = ("; the measured mean changes sign between " + " and between ".join(changes)) if changes else \
-        "; the measured mean keeps its sign"
-    holds = f"; a detectable effect at {', '.join(detected)} {axis}" if detected else \
-        "; no detectable effect at any budget"
-    return "; ".join(parts) + tail + holds
-
-
-def curve_tests_by_claim(spec: ab.Spec, tests: list[ab.Comparison], claim: dict,
-                         params_path: str | Path = "params.yaml") -> dict[str, dict]:
-    metric = cl.claim_metric(claim)
-    arms = [a.name for a in spec.arms if claim["id"] in a.claims and not a.variant]
-    return {arm: curves for arm in arms if (curves := curve_tests(spec, tests, arm, metric, params_path))}
-
-
-def plot_claim_curves(spec: ab.Spec, tests: list[ab.Comparison], claims_doc: dict, folder: Path,
-                      params_path: str | Path = "params.yaml") -> dict[str, Path]:
-    """reports/curves/<claim>.png: one chart per claim with a budget curve."""
-    from skillpack.plots import plot_budget_curves
-
-    charts = {}
-    for claim in claims_doc["claims"]:
-        by_arm = curve_tests_by_claim(spec, tests, claim, params_path)
-        metric = cl.claim_metric(claim)
-        panels = []
-        for axis, label in AXES.items():
-            lines, claimed = [], set()
-            for arm, curves in by_arm.items():
-                points = curves.get(axis)
-                if not points:
-                    continue
-                lines.append({"label": arm, "x": [b for b, _ in points], "delta": [100 * c.delta for _, c in points],
-                              "low": [100 * c.ci_low for _, c in points], "high": [100 * c.ci_high for _, c in points]})
-                claimed.update(claim_marks(points[0][1], claims_doc)[0])
-            if lines:
-                panels.append({"axis": label, "lines": lines, "claimed": sorted(claimed), "unit": cl.unit(metric)})
-        if panels:
-            path = folder / f"{claim['id']}.png"
-            plot_budget_curves(panels, path, f"{claim['id']}: effect vs training budget, 95% CI "
-                                             f"(paired by seed; {metric})")
-            charts[claim["id"]] = path
-    return charts
-
-
-def curve_summaries(spec: ab.Spec, tests: list[ab.Comparison], params_path: str | Path = "params.yaml") -> dict:
-    """(arm, metric) -> the text of its budget curves, for every arm that has one."""
-    out = {}
-    for c in tests:
-        if c.family != "main":
-            continue
-        curves = curve_tests(spec, tests, c.name, c.metric, params_path)
-        if curves:
-            out[(c.name, c.metric)] = " | ".join(curve_text(points, axis, cl.unit(c.metric))
-                                                 for axis, points in curves.items())
-    return out
-
-
-def transfer_rows(spec: ab.Spec, tests: list[ab.Comparison]) -> list[dict]:
+def transfer_rows(spec: ab.Spec, tests: list[Comparison]) -> list[dict]:
     """Each transferred arm on both datasets: do the two agree (the same Holm-judged effect)?"""
     by_name = {(c.name, c.metric): c for c in tests}
     rows = []
@@ -373,7 +221,7 @@ def transfer_rows(spec: ab.Spec, tests: list[ab.Comparison]) -> list[dict]:
     return rows
 
 
-def budget_notes(spec: ab.Spec, tests: list[ab.Comparison], setups: dict, runs: list[dict]) -> list[str]:
+def budget_notes(spec: ab.Spec, tests: list[Comparison], setups: dict, runs: list[dict]) -> list[str]:
     """How the budget and the seeds may bias the effects - every figure from the spec and the runs."""
     main = [c for c in tests if c.family == "main"]
     epochs = [s["epochs"] for s in setups.values()]
@@ -411,7 +259,7 @@ def overfit_gaps(spec: ab.Spec, runs: list[dict]) -> dict[str, float]:
     return out
 
 
-def _secondary_lines(tests: list[ab.Comparison]) -> list[str]:
+def _secondary_lines(tests: list[Comparison]) -> list[str]:
     return ["| arm | metric | vs | seeds | mean | baseline mean | change | 95% CI | p | Holm p | effect | "
             "MDE (at alpha/m) |", "|---" * 12 + "|"] + [
         f"| {c.name} | {c.metric} | {c.baseline} | {c.n_seeds} | {c.mean:.4f} | {c.baseline_mean:.4f} | "
@@ -419,12 +267,12 @@ def _secondary_lines(tests: list[ab.Comparison]) -> list[str]:
         f"{cl.fmt_p(c.p_value)} | {cl.fmt_p(c.p_adjusted)} | {c.effect} | {_fmt_mde(c)} |" for c in tests]
 
 
-def _transfer_lines(spec: ab.Spec, tests: list[ab.Comparison]) -> list[str]:
+def _transfer_lines(spec: ab.Spec, tests: list[Comparison]) -> list[str]:
     rows = transfer_rows(spec, tests)
     if not rows:
         return []
 
-    def cell(c: ab.Comparison) -> str:
+    def cell(c: Comparison) -> str:
         return f"{c.effect}, {100 * c.delta:+.2f} [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | {c.n_seeds}"
 
     regime = spec.transfer.get("regime")
@@ -435,7 +283,7 @@ def _transfer_lines(spec: ab.Spec, tests: list[ab.Comparison]) -> list[str]:
               f"{'yes' if r['agree'] else 'no'} |" for r in rows]]
 
 
-def ablation_markdown(spec: ab.Spec, tests: list[ab.Comparison], runs: list[dict], setups: dict, command: str,
+def ablation_markdown(spec: ab.Spec, tests: list[Comparison], runs: list[dict], setups: dict, command: str,
                       rendered_by: str, data_source: str, curves: dict, charts: dict) -> str:
     results = results_by_key(runs)
     parts = split_tests(spec, tests)
@@ -473,52 +321,6 @@ def ablation_markdown(spec: ab.Spec, tests: list[ab.Comparison], runs: list[dict
     return "\n".join(lines) + "\n"
 
 
-# ------------------------------------------------------------------ charts
-
-def claim_marks(c: ab.Comparison, claims_doc: dict) -> tuple[list[float], list[int]]:
-    """The claimed values (points) and claimed directions (claims without a value) of an arm."""
-    by_id = {claim["id"]: claim for claim in claims_doc["claims"]}
-    values, directions = [], []
-    for cid in c.claims:
-        claim = by_id[cid]
-        if cl.claim_metric(claim) != c.metric or not claim.get("direction"):
-            continue
-        value = cl.claimed_value(claim, c.name)
-        if value is None:
-            directions.append(direction_sign(claim["direction"]))
-        else:
-            values.append(value)
-    return values, directions
-
-
-def plot_effects(single: list[ab.Comparison], claims_doc: dict, path: Path) -> None:
-    from skillpack.plots import plot_effects as draw
-
-    items = []
-    for c in single:
-        values, directions = claim_marks(c, claims_doc)
-        items.append({"label": f"{c.name} ({c.regime})", "delta": 100 * c.delta, "low": 100 * c.ci_low,
-                      "high": 100 * c.ci_high, "colour": EFFECT_COLOURS[c.effect], "claimed": values,
-                      "directions": directions})
-    draw(items, path, title="One-at-a-time ablation: paired difference vs baseline, 95% CI; colour from the "
-                            "Holm-adjusted test", xlabel="test accuracy difference vs baseline (points)")
-
-
-def plot_chain(spec: ab.Spec, chain: list[ab.Comparison], runs: list[dict], claims_doc: dict, path: Path) -> None:
-    from skillpack.plots import plot_waterfall
-
-    results = results_by_key(runs)
-    start = 100 * float(np.mean([results[(spec.cumulative[0].name, s)]["test_accuracy"] for s in spec.seeds]))
-    steps = []
-    for c in chain:
-        values, _ = claim_marks(c, claims_doc)
-        steps.append({"label": c.name.replace("chain_", "+"), "delta": 100 * c.delta, "low": 100 * c.ci_low,
-                      "high": 100 * c.ci_high, "colour": EFFECT_COLOURS[c.effect],
-                      "claimed": values[0] if values else None})
-    plot_waterfall(start, steps, path, title="Cumulative ablation (the article's chain): mean of seeds, 95% CI per "
-                                             "step; colour from the Holm-adjusted test", ylabel="test accuracy (%)")
-
-
 # ------------------------------------------------------------------ entry point
 
 def report_paths(reports: Path, spec: ab.Spec, command: str) -> dict[str, Path]:
@@ -552,7 +354,7 @@ def claims_header(spec: ab.Spec, command: str, rendered_by: str, paths: dict, fa
 
 def write_ablation_reports(spec: ab.Spec, runs: list[dict], reports: Path, command: str,
                            benchmarks: dict[str, dict] | None = None, claims_doc: dict | None = None,
-                           rendered_by: str | None = None, params_path: str | Path = "params.yaml") -> dict:
+                           rendered_by: str | None = None) -> dict:
     """Render every report of an ablation run from its runs. `benchmarks` maps a benchmark's
     name (cleaning, train_speed, time_to_accuracy) to its loaded results; `command` is what
     made the runs, `rendered_by` what renders the report (default: the same)."""
@@ -564,11 +366,11 @@ def write_ablation_reports(spec: ab.Spec, runs: list[dict], reports: Path, comma
     tests = comparisons(spec, runs, claims_doc)
     parts = split_tests(spec, tests)
     family = family_of(tests, spec)
-    setups = arm_setups(spec, runs, params_path)
+    setups = arm_setups(spec, runs)
     paths = report_paths(reports, spec, command)
-    data_source = ab.run_params(spec, spec.arms[0], spec.seeds[0], params_path).data.source
-    curves = curve_summaries(spec, tests, params_path)
-    charts = plot_claim_curves(spec, tests, claims_doc, paths["markdown"].parent / "curves", params_path)
+    data_source = ab.run_params(spec, spec.arms[0], spec.seeds[0]).data.source
+    curves = curve_summaries(spec, tests)
+    charts = plot_claim_curves(spec, tests, claims_doc, paths["markdown"].parent / "curves")
     write_text(paths["markdown"], ablation_markdown(spec, tests, runs, setups, command, rendered_by, data_source,
                                                     curves, charts))
     write_json(paths["json"], {"spec": spec.name, "profile": spec.profile, "command": command, "seeds": spec.seeds,
@@ -586,9 +388,9 @@ def write_ablation_reports(spec: ab.Spec, runs: list[dict], reports: Path, comma
     plot_effects(parts["single"], claims_doc, paths["deltas"])
     plot_chain(spec, parts["chain"], runs, claims_doc, paths["waterfall"])
     table = cl.claims_table(claims_doc, [c for c in tests if c.family != "transfer"],
-                            comparison_setups(tests, setups), family, spec.name, benchmarks, params_path,
+                            comparison_setups(tests, setups), family, spec, benchmarks,
                             curves=curves, transfer=transfer_rows(spec, tests))
-    cl.write_claims(claims_doc, table, claims_header(spec, command, rendered_by, paths, family, benchmarks),
+    write_claims(claims_doc, table, claims_header(spec, command, rendered_by, paths, family, benchmarks),
                     paths["claims_markdown"], paths["claims_json"])
     summary = [{"name": c.name, "metric": c.metric, "family": c.family, "n_seeds": c.n_seeds,
                 "halfwidth_points": 50 * (c.ci_high - c.ci_low)} for c in tests if c.metric == cl.ACCURACY]

@@ -1,8 +1,9 @@
 """One (arm, seed) of an ablation, wherever it executes: in a Prefect task of the ablation flow
 (flows/ablation.py adds MLflow and the task runner around it) or in a worker process of
-skillpack.train.concurrent (benchmarks/gpu.py: N at once on one GPU, no Prefect, no MLflow). Kept
-apart from skillpack.evidence.ablation (spec, statistics, result store), which the reports import
-without training anything.
+skillpack.train.concurrent (benchmarks/gpu.py: N at once on one GPU, no Prefect, no MLflow), and
+the training subset each run draws. Kept apart from skillpack.evidence.ablation (spec, result
+store) and skillpack.evidence.comparisons (statistics), which the reports import without
+training anything.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from skillpack.config import Params
 from skillpack.evidence.ablation import (
     Arm,
@@ -19,7 +22,6 @@ from skillpack.evidence.ablation import (
     Spec,
     arm_key,
     regime_options,
-    regime_split,
     run_params,
     teacher_arm,
     teacher_name,
@@ -32,7 +34,7 @@ VAL_IMAGES = 1000   # per-epoch validation of an ablation run only feeds its cur
 
 
 def train_teacher(spec: Spec, name: str, data: dict, classes: list[str], path: str | Path,
-                  params_path: str | Path = "params.yaml", extra: dict | None = None) -> Path:
+                  extra: dict | None = None) -> Path:
     """Train the spec's distillation teacher `name` on its regime and save it at `path`
     (a no-op when the file exists). `data`: split name -> (images, labels)."""
     from skillpack.train.checkpoint import save_classifier
@@ -43,7 +45,7 @@ def train_teacher(spec: Spec, name: str, data: dict, classes: list[str], path: s
         return path
     body = spec.teachers[name]
     arm = Arm(name=name, overrides=body.get("overrides", {}), regime=body.get("regime", "standard"))
-    params = run_params(spec, arm, body.get("seed", 0), params_path, extra)
+    params = run_params(spec, arm, body.get("seed", 0), extra)
     data = regime_data(regime_options(spec, arm.regime), data)
     x, y = regime_split(*data["train"], regime_options(spec, arm.regime), body.get("seed", 0))
     val = tuple(a[:VAL_IMAGES] for a in data["val"])
@@ -66,19 +68,18 @@ class RunContext:
     teachers: dict[str, str]
     results: ResultStore | None = None
     torch_threads: int | None = None
-    params_path: str | Path = "params.yaml"
     extra: dict | None = None
 
     def params(self, arm: Arm) -> Params:
         """The arm's params at this seed, as they train here (torch_threads says where the run
         executes, not what it computes: keys are made from run_params alone)."""
-        params = run_params(self.spec, arm, self.seed, self.params_path, self.extra)
+        params = run_params(self.spec, arm, self.seed, self.extra)
         if self.torch_threads:
             params = params.model_copy(update={"train": params.train.model_copy(update={"threads": self.torch_threads})})
         return params
 
     def key(self, arm: Arm) -> str:
-        return arm_key(self.spec, arm, self.seed, self.data_hash, self.params_path, self.extra)
+        return arm_key(self.spec, arm, self.seed, self.data_hash, self.extra)
 
 
 @dataclass
@@ -184,7 +185,7 @@ def arm_model(ctx: RunContext, arm: Arm) -> tuple:
 
 def arm_run(spec: Spec, arm_name: str, seed: int, data: dict, num_classes: int, data_hash: str,
             teachers: dict[str, str], torch_threads: int | None = None, results: ResultStore | None = None,
-            params_path: str | Path = "params.yaml", extra: dict | None = None) -> tuple[dict, Params]:
+            extra: dict | None = None) -> tuple[dict, Params]:
     """One (arm, seed) of `spec`: the stored result when `results` holds its key, else trained
     and scored on the test split (and stored). `data`: split name -> (images, labels);
     `teachers`: fixed teacher name -> model file (per-seed teachers and the models an arm starts
@@ -194,7 +195,7 @@ def arm_run(spec: Spec, arm_name: str, seed: int, data: dict, num_classes: int, 
     from skillpack.train.runs import train_and_evaluate
 
     arm = spec.arm(arm_name)
-    ctx = RunContext(spec, seed, data, num_classes, data_hash, teachers, results, torch_threads, params_path, extra)
+    ctx = RunContext(spec, seed, data, num_classes, data_hash, teachers, results, torch_threads, extra)
     key = ctx.key(arm)
     labels = dict(arm=arm.name, seed=seed, regime=arm.regime, claims=arm.claims, key=key)
     cached = results.get(key) if results is not None else None
@@ -208,6 +209,33 @@ def arm_run(spec: Spec, arm_name: str, seed: int, data: dict, num_classes: int, 
     if results is not None:
         results.put(key, result)
     return result, inputs.params
+
+
+def long_tailed_indices(labels: np.ndarray, imbalance_ratio: float, max_per_class: int, seed: int) -> np.ndarray:
+    """Exponential profile: class k keeps max_per_class * ratio^(-k/(K-1)) samples."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    keep = []
+    for rank, c in enumerate(classes):
+        n = max(1, int(round(max_per_class * imbalance_ratio ** (-rank / max(len(classes) - 1, 1)))))
+        keep.append(rng.permutation(np.flatnonzero(labels == c))[:n])
+    return np.sort(np.concatenate(keep))
+
+
+def regime_split(images: np.ndarray, labels: np.ndarray, options: dict, seed: int = 0):
+    """The training subset of a regime, drawn with `seed`: the ablation passes the run's seed
+    (Spec.resample), so that an arm and its baseline share a subset and each seed draws anew."""
+    from skillpack.data.sourcedata import Split
+    from skillpack.data.split import stratified_subset
+
+    if options.get("imbalance_ratio"):
+        idx = long_tailed_indices(labels, options["imbalance_ratio"], options.get("max_per_class", 1000), seed)
+        return images[idx], labels[idx]
+    if options.get("max_train"):
+        split = stratified_subset(Split(images, labels, [str(i) for i in range(len(labels))]),
+                                  int(options["max_train"]), seed)
+        return split.images, split.labels
+    return images, labels
 
 
 _DATASETS: dict[str, dict] = {}

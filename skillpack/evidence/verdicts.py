@@ -1,5 +1,6 @@
-"""Verdicts that say no more than the data: one rule set for every claim, a family-wise
-correction, and the smallest effect a setup could have seen. Pure functions, no I/O.
+"""Verdicts that say no more than the data: one rule set for every claim. Pure functions, no
+I/O; the tests they judge, the family-wise correction and the minimum detectable effects are in
+skillpack.stats.
 
 A claim states a direction (+1: the technique raises the metric, -1: it lowers it) and maybe
 a value c (in the metric's unit: accuracy points, percent). A measured effect is a 95%
@@ -15,12 +16,7 @@ verdict is a lookup in VERDICT_RULES of two facts about the interval:
 """
 from __future__ import annotations
 
-import math
-import statistics
-from collections.abc import Sequence
-
-ALPHA = 0.05
-POWER = 0.8
+from skillpack.stats import ALPHA
 
 REPRODUCED = "reproduced"
 SMALLER = "smaller than claimed"
@@ -95,54 +91,6 @@ def verdict(low: float, high: float, p_adjusted: float, claimed: float | None = 
     p-value, and a claim (direction, and the claimed value in the interval's unit if any)."""
     sides = (zero_side(low, high, p_adjusted, direction, alpha), claim_side(low, high, claimed, direction))
     return VERDICT_RULES[sides]
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjustment, returned in the input order.
-
-    Why Holm: it controls the family-wise error rate whatever the dependence between the
-    tests (the arms of one ablation share baselines and seeds, so they are dependent) and is
-    uniformly more powerful than Bonferroni; Benjamini-Hochberg would only bound the share of
-    false discoveries, too weak for verdicts that are read one claim at a time.
-
-    Written here because scipy has no Holm (statsmodels' multipletests is not installed): the
-    k-th smallest p (k = 1..m) is multiplied by (m - k + 1), capped at 1, and made monotone
-    from the smallest up."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: p_values[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-def minimum_detectable_effect(differences: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> float | None:
-    """The smallest true mean difference a two-sided paired t-test at `alpha` detects with
-    probability `power`, given the spread of these per-seed differences (the usual
-    approximation (t_{1-alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)). In the differences'
-    unit; None with fewer than 2 differences. `alpha` is the per-test level: after a
-    family-wise correction the test was blinder still, so this is a lower bound."""
-    from scipy import stats
-
-    n = len(differences)
-    if n < 2:
-        return None
-    sd = statistics.stdev(differences)
-    return float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(power, n - 1)) * sd / math.sqrt(n))
-
-
-def minimum_detectable_proportion_gap(null_rate: float, n: int, alpha: float = ALPHA,
-                                      power: float = POWER) -> float | None:
-    """The smallest gap between a proportion and `null_rate` that a two-sided test on n trials
-    at `alpha` detects with probability `power` (normal approximation,
-    (z_{1-alpha/2} + z_power) * sqrt(rate (1 - rate) / n)), as a fraction; None when n is 0."""
-    from scipy import stats
-
-    if n <= 0:
-        return None
-    return float((stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)) * math.sqrt(null_rate * (1 - null_rate) / n))
 
 
 RULES_TEXT = (

@@ -102,22 +102,6 @@ def init_worker(threads: int, memory_fraction: float | None = None, env: dict[st
         torch.cuda.set_per_process_memory_fraction(memory_fraction)
 
 
-def worker_info(pause_s: float = 0.0) -> dict:
-    """What a worker process runs with (pid, torch threads, OMP_NUM_THREADS, memory cap); the
-    pause lets a test see every worker busy at once."""
-    import time
-
-    import torch
-
-    time.sleep(pause_s)
-    cap = None
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        cap = torch.cuda.get_per_process_memory_fraction() if hasattr(torch.cuda, "get_per_process_memory_fraction") \
-            else None
-    return {"pid": os.getpid(), "torch_threads": torch.get_num_threads(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "memory_fraction": cap}
-
-
 def _call(fn, args):
     return fn(*args), os.getpid()
 

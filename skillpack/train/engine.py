@@ -25,7 +25,6 @@ Two ways to feed the loop, one loop (`runtime.resident`, auto: resident on CUDA)
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import math
@@ -44,8 +43,9 @@ from skillpack.config import TrainParams
 from skillpack.data.augment import BatchAugment
 from skillpack.data.loader import TensorBatches, to_label_tensor, to_tensor_nchw
 from skillpack.io import atomic_path, counted, discard_checkpoint, load_training_checkpoint
-from skillpack.metrics import accuracy, correct
+from skillpack.metrics import correct
 from skillpack.train import distributed
+from skillpack.train.device import resolve_amp, resolve_device, resolve_resident, use_deterministic_cpu_kernels
 from skillpack.train.losses import Objective
 from skillpack.train.models import ImageClassifier
 from skillpack.train.optim import build_ema, build_optimizer, build_scheduler
@@ -57,76 +57,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(requested: str) -> torch.device:
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device=cuda but no CUDA device is available")
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(requested)
-
-
-@functools.cache
-def _say_once(message: str) -> None:
-    print(message)
-
-
-def cpu_has_bf16_units() -> bool:
-    """AVX512-BF16 or AMX: oneDNN then runs bf16 convolutions natively (a training step of
-    sp_cnn_m 1.7-2.1x faster than fp32 here, benchmarks/train_speed.py); without them bf16
-    autocast is emulated and several times slower than fp32."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def resolve_amp(requested: str, device: torch.device) -> torch.dtype | None:
-    """fp16 or bf16 autocast on CUDA; on a CPU, bf16 where it has bf16 units, else fp32. auto:
-    fp16 on CUDA, bf16 on a CPU with bf16 units, fp32 on any other CPU (no message)."""
-    if requested == "off" or (requested == "auto" and device.type == "cpu" and not cpu_has_bf16_units()):
-        return None
-    if requested == "auto":
-        requested = "fp16" if device.type == "cuda" else "bf16"
-    if device.type == "cuda":
-        return torch.float16 if requested == "fp16" else torch.bfloat16
-    if requested == "bf16" and cpu_has_bf16_units():
-        return torch.bfloat16
-    reason = ("this CPU has no bf16 units (AVX512-BF16 or AMX): emulated bf16 is several times slower"
-              if requested == "bf16" else "fp16 autocast is a CUDA feature")
-    _say_once(f"[train] train.amp={requested}: {reason}; training in fp32 on {device.type}")
-    return None
-
-
 # Evaluation batch by device type: the host path's 1024 on a CPU (a resident run on a CPU
 # then evaluates exactly as the host path does), large on a GPU where launches dominate.
 EVAL_BATCH = {"cpu": 1024, "cuda": 8192}
-RESIDENT_SHARE = 0.25   # auto: resident when the training set takes at most this share of free GPU memory
-
-
-def resolve_resident(requested, device: torch.device, nbytes: int) -> bool:
-    """runtime.resident: true / false as given; auto = resident on CUDA when the uint8 training
-    set fits in RESIDENT_SHARE of the device's free memory, host path otherwise."""
-    if requested in (True, False):
-        return bool(requested)
-    if device.type != "cuda":
-        return False
-    free, _ = torch.cuda.mem_get_info(device)
-    if nbytes > RESIDENT_SHARE * free:
-        _say_once(f"[train] training set {nbytes / 2**30:.1f} GiB > {RESIDENT_SHARE:.0%} of free GPU memory: "
-                  f"host path (runtime.resident=true forces the resident one)")
-        return False
-    return True
-
-
-def use_deterministic_cpu_kernels(device: torch.device) -> None:
-    """Same seed, same metrics on CPU. Deterministic mode also fills every torch.empty() with
-    NaN by default, to expose reads of uninitialised memory; that memset cost 7-8% of a
-    training step here (benchmarks/train_speed.py, `deterministic_fill_speedup`), and no
-    kernel we run reads memory it has not written, so the fill is switched off."""
-    import torch.utils.deterministic
-
-    torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    if device.type == "cuda":  # a run's shapes are fixed: let cuDNN time its algorithms once and keep the fastest
-        torch.backends.cudnn.benchmark = True
 
 
 def config_hash(*parts) -> str:
@@ -194,7 +127,7 @@ def evaluate_on_device(model: nn.Module, images: torch.Tensor, labels: torch.Ten
                        device: torch.device) -> torch.Tensor:
     """[mean cross-entropy, accuracy] of `model` on uint8 images (on any device), computed and
     left on `device`: no host synchronisation (nan, nan for no images). The logits are
-    gathered in order as predict() gathers them, so the figures equal evaluate_loss_acc's."""
+    gathered in order as predict() gathers them, so the figures equal those of predict()'s logits."""
     if len(labels) == 0:
         return torch.full((2,), float("nan"), dtype=torch.float64, device=device)
     was_training = model.training
@@ -205,13 +138,6 @@ def evaluate_on_device(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     labels = labels.to(device, non_blocking=True)
     loss = nn.functional.cross_entropy(logits, labels)
     return torch.stack([loss.double(), correct(logits, labels).double() / len(labels)])
-
-
-def evaluate_loss_acc(model, images, labels, batch_size, device) -> tuple[float, float]:
-    if len(labels) == 0:
-        return float("nan"), float("nan")
-    logits = predict(model, images, batch_size, device)
-    return nn.functional.cross_entropy(logits, labels).item(), accuracy(logits, labels)
 
 
 class TrainForward(nn.Module):
@@ -227,6 +153,23 @@ class TrainForward(nn.Module):
         embeddings = self.model.embed(images)
         logits = self.model.classify(embeddings, hard)
         return self.objective(logits, targets, embeddings, teacher_logits), logits
+
+
+@dataclass
+class FitRun:
+    """What one fit() works with: its batches and augmentation, its optimisation, and the
+    validation and probe sets (x_val, y_val, x_probe, y_probe), all on the training device when
+    the run is resident."""
+    batches: TensorBatches
+    augment: BatchAugment
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    teacher_cache: torch.Tensor | None
+    evaluation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    eval_batch: int
+    resident: bool
 
 
 class Trainer:
@@ -303,9 +246,29 @@ class Trainer:
 
     def fit(self, train_images: np.ndarray, train_labels: np.ndarray,
             val_images: np.ndarray, val_labels: np.ndarray) -> FitResult:
-        cfg = self.cfg
-        torch.set_num_threads(distributed.threads_per_process(cfg.threads))
+        torch.set_num_threads(distributed.threads_per_process(self.cfg.threads))
         use_deterministic_cpu_kernels(self.device)
+        run = self._prepare(train_images, train_labels, val_images, val_labels)
+        parts = self._stateful(run.optimizer, run.scheduler, run.scaler, run.objective)
+        start_epoch, history = self._resume(parts)
+        result = FitResult(history=history, resumed_from_epoch=start_epoch, resident=run.resident)
+        if self.cfg.compile != "off" and start_epoch < self.cfg.epochs:
+            result.compile_seconds = self._compile(run)
+        t_start = time.perf_counter()
+        for epoch in range(start_epoch + 1, self.cfg.epochs + 1):
+            record = self._epoch(run, epoch)
+            history.append(record)
+            self._save(epoch, parts, history)
+            if self.on_epoch_end and self.world.main:
+                self.on_epoch_end(record, history, self._evaluated())
+        result.train_seconds = time.perf_counter() - t_start
+        if self.ema is not None:  # the EMA weights are the result
+            self.model.load_state_dict(self.ema.module.state_dict())
+        return result
+
+    def _prepare(self, train_images, train_labels, val_images, val_labels) -> FitRun:
+        """The tensors of the fit (uploaded once when resident), its batches and its optimisation."""
+        cfg = self.cfg
         x_train, y_train = to_tensor_nchw(train_images), to_label_tensor(train_labels)
         x_val, y_val = to_tensor_nchw(val_images), to_label_tensor(val_labels)
         num_classes = self.model.head.weight.shape[0]
@@ -324,48 +287,47 @@ class Trainer:
         eval_batch = EVAL_BATCH.get(self.device.type, 1024) if resident else 1024
         batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True,
                                 drop_last=len(y_train) > cfg.batch_size)
+        objective, optimizer, scheduler, scaler = self._optimisation(num_classes, len(batches))
+        return FitRun(batches, augment, objective, optimizer, scheduler, scaler, self._teacher_cache(x_train, augment),
+                      (x_val, y_val, x_probe, y_probe), eval_batch, resident)
+
+    def _optimisation(self, num_classes: int, steps_per_epoch: int) -> tuple:
+        """The objective, optimizer, schedule and gradient scaler of a fit; its EMA and its
+        training forward (wrapped in DDP under torchrun) go on the trainer."""
+        cfg = self.cfg
         objective = Objective(cfg.loss, num_classes, self.model.head.weight.shape[1]).to(self.device)
         extra = [{"params": list(objective.parameters()), "lr": cfg.loss.center_lr, "weight_decay": 0.0}] \
             if any(True for _ in objective.parameters()) else []
         optimizer = build_optimizer(self.model, cfg.optimizer, extra)
-        scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optimizer.lr, cfg.epochs, len(batches))
+        scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optimizer.lr, cfg.epochs, steps_per_epoch)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.ema = build_ema(self.model, cfg.ema)
         self.train_forward = self.world.wrap(TrainForward(self.model, objective))
-        teacher_cache = self._teacher_cache(x_train, augment)
-        parts = self._stateful(optimizer, scheduler, scaler, objective)
-        start_epoch, history = self._resume(parts)
-        result = FitResult(history=history, resumed_from_epoch=start_epoch, resident=resident)
-        if cfg.compile != "off" and start_epoch < cfg.epochs:
-            result.compile_seconds = self._compile(batches, augment, objective, teacher_cache, resident)
-        t_start = time.perf_counter()
-        for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            # Per-epoch seeds: shuffling, augmentation and dropout depend only on (seed, epoch),
-            # which is what makes a resumed run bit-identical to an uninterrupted one.
-            generator = self._epoch_generator(self.seed * 100_003 + epoch, resident)
-            torch.manual_seed(self.seed * 100_019 + epoch + 1_000_003 * self.world.rank)  # dropout: per rank
-            train_figures, step_losses = self._train_epoch(batches, augment, generator, optimizer, scheduler,
-                                                           scaler, teacher_cache, epoch)
-            evaluated = self.ema.module if self.ema is not None else self.model
-            val = evaluate_on_device(evaluated, x_val, y_val, eval_batch, self.device)
-            tr = evaluate_on_device(evaluated, x_probe, y_probe, eval_batch, self.device)
-            # the one read of the epoch: everything above was queued without waiting for the device
-            figures = torch.cat([train_figures, val, tr, step_losses]).tolist()
-            (total_loss, n_correct, seen, val_loss, val_acc, tr_loss, tr_acc), steps = figures[:7], figures[7:]
-            if not math.isfinite(total_loss):
-                raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
-            record = EpochResult(epoch, total_loss / max(seen, 1), n_correct / max(seen, 1), tr_loss, tr_acc,
-                                 val_loss, val_acc, optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
-                                 steps)
-            history.append(record)
-            self._save(epoch, parts, history)
-            if self.on_epoch_end and self.world.main:
-                self.on_epoch_end(record, history, evaluated)
-        result.train_seconds = time.perf_counter() - t_start
-        if self.ema is not None:  # the EMA weights are the result
-            self.model.load_state_dict(self.ema.module.state_dict())
-        return result
+        return objective, optimizer, scheduler, scaler
+
+    def _evaluated(self) -> nn.Module:
+        """The model validated and handed to on_epoch_end: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _epoch(self, run: FitRun, epoch: int) -> EpochResult:
+        """One epoch trained and validated; its figures are read from the device once, at its end."""
+        t0 = time.perf_counter()
+        # Per-epoch seeds: shuffling, augmentation and dropout depend only on (seed, epoch),
+        # which is what makes a resumed run bit-identical to an uninterrupted one.
+        generator = self._epoch_generator(self.seed * 100_003 + epoch, run.resident)
+        torch.manual_seed(self.seed * 100_019 + epoch + 1_000_003 * self.world.rank)  # dropout: per rank
+        train_figures, step_losses = self._train_epoch(run, generator, epoch)
+        evaluated = self._evaluated()
+        x_val, y_val, x_probe, y_probe = run.evaluation
+        val = evaluate_on_device(evaluated, x_val, y_val, run.eval_batch, self.device)
+        tr = evaluate_on_device(evaluated, x_probe, y_probe, run.eval_batch, self.device)
+        # the one read of the epoch: everything above was queued without waiting for the device
+        figures = torch.cat([train_figures, val, tr, step_losses]).tolist()
+        (total_loss, n_correct, seen, val_loss, val_acc, tr_loss, tr_acc), steps = figures[:7], figures[7:]
+        if not math.isfinite(total_loss):
+            raise FloatingPointError(f"epoch {epoch}: training loss is not finite; lower train.optimizer.lr")
+        return EpochResult(epoch, total_loss / max(seen, 1), n_correct / max(seen, 1), tr_loss, tr_acc,
+                           val_loss, val_acc, run.optimizer.param_groups[0]["lr"], time.perf_counter() - t0, steps)
 
     def _epoch_generator(self, seed: int, resident: bool) -> torch.Generator:
         """The epoch's generator: on the CPU for the host path (and for a resident run on a CPU),
@@ -373,7 +335,7 @@ class Trainer:
         device = self.device if resident and self.device.type == "cuda" else torch.device("cpu")
         return torch.Generator(device=device).manual_seed(seed)
 
-    def _compile(self, batches, augment, objective, teacher_cache, resident: bool) -> float:
+    def _compile(self, run: FitRun) -> float:
         """torch.compile the training forward and run one warm-up forward + backward on a real
         batch shape (so that the compile happens here, timed apart from training); the weights,
         BatchNorm statistics and gradients the warm-up touched are restored."""
@@ -381,21 +343,21 @@ class Trainer:
         t0 = time.perf_counter()
         self.train_forward = torch.compile(self.train_forward, mode=mode, dynamic=False)
         saved = {name: {k: v.detach().clone() for k, v in module.state_dict().items()}
-                 for name, module in (("model", self.model), ("objective", objective))}
+                 for name, module in (("model", self.model), ("objective", run.objective))}
         rng = torch.get_rng_state()
-        index, images, labels = next(iter(batches.epoch(self._epoch_generator(-1, resident))))
-        images, targets = augment(images, labels, self._epoch_generator(-2, resident))
+        index, images, labels = next(iter(run.batches.epoch(self._epoch_generator(-1, run.resident))))
+        images, targets = run.augment(images, labels, self._epoch_generator(-2, run.resident))
         if self.world.distributed:
             mine = self.world.shard(len(labels))
             index, images, targets = index[mine], images[mine], targets[mine]
         images = images.to(self.device).contiguous(memory_format=self.memory_format)
         for _ in range(3 if self.cfg.compile == "reduce-overhead" else 1):  # CUDA graphs record on a later call
-            terms, _ = self._forward(images, targets.to(self.device), index, teacher_cache)
+            terms, _ = self._forward(images, targets.to(self.device), index, run.teacher_cache)
             terms["total"].backward()
-        for p in [*self.model.parameters(), *objective.parameters()]:
+        for p in [*self.model.parameters(), *run.objective.parameters()]:
             p.grad = None
         self.model.load_state_dict(saved["model"])
-        objective.load_state_dict(saved["objective"])
+        run.objective.load_state_dict(saved["objective"])
         torch.set_rng_state(rng)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -417,21 +379,20 @@ class Trainer:
                         teacher_logits = self.teacher(images)
             return self.train_forward(images, targets, teacher_logits)
 
-    def _step(self, images, targets, index, optimizer, scaler, teacher_cache, step):
-        terms, logits = self._forward(images, targets, index, teacher_cache)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms["total"]).backward()
+    def _step(self, run: FitRun, images, targets, index, step):
+        terms, logits = self._forward(images, targets, index, run.teacher_cache)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(terms["total"]).backward()
         if self.cfg.grad_clip:
-            scaler.unscale_(optimizer)
+            run.scaler.unscale_(run.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
         if self.ema is not None:
             self.ema.update(self.model, step=step)  # the global step drives timm's decay warm-up
         return terms["total"].detach(), logits.detach()
 
-    def _train_epoch(self, batches, augment, generator, optimizer, scheduler, scaler, teacher_cache,
-                     epoch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _train_epoch(self, run: FitRun, generator: torch.Generator, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One epoch; returns [summed loss, correct, seen] over every rank and the loss of every
         step (float64, the global batch's mean under torchrun), both on the device, unread."""
         self.model.train()
@@ -439,19 +400,19 @@ class Trainer:
         n_correct = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         step_losses = []  # device scalars, copies (a CUDA graph's output is overwritten by its next replay)
-        bar = tqdm(batches.epoch(generator), total=len(batches), desc=f"epoch {epoch}/{self.cfg.epochs}",
+        bar = tqdm(run.batches.epoch(generator), total=len(run.batches), desc=f"epoch {epoch}/{self.cfg.epochs}",
                    disable=not (self.progress and self.world.main), mininterval=1.0, leave=False)
         for b, (index, images, labels) in enumerate(bar):
             batch_n = len(labels)  # the global batch
-            images, targets = augment(images, labels, generator)
+            images, targets = run.augment(images, labels, generator)
             if self.world.distributed:  # every rank drew the same global batch: train on this rank's share
                 mine = self.world.shard(len(labels))
                 index, images, targets, labels = index[mine], images[mine], targets[mine], labels[mine]
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             targets = targets.to(self.device, non_blocking=True)
-            step = (epoch - 1) * len(batches) + b + 1
-            loss, logits = self._step(images, targets, index, optimizer, scaler, teacher_cache, step)
-            scheduler.step()
+            step = (epoch - 1) * len(run.batches) + b + 1
+            loss, logits = self._step(run, images, targets, index, step)
+            run.scheduler.step()
             hard = targets.argmax(1) if targets.dtype.is_floating_point else targets
             step_loss = loss.to(torch.float64, copy=True)  # what loss.double() computes, kept
             total_loss += step_loss * len(labels)

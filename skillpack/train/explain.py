@@ -103,13 +103,6 @@ def cam_maps(model: nn.Module, images: torch.Tensor, classes: list[int], setup: 
         return cam(input_tensor=images.float(), targets=[ClassifierOutputTarget(int(c)) for c in classes])
 
 
-def inside_outside_ratio(maps: np.ndarray, masks: np.ndarray) -> float:
-    """Mean heatmap inside the masks over the mean outside them."""
-    inside = maps[masks].mean()
-    outside = maps[~masks].mean()
-    return float(inside / max(outside, 1e-8))
-
-
 # ------------------------------------------------------------------ t-SNE
 
 def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -202,16 +195,61 @@ def _cam_rows(model, images, labels, preds, classes, cfg, setup) -> list[dict]:
     return rows
 
 
+def _cam_figure(model, images, labels, preds, classes, cfg, out) -> str:
+    """gradcam.png: the maps of _cam_rows; returns the layer they were taken at."""
+    from skillpack.plots import plot_cam_grid
+
+    setup = cam_setup(model, tuple(images.shape[1:]), cfg.target_layer, cfg.min_spatial)
+    rows = _cam_rows(model, images, labels, preds, classes, cfg, setup)
+    plot_cam_grid(rows, out / "gradcam.png", f"{cfg.method} on {setup.layer_name} - green: correct, red: wrong "
+                  f"(heatmap of the predicted class)", per_row=2 * cfg.examples_per_class)
+    return setup.layer_name
+
+
+def _tsne_figure(model, images, labels, preds, classes, cfg, seed, out) -> dict:
+    """tsne.png of a stratified sample's penultimate embeddings; their silhouettes, in 2-d and in full."""
+    from skillpack.plots import plot_tsne
+    from skillpack.train.engine import predict
+
+    sample = stratified_sample(labels, cfg.tsne_samples, seed)
+    embeddings = predict(model, images[sample], embeddings=True).numpy()
+    points = tsne(embeddings, seed, cfg.tsne_perplexity)
+    metrics = {"tsne_silhouette": silhouette(points, labels[sample]),
+               "embedding_silhouette": silhouette(embeddings, labels[sample])}
+    plot_tsne(points, labels[sample], preds[sample] != labels[sample], classes, out / "tsne.png",
+              f"t-SNE of penultimate embeddings ({len(sample)} test images) - silhouette "
+              f"{metrics['tsne_silhouette']:.3f} (2-d), {metrics['embedding_silhouette']:.3f} (embeddings)")
+    return metrics
+
+
+def _error_figures(images, logits, probs, labels, preds, classes, cfg, out) -> list[dict]:
+    """confused_pairs.csv and high_loss.png (the highest-loss images); returns the confused pairs."""
+    import pandas as pd
+
+    from skillpack.data.loader import to_label_tensor
+    from skillpack.io import atomic_path
+    from skillpack.metrics import confusion
+    from skillpack.plots import plot_image_grid
+
+    pairs = confused_pairs(confusion(labels, preds, len(classes)), classes, cfg.top_confused)
+    with atomic_path(out / "confused_pairs.csv") as tmp:
+        pd.DataFrame(pairs, columns=["true", "predicted", "count", "share_of_true"]).to_csv(tmp, index=False)
+    losses = per_sample_loss(logits, to_label_tensor(labels))
+    worst = np.argsort(-losses, kind="stable")[:cfg.high_loss_images]
+    plot_image_grid([{"image": img, "caption": f"T: {classes[labels[i]]}\nP: {classes[preds[i]]} ({probs[i].max():.2f})\n"
+                      f"loss {losses[i]:.2f}", "bad": preds[i] != labels[i]}
+                     for i, img in zip(worst, _hwc(images[worst]))],
+                    out / "high_loss.png", f"The {len(worst)} highest-loss test images")
+    return pairs
+
+
 def explain_model(model: nn.Module, images: torch.Tensor, labels: np.ndarray, classes: list[str], cfg,
                   out_dir, seed: int = 0, logits: torch.Tensor | None = None) -> dict:
     """Every visual-analysis artifact for one model on one labelled image set (uint8 NCHW).
     Writes PNGs and a CSV under out_dir and returns the metrics."""
     from pathlib import Path
 
-    from skillpack.data.loader import to_label_tensor
-    from skillpack.io import atomic_path
-    from skillpack.metrics import confusion
-    from skillpack.plots import plot_cam_grid, plot_image_grid, plot_reliability, plot_tsne
+    from skillpack.plots import plot_reliability
     from skillpack.train.engine import predict
 
     out = Path(out_dir)
@@ -221,38 +259,10 @@ def explain_model(model: nn.Module, images: torch.Tensor, labels: np.ndarray, cl
     probs = torch.softmax(logits, 1).numpy()
     preds = probs.argmax(1)
     labels = np.asarray(labels)
-    h, w = images.shape[2:]
-    metrics: dict = {}
-
-    setup = cam_setup(model, tuple(images.shape[1:]), cfg.target_layer, cfg.min_spatial)
-    rows = _cam_rows(model, images, labels, preds, classes, cfg, setup)
-    plot_cam_grid(rows, out / "gradcam.png", f"{cfg.method} on {setup.layer_name} - green: correct, red: wrong "
-                  f"(heatmap of the predicted class)", per_row=2 * cfg.examples_per_class)
-    metrics["cam_layer"] = setup.layer_name
-
-    sample = stratified_sample(labels, cfg.tsne_samples, seed)
-    embeddings = predict(model, images[sample], embeddings=True).numpy()
-    points = tsne(embeddings, seed, cfg.tsne_perplexity)
-    metrics["tsne_silhouette"] = silhouette(points, labels[sample])
-    metrics["embedding_silhouette"] = silhouette(embeddings, labels[sample])
-    plot_tsne(points, labels[sample], preds[sample] != labels[sample], classes, out / "tsne.png",
-              f"t-SNE of penultimate embeddings ({len(sample)} test images) - silhouette "
-              f"{metrics['tsne_silhouette']:.3f} (2-d), {metrics['embedding_silhouette']:.3f} (embeddings)")
-
+    metrics: dict = {"cam_layer": _cam_figure(model, images, labels, preds, classes, cfg, out)}
+    metrics.update(_tsne_figure(model, images, labels, preds, classes, cfg, seed, out))
     calibration = expected_calibration_error(probs.max(1), preds, labels, cfg.calibration_bins)
     metrics["ece"] = calibration["ece"]
     plot_reliability(calibration["bins"], calibration["ece"], out / "reliability.png")
-
-    pairs = confused_pairs(confusion(labels, preds, len(classes)), classes, cfg.top_confused)
-    import pandas as pd
-
-    with atomic_path(out / "confused_pairs.csv") as tmp:
-        pd.DataFrame(pairs, columns=["true", "predicted", "count", "share_of_true"]).to_csv(tmp, index=False)
-    losses = per_sample_loss(logits, to_label_tensor(labels))
-    worst = np.argsort(-losses, kind="stable")[:cfg.high_loss_images]
-    plot_image_grid([{"image": img, "caption": f"T: {classes[labels[i]]}\nP: {classes[preds[i]]} ({probs[i].max():.2f})\n"
-                      f"loss {losses[i]:.2f}", "bad": preds[i] != labels[i]}
-                     for i, img in zip(worst, _hwc(images[worst]))],
-                    out / "high_loss.png", f"The {len(worst)} highest-loss test images")
-    metrics["top_confused"] = pairs[:3]
+    metrics["top_confused"] = _error_figures(images, logits, probs, labels, preds, classes, cfg, out)[:3]
     return metrics

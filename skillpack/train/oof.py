@@ -25,7 +25,7 @@ def logit_grad_norm(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def out_of_fold(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: TrainParams, folds: int,
                 seed: int, on_fold: Callable[[int, dict], None] | None = None) -> OutOfFold:
     """Train one model per fold on the other folds; each predicts every sample."""
-    from skillpack.train.metrics import accuracy
+    from skillpack.metrics import accuracy
     from skillpack.train.runs import RunData, embeddings_and_logits, train_model
 
     fold = stratified_folds(labels, folds, seed)

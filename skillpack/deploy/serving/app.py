@@ -167,15 +167,11 @@ class Predictions:
         return self.items.pop(key, None)
 
 
-def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics, token: str | None = None) -> FastAPI:
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+ENDPOINTS = {"/predict", "/feedback", "/healthz", "/readyz", "/metrics"}   # metric labels; any other path is "other"
 
-    app = FastAPI(title="skillpack", description=__doc__)
-    remembered = Predictions(cfg.remembered_predictions)
-    metrics.model.info({"name": model.name, "version": model.version, "source": model.source})
-    known = {"/predict", "/feedback", "/healthz", "/readyz", "/metrics"}
 
-    @app.middleware("http")
+def measured(metrics: ServiceMetrics, token: str | None):
+    """The middleware: the bearer token where required, and every request's latency and status counted."""
     async def measure(request: Request, call_next):
         t0 = time.perf_counter()
         try:
@@ -184,16 +180,18 @@ def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics, to
             response = await call_next(request)
         except BadInput as err:
             response = JSONResponse({"error": err.message}, status_code=err.status)
-        endpoint = request.url.path if request.url.path in known else "other"
+        endpoint = request.url.path if request.url.path in ENDPOINTS else "other"
         metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
         metrics.requests.labels(endpoint, str(response.status_code)).inc()
         return response
+    return measure
 
-    @app.exception_handler(BadInput)
-    async def bad_input(request: Request, err: BadInput):
-        return JSONResponse({"error": err.message}, status_code=err.status)
 
-    @app.post("/predict", openapi_extra={"requestBody": PREDICT_BODY}, responses=error_responses(400, 401, 413, 415))
+async def bad_input(request: Request, err: BadInput):
+    return JSONResponse({"error": err.message}, status_code=err.status)
+
+
+def predict_route(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics, remembered: Predictions):
     async def predict(request: Request):
         images = await images_of(request, model, cfg)
         if len(images) > cfg.max_batch:
@@ -207,9 +205,10 @@ def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics, to
                 "predictions": [{"id": remembered.add(int(k)),
                                  "top_k": [{"class": model.classes[j], "probability": float(probs[i, j])} for j in row]}
                                 for i, (k, row) in enumerate(zip(predicted, top))]}
+    return predict
 
-    @app.post("/feedback", openapi_extra={"requestBody": FEEDBACK_BODY},
-              responses=error_responses(400, 401, 404, 413, 422))
+
+def feedback_route(model: ServedModel, metrics: ServiceMetrics, remembered: Predictions):
     async def feedback(request: Request):
         try:
             body = json.loads(await read_body(request, 4096) or b"null")
@@ -227,20 +226,41 @@ def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics, to
             raise BadInput(404, f"feedback: unknown prediction id {body['id']!r} (or already labelled, or too old)")
         metrics.observe_feedback(predicted == label)
         return {"id": body["id"], "correct": predicted == label}
+    return feedback
 
-    @app.get("/healthz")
-    async def healthz():
-        return {"status": "ok"}
 
-    @app.get("/readyz")
+async def healthz():
+    return {"status": "ok"}
+
+
+def readyz_route(model: ServedModel):
     async def readyz():
         return {"status": "ready", "model": model.name, "version": model.version}
+    return readyz
 
-    @app.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
-                                    **error_responses(401)})
+
+def metrics_route(metrics: ServiceMetrics):
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
     async def prometheus_metrics():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return prometheus_metrics
 
+
+def create_app(model: ServedModel, cfg: ServeParams, metrics: ServiceMetrics, token: str | None = None) -> FastAPI:
+    app = FastAPI(title="skillpack", description=__doc__)
+    remembered = Predictions(cfg.remembered_predictions)
+    metrics.model.info({"name": model.name, "version": model.version, "source": model.source})
+    app.middleware("http")(measured(metrics, token))
+    app.exception_handler(BadInput)(bad_input)
+    app.post("/predict", openapi_extra={"requestBody": PREDICT_BODY},
+             responses=error_responses(400, 401, 413, 415))(predict_route(model, cfg, metrics, remembered))
+    app.post("/feedback", openapi_extra={"requestBody": FEEDBACK_BODY},
+             responses=error_responses(400, 401, 404, 413, 422))(feedback_route(model, metrics, remembered))
+    app.get("/healthz")(healthz)
+    app.get("/readyz")(readyz_route(model))
+    app.get("/metrics", responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                                   **error_responses(401)})(metrics_route(metrics))
     return app
 
 
