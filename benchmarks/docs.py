@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -26,9 +27,13 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _machine(figures: dict) -> str:
-    m = figures.get("machine") or figures.get("machine_at_run")
-    return one_line(m) if m else "machine not recorded"
+def _machine(figures: dict, key: str = "machine") -> str:
+    m = figures.get(key) or figures.get("machine_at_run")
+    if not m:
+        return "machine not recorded"
+    if "cpu_flags" not in m:  # results written before the CPU model was recorded: only the architecture
+        return f"{m['cpu']} (CPU model not recorded), {m['cores']} cores, {m['threads']} threads, torch {m['torch']}"
+    return one_line(m)
 
 
 def latency_table(f: dict) -> list[str]:
@@ -209,9 +214,210 @@ def faults_block() -> str:
     return "\n".join(lines)
 
 
+ENGINE_NAMES = {"fp32": "fp32", "bf16": "bf16 autocast"}
+
+
+def _ratio_cells(m: dict, engine: str) -> str:
+    r, bold = m["engines"][engine], "**" if engine == m["engine_amp"] else ""
+    return f"{r['img_s']:,.0f} img/s | {bold}{r['ratio']:.2f}x{bold} ({', '.join(f'{x:.2f}' for x in r['ratio_by_repeat'])})"
+
+
+def _two_x_bar(f: dict) -> str:
+    """Which engines are at least 2x the plain loop in every repeat, on which models."""
+    met = {e: [name for name, m in f["models"].items() if min(m["engines"][e]["ratio_by_repeat"]) >= 2]
+           for e in f["engines"]}
+    return "The 2x bar (engine img/s over the plain loop's, in every repeat): " + "; ".join(
+        f"{ENGINE_NAMES.get(e, e)} meets it on {', '.join(models) or 'no model'}" for e, models in met.items()) + "."
+
+
+def train_speed_block() -> str:
+    """The plain loop against the engine, per model (benchmarks/results/train_speed.json)."""
+    f = _load(RESULTS / "train_speed.json")
+    if f is None:
+        return "Not measured yet: `python -m benchmarks.train_speed`."
+    engines, n = list(f["engines"]), f["repeats"]
+    lines = [f"`python -m benchmarks.train_speed` on {_machine(f)}: batch {f['batch']}, {f['images']:,} images; "
+             f"the plain loop and the engine alternate {n} times and each figure is the median of its {n} runs.", "",
+             "| model | MMACs | plain: Dataset + PIL transforms + DataLoader (best of 0/1 workers) | "
+             + " | ".join(f"engine {ENGINE_NAMES.get(e, e)} | ratio ({n} repeats)" for e in engines)
+             + " | fp32 training GFLOP/s (direct count) | matmul GFLOP/s |",
+             "| --- " * (5 + 2 * len(engines)) + "|"]
+    lines += [f"| {name} | {m['macs'] / 1e6:.1f} | {m['plain_img_s']:,.0f} img/s | "
+              + " | ".join(_ratio_cells(m, e) for e in engines)
+              + f" | {m['train_gflops']:.1f} ({m['train_fraction_of_matmul']:.0%}) | {f['matmul_gflops']:.1f} |"
+              for name, m in f["models"].items()]
+    return "\n".join([*lines, "", _two_x_bar(f), "", *engine_choices_table(f)])
+
+
+ENGINE_CHOICES = {  # row -> (the fixed-batch step's img/s for one model's engine_choices, what the engine does)
+    "deterministic mode with its NaN fill of uninitialised memory -> fill off": (
+        lambda c: f"{c['step_img_s_nan_fill']:,.0f} -> {c['step_img_s']:,.0f} ({c['deterministic_fill_speedup']:.2f}x)",
+        "yes: the engine keeps deterministic kernels and switches the fill off"),
+    "torch.compile of the backbone (inductor, cold cache)": (
+        lambda c: f"{c['step_img_s_compiled']:,.0f} ({c['compile_speedup']:.2f}x), after {c['compile_s']:.0f} s of compiling",
+        "no: its gain did not hold from run to run, and every run pays the cold compile"),
+    "bf16 autocast (AVX512-BF16 or AMX)": (
+        lambda c: f"{c['step_img_s_bf16']:,.0f} ({c['bf16_speedup']:.2f}x)" if c["cpu_has_bf16_units"] else "no bf16 units",
+        "yes, as recipe `bf16` (see the time-to-accuracy table); `params.yaml` stays fp32"),
+    "intra-op threads 1 -> 2": (lambda c: " -> ".join(f"{v:,.0f}" for v in c["step_img_s_by_threads"].values()),
+                                "2 (`train.threads`), with `OMP_WAIT_POLICY=PASSIVE`"),
+    "batch 64 / 128 / 256 / 512": (lambda c: " / ".join(f"{v:,.0f}" for v in c["step_img_s_by_batch"].values()),
+                                   "256 in `params.yaml`, 128 in recipes `bf16` and `long` (accuracy per second)"),
+}
+
+
+def engine_choices_table(f: dict) -> list[str]:
+    """The engine's choices, each measured on one fixed batch (train_speed.json's `engine_choices`)."""
+    models = f["models"]
+    lines = [f"Engine choices (`engine_choices` in the JSON): the bare training step on one fixed batch of "
+             f"{f['batch']}, img/s.", "", "| choice | " + " | ".join(f"{name} img/s" for name in models) + " | adopted |",
+             "| --- " * (len(models) + 2) + "|"]
+    return lines + [f"| {choice} | " + " | ".join(cell(m["engine_choices"]) for m in models.values()) + f" | {adopted} |"
+                    for choice, (cell, adopted) in ENGINE_CHOICES.items()]
+
+
+ACCEPTANCE = (("default", "0.920", 5), ("long", "0.935", 20))  # recipe, test accuracy, minutes of training
+
+
+def _seconds(v: float | None) -> str:
+    return "not reached" if v is None else f"{v:.0f}"
+
+
+def time_to_accuracy_rows(f: dict, thresholds: list[str]) -> list[str]:
+    """A row per run, then the recipe's medians in bold; the default recipe first."""
+    rows = []
+    for recipe in sorted(f["recipes"], key=lambda name: name != "default"):
+        s = f["recipes"][recipe]
+        rows += [f"| {recipe} | {r['seed']} | {r['final_acc']:.4f} | {r['train_s']:.0f} | "
+                 + " | ".join(_seconds(r["seconds_to"][t]) for t in thresholds) + " |"
+                 for r in f["runs"] if r["recipe"] == recipe]
+        medians = ["-" if s["seconds_to"][t] is None else f"**{s['seconds_to'][t]:.0f}**"
+                   + ("" if s["reached_by_seeds"][t] == len(s["seeds"]) else f" ({s['reached_by_seeds'][t]} seeds)")
+                   for t in thresholds]
+        rows.append(f"| **{recipe}, median** | {', '.join(map(str, s['seeds']))} | **{s['acc']:.4f}** | **{s['train_s']:.0f}** | "
+                    + " | ".join(medians) + " |")
+    return rows
+
+
+def time_to_accuracy_findings(f: dict, unreached: list[str]) -> list[str]:
+    """The acceptance bars, the thresholds no run reached, and bf16 against fp32."""
+    lines = []
+    for recipe, t, minutes in ACCEPTANCE:
+        runs = [r for r in f["runs"] if r["recipe"] == recipe]
+        crossed = [r["seconds_to"][t] for r in runs if r["seconds_to"].get(t) is not None]
+        if runs:
+            lines.append(f"- {float(t):.1%} within {minutes} minutes of training (`{recipe}`): "
+                         f"{sum(s <= minutes * 60 for s in crossed)} of {len(runs)} seeds"
+                         + (f", the slowest crossing after {max(crossed):.0f} s." if crossed else "."))
+    if unreached:
+        lines.append(f"- Not reached by any run: {', '.join(f'{float(t):.1%}' for t in unreached)}.")
+    if {"bf16", "default"} <= set(f["recipes"]):
+        bf16, fp32 = f["recipes"]["bf16"], f["recipes"]["default"]
+        lines.append(f"- `bf16` against `default` (medians): test accuracy {bf16['acc']:.4f} vs {fp32['acc']:.4f}, "
+                     f"{fp32['train_s'] / bf16['train_s']:.2f}x less training time.")
+    return lines
+
+
+def time_to_accuracy_block() -> str:
+    f = _load(RESULTS / "time_to_accuracy.json")
+    if f is None:
+        return "Not measured yet: `python -m benchmarks.time_to_accuracy`."
+    runs = f["runs"]
+    reached = [t for t in runs[0]["seconds_to"] if any(r["seconds_to"][t] is not None for r in runs)]
+    unreached = [t for t in runs[0]["seconds_to"] if t not in reached]
+    lines = [f"`python -m benchmarks.time_to_accuracy --recipes {' '.join(f['recipes'])} --seeds "
+             f"{' '.join(map(str, f['seeds']))}` on {_machine(f)}; training seconds count the epochs with their "
+             f"validation pass, not the per-epoch test evaluation that finds the crossings.", "",
+             "| recipe | seed | final test acc | train s | " + " | ".join(f"s to {float(t):.1%}" for t in reached) + " |",
+             "| --- " * (4 + len(reached)) + "|", *time_to_accuracy_rows(f, reached), ""]
+    return "\n".join(lines + time_to_accuracy_findings(f, unreached))
+
+
+def cleaning_block() -> str:
+    """The detectors and the cleaned trainings per noise setting (benchmarks/results/cleaning.json)."""
+    from benchmarks.cleaning import markdown
+
+    f = _load(RESULTS / "cleaning.json")
+    if f is None:
+        return "Not measured yet: `python -m benchmarks.cleaning`."
+    settings = f["settings"]  # a setting trained with several seeds was re-measured alone with them
+    commands = ["`python -m benchmarks.cleaning`"] + [
+        f"`python -m benchmarks.cleaning --settings {s} --train-seeds {' '.join(f[s]['acc_noisy_by_seed'])}`"
+        for s in settings if len(f[s].get("acc_noisy_by_seed", {})) > 1]
+    minutes = ", ".join(f"{s} {f[s]['seconds']['setting_total'] / 60:.1f}" for s in settings)
+    return "\n".join([f"{' then '.join(commands)} on {_machine(f, 'full_run_machine')}:", "", markdown(f, settings), "",
+                      f"Time per setting (min; `seconds` in the JSON, out-of-fold predictions cached, the detectors "
+                      f"{max(f[s]['seconds']['detect'] for s in settings):.0f} s at most): {minutes}; each model on "
+                      f"the clean labels {f['final_model']['train_seconds_clean']:.0f} s (median)."])
+
+
+POLICY_VIEWS = {  # cleaning_policies.json's policy -> the table's row
+    "relabel": "relabel every flag with the fold models' label (the `relabel` policy)",
+    "relabel_confident": "relabel flags whose suggested label is confident (p >= t_j), drop the rest",
+    "drop_confident": "drop only the confident flags, keep the rest as given",
+    "drop_low_self": "drop flags whose given label has p < t_j / 2",
+    "diag_drop_found_flips_only": "diag: drop only the flags that are flipped (keeps the flips the ensemble misses)",
+    "diag_drop_all_flips_and_flagged_clean": "diag: drop every flipped sample and the ensemble's flagged clean ones",
+    "diag_drop_all_flips_and_random_clean": "diag: drop every flipped sample and as many clean ones drawn at random",
+}
+
+
+def _policy_row(view: str, kept: int, noise_left: float, clean_dropped: int, by_seed: dict, base: dict) -> str:
+    """One view; recovered is the median over the seeds of the share of the lost accuracy won back."""
+    noisy, clean = base["acc_noisy_by_seed"], base["acc_clean_by_seed"]
+    won = statistics.median([(by_seed[s] - noisy[s]) / (clean[s] - noisy[s]) for s in by_seed])
+    return (f"| {view} | {kept:,} | {noise_left:.1%} | {clean_dropped:,} | "
+            f"{', '.join(f'{a:.4f}' for a in by_seed.values())} | {won:.0%} |")
+
+
+def cleaning_policies_block() -> str:
+    """What to do with the ensemble's flags (cleaning_policies.json), between cleaning.json's drop and oracle."""
+    p, f = _load(RESULTS / "cleaning_policies.json"), _load(RESULTS / "cleaning.json")
+    if p is None or f is None:
+        return "Not measured yet: `python -m benchmarks.cleaning_policies`."
+    base, cleaned, seeds = p["baseline"], f[p["setting"]]["cleaned"], [str(s) for s in p["train_seeds"]]
+    flipped = round(float(p["setting"].rsplit("_", 1)[1]) * cleaned["input"])  # symmetric_0.2: 20% flipped
+    lines = [f"`python -m benchmarks.cleaning_policies --train-seeds {' '.join(seeds)}` on {_machine(p)}, "
+             f"{p['setting']}; the first and last rows are `python -m benchmarks.cleaning`'s cleaned and oracle "
+             f"views of the same seeds:", "",
+             f"| view | kept | label noise left | clean samples dropped | test acc (seeds {', '.join(seeds)}) | recovered |",
+             "| --- | --- | --- | --- | --- | --- |",
+             _policy_row(f"drop on `{base['use']}` (`clean.use`)", cleaned["keep"], cleaned["noise_left"],
+                         cleaned["clean_dropped"], {s: base["acc_cleaned_by_seed"][s] for s in seeds}, base)]
+    lines += [_policy_row(POLICY_VIEWS.get(name, name), v["kept"], v["noise_left"], v["clean_dropped"],
+                          v["acc_by_seed"], base) for name, v in p["policies"].items()]
+    lines.append(_policy_row("oracle: drop exactly the flipped samples", cleaned["input"] - flipped, 0.0, 0,
+                             {s: base["acc_oracle_by_seed"][s] for s in seeds}, base))
+    return "\n".join(lines)
+
+
+def evaluate_block() -> str:
+    """The evaluate stage's artifacts as `make run` left them (reports/), its time from pipeline_time.json."""
+    metrics, explain = _load(ROOT / paths.METRICS), _load(ROOT / paths.EXPLAIN / "explain.json")
+    timing = _load(RESULTS / "pipeline_time.json")
+    if metrics is None or explain is None or timing is None:
+        return "Not measured yet: `make run`, then `python -m benchmarks.pipeline_time`."
+    pair = explain["top_confused"][0]
+    return "\n".join([
+        "| what | figure | source |", "| --- | --- | --- |",
+        f"| the evaluate stage of `make run` ({metrics['n_test']:,} test images: metrics, confusion, curves, MLflow "
+        f"logging, visual analysis) | {timing['stage_s']['evaluate']:.0f} s | `python -m benchmarks.pipeline_time` "
+        f"on {_machine(timing)} |",
+        f"| of which the visual analysis (Grad-CAM grid of 60 maps, t-SNE of 2,000 embeddings, reliability, errors) | "
+        f"{explain['explain_seconds']:.1f} s | `reports/explain/explain.json` (machine not recorded) |",
+        f"| t-SNE silhouette (2-d) / on the 128-d embeddings | {metrics['tsne_silhouette']:.3f} / "
+        f"{metrics['embedding_silhouette']:.3f} | `reports/metrics.json` |",
+        f"| expected calibration error (15 bins) | {metrics['ece']:.4f} | `reports/metrics.json`, "
+        f"`reports/explain/reliability.png` |",
+        f"| most-confused pair | {pair['true']} -> {pair['predicted']}, {pair['count']:,} of "
+        f"{round(pair['count'] / pair['share_of_true']):,} | `reports/explain/confused_pairs.csv` |"])
+
+
 BLOCKS = {"latency": latency_block, "compression": compression_block, "serve_load": serve_block,
           "ablation_cost": ablation_block, "cleaning_draws": cleaning_draws_block, "pipeline_time": pipeline_time_block,
-          "faults": faults_block}
+          "faults": faults_block, "train_speed": train_speed_block,
+          "time_to_accuracy": time_to_accuracy_block, "cleaning": cleaning_block,
+          "cleaning_policies": cleaning_policies_block, "evaluate": evaluate_block}
 README = ROOT / "README.md"
 DOCS = (DOC, README)   # the files whose <!-- rendered: NAME --> blocks are rendered
 

@@ -85,7 +85,8 @@ def served_figures(table: dict) -> dict:
             "served_p50_ms_b1": served["p50_ms"], "served_file_bytes": served["file_bytes"],
             "served_variant": served["variant"], "served_runtime": served["runtime"], "serve_rule": served["rule"],
             "int8_format": int8["format"], "int8_decided_by": int8["decided_by"], "n_test": table["n_test"],
-            "seconds": table["seconds"],
+            "seconds": table["seconds"], "data_hash": table["data_hash"], "machine_line": table["machine_line"],
+            "omp_wait_policy": table["omp_wait_policy"],
             **{f"{c['variant']}.{c['runtime']}.{k}".replace(" ", "_"): c[k] for c in table["parity"]
                for k in ("max_abs_diff", "top1_agreement", "test_accuracy")}}
 

@@ -218,7 +218,7 @@ def test_clean_stage_refuses_to_drop_when_the_fold_models_are_at_chance(fmnist, 
     cleaned = json.loads((tmp_path / "data/cleaned/summary.json").read_text())
     assert cleaned["policy"] == "flag" and cleaned["policy_requested"] == "drop"
     print(f"shuffled labels: oof accuracy {judge['oof_accuracy']:.3f}, chance {judge['chance']:.3f}, "
-          f"implausible flagged {summary['flagged']['implausible']} of {len(labels)}, dropped 0")
+          f"implausible flagged {summary['flagged_implausible']} of {len(labels)}, dropped 0")
 
 
 def test_no_policy_may_act_on_more_than_max_drop_fraction():
