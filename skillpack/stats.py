@@ -57,6 +57,38 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return adjusted
 
 
+def family_interval(low: float, high: float, n: int, family_size: int, confidence: float = 0.95,
+                    alpha: float = ALPHA) -> tuple[float, float]:
+    """The paired t interval [low, high] at `confidence` over `n` pairs, widened to hold for a
+    family of `family_size` tests at once: Bonferroni's level 1 - alpha / family_size, from the
+    same mean and standard error (the interval's half-width over t_{(1+confidence)/2, n-1}).
+    Simultaneous whatever the tests' dependence, so it is what the claimed value is compared
+    with when the zero side is Holm-corrected. Unchanged for a single test, fewer than 2 pairs
+    or an interval of no width."""
+    from scipy import stats
+
+    if family_size <= 1 or n < 2 or high <= low:
+        return low, high
+    mean, half = (low + high) / 2, (high - low) / 2
+    sem = half / stats.t.ppf(0.5 + confidence / 2, n - 1)
+    wide = stats.t.ppf(1 - alpha / (2 * family_size), n - 1) * sem
+    return mean - wide, mean + wide
+
+
+def non_inferiority(low: float, high: float, margin: float) -> str:
+    """One-sided test of "the effect is no worse than -margin" on an interval whose level is
+    already the family's (TOST's lower half: the lower bound alone decides at alpha / 2 per
+    side): "non-inferior" when the whole interval lies above -margin, "inferior" when it lies
+    below, "undecided" when it straddles -margin. `margin` > 0, in the interval's unit."""
+    if margin <= 0:
+        raise ValueError(f"a non-inferiority margin must be positive, got {margin}")
+    if low > -margin:
+        return "non-inferior"
+    if high < -margin:
+        return "inferior"
+    return "undecided"
+
+
 def minimum_detectable_effect(differences: Sequence[float], alpha: float = ALPHA, power: float = POWER) -> float | None:
     """The smallest true mean difference a two-sided paired t-test at `alpha` detects with
     probability `power`, given the spread of these per-seed differences (the usual

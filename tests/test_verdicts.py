@@ -341,3 +341,45 @@ def test_skillpack_imports_neither_flows_nor_benchmarks_nor_reads_their_results(
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.split(".")[0] in ("flows", "benchmarks") for n in names), path
         assert "benchmarks/results" not in path.read_text(), path
+
+
+# ------------------------------------------------------------------ both sides corrected, non-inferiority
+
+def test_the_family_interval_is_the_bonferroni_t_interval_of_the_same_differences():
+    diffs = np.array([0.8, 1.4, 0.3, 1.1, 0.9])
+    t = st.paired_t_test(diffs, np.zeros(5))
+    low, high = st.family_interval(t["ci_low"], t["ci_high"], 5, family_size=8)
+    sem = diffs.std(ddof=1) / math.sqrt(5)
+    q = stats.t.ppf(1 - 0.05 / (2 * 8), 4)
+    assert (low, high) == pytest.approx((diffs.mean() - q * sem, diffs.mean() + q * sem))
+    assert st.family_interval(t["ci_low"], t["ci_high"], 5, family_size=1) == (t["ci_low"], t["ci_high"])
+
+
+def test_the_claimed_value_is_compared_with_the_family_interval():
+    # short of c = +1.0 at the 95% level ([-0.5, 0.8]), but the family-level interval reaches c:
+    # with the zero side not significant that is "inconclusive", no longer "not reproduced"
+    assert vd.verdict(-0.5, 0.8, 0.4, claimed=1.0) == vd.NOT_REPRODUCED
+    assert vd.verdict(-0.5, 0.8, 0.4, claimed=1.0, family=(-1.1, 1.4)) == vd.INCONCLUSIVE
+    # a clear effect whose family interval falls short of c stays "smaller than claimed"
+    assert vd.verdict(0.2, 0.4, 0.001, claimed=1.0, family=(0.1, 0.5)) == vd.SMALLER
+
+
+@pytest.mark.parametrize("interval, expected", [
+    ((-0.9, -0.1), vd.REPRODUCED),      # surely costs less than 1.2 points
+    ((-2.0, -1.5), vd.CONTRADICTED),    # surely costs more
+    ((-1.6, -0.4), vd.INCONCLUSIVE),    # straddles the margin
+])
+def test_a_cost_claim_is_read_as_non_inferiority_at_its_margin(interval, expected):
+    assert vd.cost_verdict(*interval, margin=1.2) == expected
+
+
+def test_the_pruning_claim_is_judged_by_non_inferiority_and_records_its_margin_and_correction():
+    claim = next(c for c in cl.load_claims()["claims"] if c["id"] == "light.pruning")
+    assert cl.non_inferiority_margin(claim) == pytest.approx(1.2)
+    comps = [_comparison("pruned_80", -0.005, 0.2, -0.008, -0.002, claims=["light.pruning"],
+                         baseline="baseline_finetuned")]
+    cmp.adjust_for_family(comps)
+    (judged,) = cl.ablation_rows(claim, comps, {"pruned_80": "pruned"}, FAMILY)
+    assert judged["verdict"] == vd.REPRODUCED and judged["margin"] == pytest.approx(1.2)
+    assert judged["correction"] == "both sides"
+    assert judged["family_ci_low"] < judged["ci_low"] <= judged["ci_high"] < judged["family_ci_high"]

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from skillpack.config import read_yaml
 from skillpack.evidence.static_checks import STATIC_CHECKS
-from skillpack.evidence.verdicts import INCONCLUSIVE, NOT_TESTED, STATIC, VERDICTS, direction_sign, verdict
+from skillpack.evidence.verdicts import INCONCLUSIVE, NOT_TESTED, STATIC, VERDICTS, cost_verdict, direction_sign, verdict
 from skillpack.stats import (
     ALPHA,
     binomial_test,
+    family_interval,
     holm,
     minimum_detectable_effect,
     minimum_detectable_proportion_gap,
@@ -73,6 +74,18 @@ def claimed_value(claim: dict, arm: str | None = None) -> float | None:
         raise ValueError(f"claims.yaml: {claim['id']}: claimed {value:+g} for {arm} disagrees with "
                          f"direction {claim['direction']}")
     return value
+
+
+def non_inferiority_margin(claim: dict) -> float | None:
+    """The margin m of a "costs at most m" claim (claims.yaml `non_inferiority`: a figure key or
+    a number, in the metric's unit), or None for a claim read by the usual rules."""
+    ref = claim.get("non_inferiority")
+    if ref is None:
+        return None
+    value = (claim.get("figure") or {}).get(ref) if isinstance(ref, str) else ref
+    if not isinstance(value, (int, float)) or value == 0:
+        raise ValueError(f"claims.yaml: {claim['id']}: non_inferiority {ref!r} names no non-zero figure")
+    return abs(float(value))
 
 
 def claim_marks(c: Comparison, claims_doc: dict) -> tuple[list[float], list[int]]:
@@ -131,7 +144,11 @@ def comparison_row(claim: dict, comparison, setup: str, family: str) -> dict:
     measured, low, high = 100 * c.delta, 100 * c.ci_low, 100 * c.ci_high
     claimed = claimed_value(claim, c.name)
     direction = claim["direction"]
-    verdict_ = verdict(low, high, c.p_adjusted, claimed, direction)
+    family_size = family.get("sizes", {}).get(getattr(c, "family", None), family["size"])
+    family_low, family_high = family_interval(low, high, c.n_seeds, family_size)
+    margin = non_inferiority_margin(claim)
+    verdict_ = (cost_verdict(family_low, family_high, margin) if margin is not None
+                else verdict(low, high, c.p_adjusted, claimed, direction, family=(family_low, family_high)))
     blind = verdict_ == INCONCLUSIVE and c.mde is not None
     mde = 100 * c.mde if blind else None
     mde_family = 100 * c.mde_family if blind and c.mde_family is not None else None
@@ -140,7 +157,8 @@ def comparison_row(claim: dict, comparison, setup: str, family: str) -> dict:
                                   (mde, mde_family) if blind else None, family)
     return row(claim, verdict_, statement, arm=c.name, measured=measured, ci_low=low, ci_high=high, claimed=claimed,
                p=c.p_value, p_adjusted=c.p_adjusted, mde=mde, setup=setup, mde_family=mde_family,
-               baseline=c.baseline, unit=unit(c.metric), metric=c.metric, direction=direction, family=family["name"])
+               baseline=c.baseline, unit=unit(c.metric), metric=c.metric, direction=direction, family=family["name"],
+               family_ci_low=family_low, family_ci_high=family_high, correction="both sides", margin=margin)
 
 
 def ablation_rows(claim: dict, comparisons: list, setups: dict[str, str], family: dict,

@@ -16,7 +16,7 @@ verdict is a lookup in VERDICT_RULES of two facts about the interval:
 """
 from __future__ import annotations
 
-from skillpack.stats import ALPHA
+from skillpack.stats import ALPHA, non_inferiority
 
 REPRODUCED = "reproduced"
 SMALLER = "smaller than claimed"
@@ -86,11 +86,26 @@ def claim_side(low: float, high: float, claimed: float | None, direction: str | 
 
 
 def verdict(low: float, high: float, p_adjusted: float, claimed: float | None = None,
-            direction: str | int = 1, alpha: float = ALPHA) -> str:
+            direction: str | int = 1, alpha: float = ALPHA, family: tuple[float, float] | None = None) -> str:
     """The verdict for an interval [low, high] of the measured effect, its family-adjusted
-    p-value, and a claim (direction, and the claimed value in the interval's unit if any)."""
-    sides = (zero_side(low, high, p_adjusted, direction, alpha), claim_side(low, high, claimed, direction))
+    p-value, and a claim (direction, and the claimed value in the interval's unit if any).
+    `family`: the interval at the family's level (skillpack.stats.family_interval), which the
+    claimed value is compared with, so both sides of a verdict are corrected for the family;
+    without it, [low, high] serves both sides."""
+    claim_low, claim_high = family or (low, high)
+    sides = (zero_side(low, high, p_adjusted, direction, alpha), claim_side(claim_low, claim_high, claimed, direction))
     return VERDICT_RULES[sides]
+
+
+NON_INFERIORITY_VERDICTS = {"non-inferior": REPRODUCED, "inferior": CONTRADICTED, "undecided": INCONCLUSIVE}
+
+
+def cost_verdict(family_low: float, family_high: float, margin: float) -> str:
+    """A claim that a technique costs at most `margin` (points, > 0), read as non-inferiority on
+    the family-level interval: reproduced when the cost is surely below the margin, contradicted
+    when surely above, inconclusive when the interval straddles it. "Smaller than claimed" has
+    no meaning here: a smaller cost is what the claim promises."""
+    return NON_INFERIORITY_VERDICTS[non_inferiority(family_low, family_high, margin)]
 
 
 RULES_TEXT = (
@@ -102,4 +117,7 @@ RULES_TEXT = (
     "without a value: it includes 0); **not tested** - with the reason and what a test would take; **static** - "
     "a property measured without an experiment, reported and not judged. An interval excludes 0 only when the "
     f"family-adjusted (Holm) p-value is below {ALPHA}, so no claim is reproduced or contradicted on a test that "
-    "does not survive the correction.")
+    "does not survive the correction; and c is compared with the interval widened to the family's level "
+    f"(Bonferroni, {ALPHA} / the family's size), so the claimed-value side is corrected too. A claim that a technique "
+    "*costs at most* m points (claims.yaml `non_inferiority`) is read as non-inferiority on that family-level "
+    "interval: **reproduced** when it lies above -m, **contradicted** when below, **inconclusive** when it straddles -m.")
