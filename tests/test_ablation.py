@@ -571,3 +571,23 @@ def test_restore_store_writes_back_every_reported_run_and_the_next_run_computes_
     # without a committed report there is nothing to restore (make ablate then computes every run)
     assert restore_store(str(path), "cpu", reports=tmp_path / "none", results=tmp_path / "results")[1] == \
         {"restored": 0, "already_stored": 0, "without_key": 0}
+
+
+def test_an_engine_fix_recomputes_exactly_the_runs_it_changed():
+    from skillpack.config import load_params
+
+    plain = load_params("params.yaml", ["train.schedule.name=step", "train.schedule.warmup_epochs=0"])
+    warm_step = load_params("params.yaml", ["train.schedule.name=step", "train.schedule.warmup_epochs=2"])
+    warm_cosine = load_params("params.yaml", ["train.schedule.name=cosine", "train.schedule.warmup_epochs=2"])
+    arcface = load_params("params.yaml", ["train.head.name=arcface"])
+    assert ab.engine_fixes(plain.train) == [] and ab.engine_fixes(warm_cosine.train) == []
+    assert ab.engine_fixes(warm_step.train) == ["step_decay_after_warmup_on_time"]
+    assert ab.engine_fixes(arcface.train) == ["arcface_margin_monotonic"]
+    key = ab.run_key(0, plain, "d", {})
+    ab_fixes, ab.ENGINE_FIXES = ab.ENGINE_FIXES, {}
+    try:
+        assert ab.run_key(0, plain, "d", {}) == key                      # a config no fix touches keeps its key
+        stale = ab.run_key(0, warm_step, "d", {})
+    finally:
+        ab.ENGINE_FIXES = ab_fixes
+    assert ab.run_key(0, warm_step, "d", {}) != stale                    # one a fix touches gets a new one

@@ -373,8 +373,26 @@ def run_key(seed: int, params: Params, data_hash: str, options: dict, sources: d
     # a run reads train.* and the seed (skillpack.train.runs.train_and_evaluate) and the prepared data
     # (data_hash, options): other sections - cleaning, export, serving - never change its result.
     # RESULT_VERSION: what a run records and how it draws its data (bump when either changes).
-    parts = (params.train.result_dump(), options, data_hash, RESULT_VERSION) + ((sources,) if sources else ())
+    fixes = engine_fixes(params.train)
+    parts = ((params.train.result_dump(), options, data_hash, RESULT_VERSION) + ((sources,) if sources else ())
+             + ((fixes,) if fixes else ()))
     return f"s{seed}-{config_hash(*parts)}"
+
+
+# Engine fixes that changed what some configurations train, each with the configurations it
+# changed: a run's key names the fixes that apply to its config, so the store recomputes exactly
+# the runs a fix made stale and keeps every other (bumping RESULT_VERSION would recompute all).
+ENGINE_FIXES = {
+    # a step decay after a linear warm-up came warmup_epochs late (SequentialLR restarted its count)
+    "step_decay_after_warmup_on_time": lambda train: train.schedule.name == "step" and train.schedule.warmup_epochs > 0,
+    # ArcFace's target logit cos(theta + m) rose again past theta = pi - m; now it falls on
+    "arcface_margin_monotonic": lambda train: train.head.name == "arcface",
+}
+
+
+def engine_fixes(train) -> list[str]:
+    """The ENGINE_FIXES that change a run of this train config (empty for most: their keys stay)."""
+    return [name for name, applies in ENGINE_FIXES.items() if applies(train)]
 
 
 TEACHER_PREFIX = "teacher:"  # train.loss.distill.teacher of an arm: "teacher:<name of the spec's teachers:>"
