@@ -2,7 +2,7 @@
 bytes, broken params, half-written stores, unusable checkpoints and model files, a full disk,
 a tracking server that does not answer, hostile requests, SIGTERM) run with pytest, summed up.
 
-    python -m benchmarks.faults        # ~3 minutes on 2 cores -> benchmarks/results/faults.json
+    python -m benchmarks.faults        # minutes on 2 cores -> benchmarks/results/faults.json
 
 Each case's marker says the outcome it proves and what it guards against: `crash` (the
 command or service dies), `lost` (an output, a store or a checkpoint lost or half-written),
