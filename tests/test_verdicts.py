@@ -383,3 +383,19 @@ def test_the_pruning_claim_is_judged_by_non_inferiority_and_records_its_margin_a
     assert judged["verdict"] == vd.REPRODUCED and judged["margin"] == pytest.approx(1.2)
     assert judged["correction"] == "both sides"
     assert judged["family_ci_low"] < judged["ci_low"] <= judged["ci_high"] < judged["family_ci_high"]
+
+
+def test_claims_md_opens_with_one_line_per_claim_of_claims_yaml():
+    claims_doc = cl.load_claims()
+    comps = [_comparison("pruned_80", -0.005, 0.2, -0.008, -0.002, claims=["light.pruning"], baseline="baseline_finetuned")]
+    cmp.adjust_for_family(comps)
+    pruning = next(c for c in claims_doc["claims"] if c["id"] == "light.pruning")
+    table = cl.ablation_rows(pruning, comps, {"pruned_80": "pruned"}, FAMILY)
+    text = claims_report.claims_markdown(claims_doc, table, ["Rendered by a test.", "The rules."])
+    summary = text.split("## Every claim in one line")[1].split("## Every row")[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and not line.startswith("| claim |")]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == [c["id"] for c in claims_doc["claims"]]
+    (line,) = [row for row in rows if row.startswith("| light.pruning ")]
+    assert f"**{table[0]['verdict']}**" in line and "[rows](#lightpruning)" in line
+    assert '<a id="lightpruning"></a>light.pruning' in text.split("## Every row")[1]
+    assert text.index("## Every claim in one line") < text.index("The rules.")

@@ -110,10 +110,42 @@ def _summary_lines(summary: dict) -> list[str]:
     return [line + ".", ""]
 
 
+def _headline_rows(claim: dict, table: list[dict]) -> list[dict]:
+    """The rows a claim's one line speaks for: its main-family rows (one per arm), else its first row."""
+    rows = [r for r in table if r["claim"] == claim["id"]]
+    return [r for r in rows if r.get("family") == "main"] or rows[:1]
+
+
+def _figure_text(claim: dict) -> str:
+    figure = claim.get("figure") or {}
+    return ", ".join(f"{k} {v}" for k, v in figure.items()) or "-"
+
+
+def one_line_per_claim(claims_doc: dict, table: list[dict]) -> list[str]:
+    """What became of each claim of claims.yaml, one line each: the article's statement and
+    figure, what was measured at the main setup, the verdict, the setup; the detailed rows below."""
+    lines = ["## Every claim in one line", "",
+             "| claim | the article says | figure | measured [95% CI] | verdict | setup | details |",
+             "|---|---|---|---|---|---|---|"]
+    for claim in claims_doc["claims"]:
+        rows = _headline_rows(claim, table)
+        if not rows:
+            lines.append(f"| {claim['id']} | {claim['claim']} | {_figure_text(claim)} | - | **not tested** | - | - |")
+            continue
+        measured = "; ".join((f"{r['arm']}: " if len(rows) > 1 and r.get("arm") else "") + _measured_cell(r) for r in rows)
+        verdicts = "; ".join((f"{r['arm']}: " if len(rows) > 1 and r.get("arm") else "") + f"**{r['verdict']}**"
+                             for r in rows)
+        setup = rows[0]["setup"] if rows[0]["verdict"] != NOT_TESTED else "-"
+        lines.append(f"| {claim['id']} | {claim['claim']} | {_figure_text(claim)} | {measured} | {verdicts} | {setup} | "
+                     f"[rows](#{claim['id'].replace('.', '')}) |")
+    return [*lines, "", "## Every row", ""]
+
+
 def claims_markdown(claims_doc: dict, table: list[dict], header: list[str]) -> str:
     articles = {c["id"]: c for c in claims_doc["claims"]}
     counts = verdict_counts(table)
-    lines = ["# Claims of the article, verified", "", *header, "", *_summary_lines(evidence_summary(claims_doc, table)),
+    lines = ["# Claims of the article, verified", "", *header[:1], "", *one_line_per_claim(claims_doc, table),
+             *header[1:], "", *_summary_lines(evidence_summary(claims_doc, table)),
              "| verdict | rows |", "|---|---|", *[f"| {v} | {n} |" for v, n in counts.items()], "",
              "| claim | article | arm | verdict, at its setup | measured [95% CI] | claimed | p / Holm-adjusted p | "
              "MDE (at alpha/m) | budget curve; second dataset |",
@@ -126,7 +158,8 @@ def claims_markdown(claims_doc: dict, table: list[dict], header: list[str]) -> s
         article = claim["claim"] + (f" *(tested as: {claim['tested_as']})*" if claim.get("tested_as") else "")
         p = f"{fmt_p(r['p'])} / {fmt_p(r['p_adjusted'])}" if r["p"] is not None else "-"
         mde = f"{r['mde']:.2f} ({r['mde_family']:.2f}) {r['unit']}" if r["mde"] is not None else "-"
-        lines.append(f"| {r['claim'] if first else ''} | {article if first else ''} | {_arm_cell(r)} | "
+        anchor = f'<a id="{r["claim"].replace(".", "")}"></a>{r["claim"]}' if first else ""
+        lines.append(f"| {anchor} | {article if first else ''} | {_arm_cell(r)} | "
                      f"{_verdict_cell(r)} | {_measured_cell(r)} | {_claimed_cell(r)} | {p} | {mde} | {_more_cell(r)} |")
     return "\n".join(lines) + "\n"
 
