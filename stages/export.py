@@ -70,7 +70,7 @@ def main() -> int:
              "compress": compressed, "candidates": [c.as_dict() for c in measured.candidates],
              "served": {**chosen.as_dict(), "rule": cfg.serve_rule,
                         "why": rule_sentence(cfg.serve_rule, params.compress.max_drop_points)},
-             "int8_format": int8, "machine": describe(), "machine_line": one_line(),
+             "int8_format": int8, "machine": (machine := describe()), "machine_line": one_line(machine),
              "omp_wait_policy": DEFAULT_OMP_WAIT_POLICY, "seconds": round(time.perf_counter() - t0, 1)}
     facts = {"data_source": params.data.source, "epochs": params.train.epochs, "seed": params.seed, "opset": cfg.opset}
     release(params.registry, facts, store, table, measured.files)

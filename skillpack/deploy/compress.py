@@ -121,39 +121,40 @@ def compress_production(cfg, train_cfg, seed: int, on_variant=None) -> tuple[Com
     from skillpack import paths
     from skillpack.config import derive
     from skillpack.data import PreparedStore
-    from skillpack.data.cleaning import cleaned_train_split
     from skillpack.train.checkpoint import load_classifier
-    from skillpack.train.runs import RunData
+    from skillpack.train.production import training_input
 
-    store = PreparedStore(paths.PREPARED)
-    train_x, train_y, _ = cleaned_train_split(*store.arrays("train"), paths.CLEANED, store.data_hash())
-    data = RunData((train_x, train_y), store.arrays("val"), len(store.classes))
-    test = store.arrays("test")
+    inputs = training_input(paths.PREPARED, paths.CLEANED)   # the train stage's (cleaned) split, read the same way
+    test = PreparedStore(paths.PREPARED).arrays("test")
     baseline, meta = load_classifier(paths.MODEL_FILE)
     t0 = time.perf_counter()
-    result = compress_once(baseline, meta["model_name"], data, test, derive(train_cfg, cfg.finetune),
+    result = compress_once(baseline, meta["model_name"], inputs.data, test, derive(train_cfg, cfg.finetune),
                            derive(train_cfg, cfg.student), cfg, seed, on_variant=on_variant)
-    save_variants(result, paths.COMPRESSED, store, train_cfg.head, seed)
+    save_variants(result, paths.COMPRESSED, inputs, train_cfg.head, seed)
+    variants = {name: v.figures() for name, v in result.variants.items()}
     figures = {"seed": seed, "prune_ratio": cfg.prune_ratio, "prune_importance": cfg.prune_importance,
-               "max_drop_points": cfg.max_drop_points, "n_train": int(len(train_y)), "n_test": int(len(test[1])),
-               "data_hash": store.data_hash(), "baseline_test_accuracy": result.baseline_accuracy,
-               **{f"{name}_{key}": v.figures()[key] for name, v in result.variants.items()
+               "max_drop_points": cfg.max_drop_points, "n_train": int(len(inputs.data.train[1])),
+               "n_test": int(len(test[1])), "data_hash": inputs.data_hash,
+               "baseline_test_accuracy": result.baseline_accuracy,
+               **{f"{name}_{key}": figures_[key] for name, figures_ in variants.items()
                   for key in ("test_accuracy", "delta_points", "accepted")},
                "seconds": round(time.perf_counter() - t0, 1)}
     details = {"baseline": {**result.baseline_size, "test_accuracy": result.baseline_accuracy},
-               "variants": {name: v.figures() for name, v in result.variants.items()}}
+               "variants": variants}
     return result, figures, details
 
 
-def save_variants(result: Compression, folder: Path, store, head, seed: int) -> None:
+def save_variants(result: Compression, folder: Path, inputs, head, seed: int) -> None:
+    """Each accepted variant to folder/<variant>.pt with what rebuilds it (`inputs`: the
+    training input it was trained on, skillpack.train.production); a rejected one's old file removed."""
     from skillpack.train.checkpoint import save_classifier
 
     for name, variant in result.variants.items():
         path = folder / f"{name}.pt"
         if variant.accepted:
-            save_classifier(path, variant.model, model_name=variant.model_name, classes=store.classes,
-                            image_shape=store.image_shape, head=head,
-                            extra={"data_hash": store.data_hash(), "seed": seed, "variant": name})
+            save_classifier(path, variant.model, model_name=variant.model_name, classes=inputs.classes,
+                            image_shape=inputs.data.image_shape, head=head,
+                            extra={"data_hash": inputs.data_hash, "seed": seed, "variant": name})
         else:
             path.unlink(missing_ok=True)
 
