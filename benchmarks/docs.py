@@ -151,14 +151,14 @@ def ablation_block() -> str:
         return "Not measured yet: `make ablate`."
     machine = cost["machine"] if isinstance(cost["machine"], str) else one_line(cost["machine"])
     lines = [f"`{cost['generated_by']}` (the {cost['profile']} profile of ablations/{cost['spec']}.yaml) on {machine}:",
-             "", "| runs | computed / from the store | wall (this invocation) | tests | seeds per test (median) | "
+             "", "| runs | computed / from the store | wall (since the store was empty) | tests | seeds per test (median) | "
              "accuracy CI half-width, median (points) |", "|---|---|---|---|---|---|",
              f"| {cost['runs']} | {cost['computed_runs']} / {cost['cached_runs']} | {cost['wall_s'] / 60:.1f} min | "
              f"{cost['tests']} | {cost['seeds_median']:g} | {cost['halfwidth_median_points']:.2f} |"]
     invocations = cost.get("invocations") or []
     if len(invocations) > 1:
-        lines += ["", f"The store was not empty at the start: {len(invocations)} invocations since it was, "
-                      f"{cost['wall_s_since_empty'] / 60:.1f} min in all (" + "; ".join(
+        lines += ["", f"Killed and resumed: {len(invocations)} invocations since the store was empty, "
+                      f"{cost['wall_s'] / 60:.1f} min in all (" + "; ".join(
                           f"{i['computed_runs']} runs computed in {i['wall_s'] / 60:.1f} min"
                           + (f" on {i['store_at_start']} stored" if i.get("store_at_start") else "")
                           for i in invocations) + ")."]

@@ -26,6 +26,7 @@ config and data, not by where or on how many threads it ran.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -171,12 +172,42 @@ def run_grid(spec_path: str, profile: str, todo: list[tuple[str, int]], parent_r
     return done
 
 
+INVOCATIONS = "invocations.jsonl"  # in the result store: when each ablation over it started
+
+
+def log_invocation(store: Path, store_at_start: int) -> dict:
+    """Append this invocation's start to the store's log, so that the cost of an ablation that
+    was killed and resumed (even in another shell, days later) is the sum of its invocations."""
+    import time
+
+    entry = {"started": time.time(), "store_at_start": store_at_start, "git_commit": tracking.git_commit()}
+    store.mkdir(parents=True, exist_ok=True)
+    with open(store / INVOCATIONS, "a") as log:
+        log.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def invocations_since_empty(store: Path, wall_s: float, computed: int) -> list[dict]:
+    """The invocations since the store was last empty, each with its wall time: the last one's
+    as measured, an earlier one's up to the last result it stored (one killed mid-way wrote no
+    figure of its own)."""
+    entries = [json.loads(line) for line in (store / INVOCATIONS).read_text().splitlines() if line.strip()]
+    empty = max((i for i, e in enumerate(entries) if e["store_at_start"] == 0), default=0)
+    chain = entries[empty:]
+    stamps = sorted(p.stat().st_mtime for p in store.glob("*.json"))
+    for entry, following in zip(chain, chain[1:]):
+        stored = [t for t in stamps if entry["started"] <= t < following["started"]]
+        entry["wall_s"] = round(max(stored, default=entry["started"]) - entry["started"], 1)
+        entry["computed_runs"] = len(stored)
+    chain[-1].update(wall_s=round(wall_s, 1), computed_runs=computed)
+    return chain
+
+
 def write_cost(spec: ab.Spec, runs: dict, computed: int, wall_s: float, outputs: dict, path: Path,
-               store_at_start: int) -> dict:
+               store: Path) -> dict:
     """benchmarks/results/ablation_cost.json: what the profile cost and what its intervals came
-    to. A run that did not start from an empty store appends itself to the invocations since
-    the store was last empty (a resumed or extended ablation), and wall_s_since_empty sums them."""
-    import json
+    to. `from_empty_store` and `wall_s` cover every invocation since the store was last empty
+    (a killed ablation resumed is one ablation: invocations_since_empty)."""
     import platform
     import statistics
 
@@ -184,20 +215,12 @@ def write_cost(spec: ab.Spec, runs: dict, computed: int, wall_s: float, outputs:
     from skillpack.machine import describe as describe_machine
 
     tests = [t for t in outputs["tests"] if t["family"] == "main"]
-    this = {"wall_s": round(wall_s, 1), "computed_runs": computed, "store_at_start": store_at_start,
-            "git_commit": tracking.git_commit()}
-    previous = json.loads(path.read_text()) if path.is_file() and store_at_start else {}
-    if previous.get("spec") != spec.name or previous.get("profile") != spec.profile:
-        previous = {}
-    invocations = previous.get("invocations") or ([{k: previous.get(k) for k in ("wall_s", "computed_runs",
-                                                                                   "store_at_start", "git_commit")}]
-                                                  if previous else [])
-    invocations.append(this)
+    invocations = invocations_since_empty(store, wall_s, computed)
     cost = {"generated_by": _command_profile(spec), "profile": spec.profile, "spec": spec.name,
             "runs": len(runs), "computed_runs": computed, "cached_runs": len(runs) - computed,
-            "from_empty_store": store_at_start == 0, "wall_s": round(wall_s, 1),
+            "from_empty_store": invocations[0]["store_at_start"] == 0,
+            "wall_s": round(sum(i["wall_s"] for i in invocations), 1), "wall_s_last_invocation": round(wall_s, 1),
             "invocations": invocations,
-            "wall_s_since_empty": round(sum(i["wall_s"] for i in invocations), 1),
             "seeds_median": statistics.median(t["n_seeds"] for t in tests) if tests else None,
             "halfwidth_median_points": round(statistics.median(t["halfwidth_points"] for t in tests), 3)
             if tests else None,
@@ -206,24 +229,18 @@ def write_cost(spec: ab.Spec, runs: dict, computed: int, wall_s: float, outputs:
     return cost
 
 
-def run_rounds(spec: ab.Spec, claims_doc: dict, where: str, run_round) -> tuple[dict[tuple[str, int], dict], int]:
-    """The rounds of the sequential design: the spec's seeds, then the runs next_round asks for
-    (one more seed for every comparison still open) until none is. `run_round` runs a list of
-    (arm, seed) on `where` (a task runner, as the log names it). The runs by (arm, seed), and how
-    many were computed rather than read from the result store."""
-    from skillpack.evidence.report import next_round
-
-    todo = [(a.name, s) for a in spec.arms + spec.cumulative for s in spec.seeds]
+def run_planned(spec: ab.Spec, where: str, run_batch) -> tuple[dict[tuple[str, int], dict], int]:
+    """Every run the spec plans (ab.Spec.planned_runs: a fixed number of seeds per arm, declared
+    in the spec before any run). `run_batch` runs a list of (arm, seed) on `where` (a task
+    runner, as the log names it). The runs by (arm, seed), and how many were computed rather than
+    read from the result store."""
+    todo = spec.planned_runs()
+    print(f"{len(todo)} runs on {where}")
     runs: dict[tuple[str, int], dict] = {}
     computed = 0
-    for round_ in range(1, spec.sequential.max_seeds + 2):
-        if not todo:
-            break
-        print(f"round {round_}: {len(todo)} runs on {where}")
-        for result in run_round(todo):
-            runs[(result["arm"], result["seed"])] = result
-            computed += not result.get("cached")
-        todo = next_round(spec, list(runs.values()), claims_doc)
+    for result in run_batch(todo):
+        runs[(result["arm"], result["seed"])] = result
+        computed += not result.get("cached")
     print(f"{len(runs)} runs, {len(runs) - computed} from the result store")
     return runs, computed
 
@@ -232,8 +249,7 @@ def run_rounds(spec: ab.Spec, claims_doc: dict, where: str, run_round) -> tuple[
 def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, task_runner: dict | None = None,
              profile: str | None = None) -> dict:
     """The ablation of `spec_path` under `profile` (quick | cpu | gpu; `quick` is the same as
-    profile quick), in rounds: the spec's seeds first, then one more seed for every comparison
-    still open (skillpack.evidence.comparisons.is_open) until none is. `task_runner` overrides params.yaml's
+    profile quick): every arm on the seeds the spec declares. `task_runner` overrides params.yaml's
     ablation.task_runner for this run ({"kind": "dask", "workers": 4} or {"kind": "dask",
     "address": "tcp://..."})."""
     import time
@@ -262,13 +278,14 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
         where = (f"the {runner.kind} task runner ({runner.address or f'{plan.workers} workers'})"
                  + (f": {plan.describe()}" if runner.kind == "process" else ""))
         store_at_start = len(list((RESULTS / spec.name).glob("*.json")))
-        runs, computed = run_rounds(spec, claims_doc, where, lambda todo: grid(
+        log_invocation(RESULTS / spec.name, store_at_start)
+        runs, computed = run_planned(spec, where, lambda todo: grid(
             spec_path, profile, todo, parent.info.run_id, teachers, torch_threads(runner)))
         outputs = write_ablation_reports(spec, list(runs.values()), REPORTS, command=_command(spec_path, profile),
                                          benchmarks=load_benchmark_results(), claims_doc=claims_doc)
         if profile == "cpu":
             cost = write_cost(spec, runs, computed, time.perf_counter() - started, outputs, ABLATION_COST,
-                              store_at_start)
+                              RESULTS / spec.name)
             mlflow.log_metrics({k: v for k, v in cost.items() if isinstance(v, (int, float)) and v is not None
                                 and not isinstance(v, bool)})
         for path in outputs["files"]:

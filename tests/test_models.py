@@ -99,3 +99,10 @@ def test_condconv_routing_mixes_the_experts_per_sample():
         pair = model(torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1)))
         first = model(torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1))[:1])
     assert torch.allclose(pair[:1], first, atol=1e-5)
+
+
+def test_the_condconv_arm_model_has_under_seventy_percent_of_the_static_models_parameters():
+    """frontier.condconv claims equal accuracy at 30% fewer parameters: its arm needs a model that small."""
+    condconv = count_params(build_model("sp_condcnn_xs", num_classes=10, in_chans=1))
+    static = count_params(build_model("sp_cnn_s", num_classes=10, in_chans=1))
+    assert condconv <= 0.7 * static

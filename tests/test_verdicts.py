@@ -277,14 +277,17 @@ def test_the_amp_row_is_rendered_from_the_benchmark_results_passed_in():
 def _synthetic_runs(spec):
     """Every (arm, seed) of the spec: accuracy = 0.85 + an arm offset + a seed wobble."""
     runs = []
-    for i, arm in enumerate(spec.arms + spec.cumulative):
-        for seed in spec.seeds:
-            runs.append({"arm": arm.name, "seed": seed, "regime": arm.regime, "claims": arm.claims,
-                         "test_accuracy": 0.85 + 0.004 * (i % 5) + 0.001 * seed * (i % 3),
-                         "train_seconds": 30.0 + i, "intra_class_distance": 0.35 + 0.01 * seed * (i % 2),
-                         "recall_at_1": 0.8 + 0.002 * seed * (i % 3), "tar_at_far": 0.3 + 0.003 * seed * (i % 2),
-                         "loss_oscillation": 0.05 + 0.001 * seed * (i % 3),
-                         "val_acc_by_epoch": [0.7, 0.78 + 0.01 * (i % 4), 0.82], "n_train": 8000})
+    index = {a.name: i for i, a in enumerate(spec.arms + spec.cumulative)}
+    by_name = {a.name: a for a in spec.arms + spec.cumulative}
+    for name, seed in spec.planned_runs():
+        i, arm = index[name], by_name[name]
+        runs.append({"arm": arm.name, "seed": seed, "regime": arm.regime, "claims": arm.claims,
+                     "final_val_acc": 0.84 + 0.003 * (i % 7),
+                     "test_accuracy": 0.85 + 0.004 * (i % 5) + 0.001 * seed * (i % 3),
+                     "train_seconds": 30.0 + i, "intra_class_distance": 0.35 + 0.01 * seed * (i % 2),
+                     "recall_at_1": 0.8 + 0.002 * seed * (i % 3), "tar_at_far": 0.3 + 0.003 * seed * (i % 2),
+                     "loss_oscillation": 0.05 + 0.001 * seed * (i % 3),
+                     "val_acc_by_epoch": [0.7, 0.78 + 0.01 * (i % 4), 0.82], "n_train": 8000})
     return runs
 
 
@@ -314,7 +317,8 @@ def test_the_claims_table_from_stored_runs_has_the_schema(tmp_path, monkeypatch)
     for r in table:
         by_claim.setdefault(r["claim"], []).append(r["arm"])
     main_rows = [r["arm"] for r in table if r["claim"] == "aug.params" and r.get("family") == "main"]
-    assert main_rows == ["aug_basic_small_data", "aug_flip_crop", "mixup", "autoaugment"]
+    assert main_rows == ["aug_basic_small_data", "aug_flip_crop", "mixup", "autoaugment", "mixup_small",
+                         "autoaugment_small"]
     assert "aug_flip_crop@27ep" in by_claim["aug.params"]  # the budget curve's points are rows too
     assert by_claim["loss.longtail"] == ["focal_longtail", "center_longtail"]
     assert {"clean.dbscan"} <= {r["claim"] for r in table if r["verdict"] == vd.NOT_TESTED}  # no results passed

@@ -287,6 +287,8 @@ class RegimeOptions(StrictModel):
     max_train: int | None = Field(None, ge=1)           # stratified subset of this size
     imbalance_ratio: float | None = Field(None, ge=1)   # long-tailed: largest / smallest class
     max_per_class: int = Field(1000, ge=1)              # long-tailed: the largest class's size
+    label_noise: float | None = Field(None, gt=0, lt=1)  # this share of the training labels replaced by
+                                                        # another class (drawn per seed): a planted effect
     dataset: str | None = None                          # another dataset than the prepared one
                                                         # (skillpack.data.sources' bundled sets): transfer arms
 

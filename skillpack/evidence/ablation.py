@@ -1,14 +1,12 @@
 """The ablation engine: the spec of arms x seeds of train + evaluate, each run's params, and the
-store of their results (the runs execute in skillpack.evidence.runs; their paired statistics
-are skillpack.evidence.comparisons).
+store of their results (runs execute in skillpack.evidence.runs; statistics in .comparisons).
 
 A spec (ablations/*.yaml) names a baseline, data regimes, arms (params overrides + the claim
 ids they test + a regime) and a cumulative chain. Each (arm, seed) run is a pure function of
-(config, seed, data): its result is stored as JSON under a key of those hashes, so an
-interrupted ablation resumes and a finished run is never recomputed. An arm may start from
-another arm's model of the same seed (`start:`, pruned or not) and distil from a teacher trained
-per seed: the keys of those runs are part of its own key, and their models are cached beside
-the results (ResultStore.model_path).
+(config, seed, data), stored as JSON under a key of those hashes: an interrupted ablation
+resumes and a finished run is never recomputed. An arm may start from another arm's model of
+the same seed (`start:`, pruned or not) and distil from a teacher trained per seed: those runs'
+keys are part of its own, their models cached beside the results (ResultStore.model_path).
 """
 from __future__ import annotations
 
@@ -16,10 +14,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
 from skillpack import config
-from skillpack.config import CompressParams, Params, read_yaml
+from skillpack.config import Params, read_yaml
+from skillpack.evidence.spec_options import StartOption, TeacherOption, parse_option
 from skillpack.io import write_json
 
 # ------------------------------------------------------------------ spec
@@ -33,77 +30,23 @@ class Arm:
     baseline: str = "baseline"  # the arm it is compared with (same regime)
     variant: dict | None = None  # a budget-curve or transfer copy: {"of": arm, "axis": epochs|images|dataset, "value"}
     start: dict | None = None    # StartOption.as_dict(): trained further from another arm's model of the same seed
-
-
-PruneImportance = CompressParams.model_fields["prune_importance"].annotation  # torch-pruning's criteria
-
-
-class StartOption(BaseModel):
-    """An arm's `start: {from: arm, prune_ratio, prune_importance}`: for seed s, the run starts
-    from the model the `from` arm's run trains with seed s (its params, its data draw), pruned
-    to (1 - prune_ratio) of its channels by skillpack.deploy.compress.prune_channels when prune_ratio
-    is given, and trains it further with its own params."""
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    from_: str = Field(alias="from")
-    prune_ratio: float | None = Field(None, gt=0, lt=1)
-    prune_importance: PruneImportance = "l2"
-
-    def as_dict(self) -> dict:
-        """What the run key hashes: the importance only where something is pruned."""
-        out = {"from": self.from_}
-        if self.prune_ratio is not None:
-            out.update(prune_ratio=self.prune_ratio, prune_importance=self.prune_importance)
-        return out
-
-
-class TeacherOption(BaseModel):
-    """A distillation teacher of `teachers:`. Trained once on its regime with its seed, or, with
-    `per_seed: true`, with each run's seed on that run's own data draw (the run's regime): then
-    the interval of a distillation arm covers the teacher's seed too."""
-    model_config = ConfigDict(extra="forbid")
-    overrides: dict = Field(default_factory=dict)
-    regime: str = "standard"
-    seed: int = 0
-    per_seed: bool = False
-
-    @model_validator(mode="after")
-    def _per_seed_takes_the_runs_seed_and_data(self):
-        if self.per_seed and {"regime", "seed"} & self.model_fields_set:
-            raise ValueError("a per_seed teacher trains with each run's seed on that run's data draw: "
-                             "drop its regime and seed")
-        return self
-
-
-def _option(model: type[BaseModel], raw, where: str):
-    try:
-        return model.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(": ".join(filter(None, (".".join(map(str, e["loc"])),
-                                                     e["msg"].removeprefix("Value error, ")))) for e in err.errors())
-        raise config.ParamsError(f"{where}: {problems}") from None
-
-
-@dataclass
-class Sequential:
-    """Seeds are added to a comparison, `step` at a time up to `max_seeds`, while its 95% interval
-    still contains both 0 and the claimed value, or is wider than +-precision_points: compute
-    goes where the question is open or the answer imprecise."""
-    max_seeds: int = 10
-    step: int = 1
-    precision_points: float = 1.0
+    family: str | None = None    # its tests' family (Holm): main, curves, transfer by default; an arm may name its own
+    seeds: int | None = None     # how many seeds it runs: the spec's (or variant_seeds for a copy) unless given
 
 
 @dataclass
 class Spec:
     name: str
-    seeds: list[int]      # every comparison starts with these; skillpack.evidence.ablation.Sequential adds more
+    seeds: list[int]      # every comparison runs on these, fixed before any run (no seeds are added later)
     regimes: dict[str, dict]
     base: dict            # overrides every run shares (budget, recipe)
     arms: list[Arm]       # baselines first (one per regime), then the arms, then their budget / transfer copies
     cumulative: list[Arm]
     teachers: dict[str, dict]  # trained once (the flow's train-teacher task); a run names one as "teacher:<name>"
     profile: str = "cpu"
-    sequential: Sequential = field(default_factory=Sequential)
+    variant_seeds: int | None = None  # budget-curve and transfer copies run on the first this-many seeds
+    max_seeds: int | None = None      # a cap on every arm's count (a profile's: quick runs 2 seeds an arm)
+    tuned: list[dict] = field(default_factory=list)  # comparisons of each side's best arm by validation accuracy
     resample: bool = True  # each seed draws its own training subset (the intervals cover the data draw too)
     curves: dict = field(default_factory=dict)
     transfer: dict = field(default_factory=dict)
@@ -117,10 +60,26 @@ class Spec:
                 return arm
         raise KeyError(f"no arm {name!r} in spec {self.name}")
 
-    def seed_pool(self) -> list[int]:
-        """The initial seeds, then the next integers, up to the sequential cap."""
-        extra = [max(self.seeds) + 1 + i for i in range(max(0, self.sequential.max_seeds - len(self.seeds)))]
-        return list(self.seeds) + extra
+    def arm_seeds(self, arm: Arm) -> list[int]:
+        """The seeds `arm` is compared on: its own count, else variant_seeds for a budget-curve
+        or transfer copy, else the spec's seeds; a count above the spec's continues its integers."""
+        count = arm.seeds or (self.variant_seeds if arm.variant else None) or len(self.seeds)
+        count = min(count, self.max_seeds or count)
+        extra = [max(self.seeds) + 1 + i for i in range(max(0, count - len(self.seeds)))]
+        return (list(self.seeds) + extra)[:count]
+
+    def planned_runs(self) -> list[tuple[str, int]]:
+        """Every (arm, seed): each arm on its seeds, its baseline and start on those too."""
+        needed: dict[str, set[int]] = {}
+        by_name = {a.name: a for a in self.arms + self.cumulative}
+        for arm in self.arms + self.cumulative:
+            seeds = set(self.arm_seeds(arm))
+            for name in (arm.name, arm.baseline, (arm.start or {}).get("from")):
+                if name in by_name and not (name == arm.name and name.startswith("baseline")):
+                    needed.setdefault(name, set()).update(seeds)
+        # a baseline runs the seeds of the arms compared with it (its own where none is)
+        return [(name, s) for name, arm in by_name.items()
+                for s in sorted(needed.get(name) or self.arm_seeds(arm))]
 
 
 PROFILES = ("quick", "cpu", "gpu")  # cpu: the spec's own body; quick / gpu: its `profiles:` overlays
@@ -141,18 +100,20 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None,
               params_path: str | Path = "params.yaml") -> Spec:
     """The spec at `path` under `profile` (quick: CI, minutes; cpu: the default ablation; gpu:
     full data and article-length budgets), its runs' params read from `params_path`. A profile
-    overlays seeds, base, regimes, sequential, curves, transfer and may keep only some arms."""
+    overlays seeds, variant_seeds, base, regimes, curves, transfer and may keep only some arms."""
     raw = read_yaml(path)
+    _check_keys(raw, path)
     profile = profile or ("quick" if quick else "cpu")
     overlay = _profile_overlay(raw, profile)
 
     def arms(items, default_baseline):
         return [Arm(name=a["name"], overrides=a.get("overrides", {}) or {}, claims=a.get("claims", []) or [],
                     regime=a.get("regime", "standard"), baseline=a.get("baseline", default_baseline),
-                    start=_option(StartOption, a["start"], f"{path}: arm {a['name']}: start").as_dict()
+                    family=a.get("family"), seeds=a.get("seeds"),
+                    start=parse_option(StartOption, a["start"], f"{path}: arm {a['name']}: start").as_dict()
                     if a.get("start") is not None else None) for a in items]
 
-    teachers = {name: _option(TeacherOption, body or {}, f"{path}: teachers.{name}")
+    teachers = {name: parse_option(TeacherOption, body or {}, f"{path}: teachers.{name}")
                 for name, body in (raw.get("teachers") or {}).items()}
 
     regimes = {name: {**(body or {}), **(overlay.get("regimes", {}).get(name, {}) or {})}
@@ -167,7 +128,9 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None,
                 teachers={n: raw["teachers"][n] for n, t in teachers.items() if not t.per_seed},
                 seed_teachers={n: {"overrides": t.overrides} for n, t in teachers.items() if t.per_seed},
                 profile=profile,
-                sequential=Sequential(**{**(raw.get("sequential") or {}), **(overlay.get("sequential") or {})}),
+                variant_seeds=overlay.get("variant_seeds", raw.get("variant_seeds")),
+                max_seeds=overlay.get("max_seeds", raw.get("max_seeds")),
+                tuned=raw.get("tuned") or [],
                 resample=bool(raw.get("resample", True)),
                 curves=overlay.get("curves", raw.get("curves")) or {},
                 transfer=overlay.get("transfer", raw.get("transfer")) or {},
@@ -180,6 +143,15 @@ def load_spec(path: str | Path, quick: bool = False, profile: str | None = None,
         raise config.ParamsError(f"{path}: {err}") from None
     validate_spec(spec, path)
     return spec
+
+
+SPEC_KEYS = {"name", "seeds", "variant_seeds", "max_seeds", "resample", "base", "regimes", "teachers", "arms", "tuned",
+             "cumulative", "curves", "transfer", "priorities", "profiles", "quick"}
+
+
+def _check_keys(raw: dict, path: str | Path) -> None:
+    for key in sorted(set(raw) - SPEC_KEYS):
+        raise config.ParamsError(f"{path}: {key}: unknown key (a spec has {', '.join(sorted(SPEC_KEYS))})")
 
 
 def _keep_arms(spec: Spec, names: list[str]) -> None:
@@ -195,6 +167,7 @@ def _keep_arms(spec: Spec, names: list[str]) -> None:
         keep.update(needed)
     spec.arms = [a for a in spec.arms if a.name in keep or a.name == "baseline"]
     spec.cumulative = [a for a in spec.cumulative if a.name in keep]
+    spec.tuned = [t for t in spec.tuned if set(t["arms"]) | set(t["baseline"]) <= keep]
 
 
 # ------------------------------------------------------------------ budget curves and transfer
@@ -231,6 +204,7 @@ def _variant(spec: Spec, arm: Arm, axis: str, value) -> Arm:
         spec.regimes.setdefault(regime, {**spec.regimes[arm.regime], "max_train": value})
     else:
         regime = value
+        overrides.update(spec.transfer.get("overrides") or {})  # the dataset's own policy (no flip on digits)
     baseline = arm.baseline
     if not arm.name.startswith("baseline"):
         baseline = _variant(spec, spec.arm(arm.baseline), axis, value).name

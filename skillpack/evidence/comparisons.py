@@ -1,5 +1,5 @@
 """An arm against its baseline, paired by seed: the metric compared, the paired t-test
-(skillpack.stats), the effect judged on the family-adjusted p-value, and the sequential design
+(skillpack.stats), the effect judged on the family-adjusted p-value, and the fixed seeds
 that asks for another seed while a comparison is open.
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from skillpack.evidence.ablation import Arm, Sequential
+from skillpack.evidence.ablation import Arm
 from skillpack.stats import ALPHA, holm, minimum_detectable_effect, paired_t_test
 
 
@@ -63,6 +63,7 @@ class Comparison:
     effect: str | None = None         # from p_adjusted: improves / hurts / no detectable effect
     seeds: list[int] = field(default_factory=list)
     family: str = "main"              # main | curves | transfer: the Holm family it is adjusted in
+    selected: dict | None = None      # a tuned comparison: each side's candidates and the one picked
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -105,17 +106,6 @@ def compare(arm: Arm, results: dict[tuple[str, int], dict], seeds: list[int],
                       statistics.stdev(values) if len(values) > 1 else 0.0, statistics.mean(base), stats_["delta"],
                       stats_["ci_low"], stats_["ci_high"], stats_["p_value"], extra, gain, metric=metric,
                       differences=differences, mde=minimum_detectable_effect(differences), seeds=seeds)
-
-
-def is_open(c: Comparison, claimed_points: list[float], sequential: Sequential) -> bool:
-    """Sequential design: does this comparison need another seed? While its 95% interval (in
-    points or percent) contains both 0 and a claimed value it is tested against (undecided), or
-    is wider than +-precision_points (imprecise), up to max_seeds."""
-    if c.n_seeds >= sequential.max_seeds:
-        return False
-    low, high = 100 * c.ci_low, 100 * c.ci_high
-    undecided = low <= 0 <= high and any(low <= v <= high for v in claimed_points)
-    return undecided or (high - low) / 2 > sequential.precision_points
 
 
 def adjust_for_family(comparisons: list[Comparison], alpha: float = ALPHA) -> list[Comparison]:

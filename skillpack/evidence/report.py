@@ -15,7 +15,7 @@ from skillpack.evidence import ablation as ab
 from skillpack.evidence import claims as cl
 from skillpack.evidence.charts import plot_chain, plot_claim_curves, plot_effects
 from skillpack.evidence.claims_report import write_claims
-from skillpack.evidence.comparisons import Comparison, adjust_for_family, compare, is_open, results_by_key
+from skillpack.evidence.comparisons import Comparison, adjust_for_family, compare, results_by_key
 from skillpack.evidence.curves import curve_summaries
 from skillpack.evidence.setups import arm_setups, comparison_setups, setup_text
 from skillpack.evidence.verdicts import RULES_TEXT
@@ -32,10 +32,9 @@ SEED_NOISE = ("Each seed draws its own training subset (regimes with a size or a
 # ------------------------------------------------------------------ checks
 
 def check_runs_cover_spec(spec: ab.Spec, runs: list[dict]) -> None:
-    """Every arm has a run for each of the spec's initial seeds (the sequential rounds add more)."""
+    """Every run the spec plans (each arm on its declared seeds) is there."""
     results = results_by_key(runs)
-    missing = [f"{a.name}/seed{s}" for a in spec.arms + spec.cumulative for s in spec.seeds
-               if (a.name, s) not in results]
+    missing = [f"{name}/seed{s}" for name, s in spec.planned_runs() if (name, s) not in results]
     if missing:
         raise ValueError(f"no stored run for {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}: "
                          f"run the ablation (python -m flows.ablation) before rendering its report")
@@ -85,9 +84,39 @@ def comparisons(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[Compa
     for arm, metric, name in tests_of(spec, claims_doc):
         c = compare(arm, results, pool, metric)
         c.name = name
-        c.family = FAMILIES[arm.variant["axis"] if arm.variant else None]
+        c.family = arm.family or FAMILIES[arm.variant["axis"] if arm.variant else None]
         found.append(c)
-    return adjust_for_family(found + priority_tests(spec, found, results))
+    return adjust_for_family(found + priority_tests(spec, found, results) + tuned_tests(spec, results, claims_doc))
+
+
+TUNING_METRIC = "final_val_acc"  # a tuned comparison picks each side's arm on validation, then judges on test
+
+
+def best_by_validation(names: list[str], results: dict) -> tuple[str, dict[str, float]]:
+    """The arm of `names` with the highest mean validation accuracy over its seeds, and every
+    candidate's mean (the test set plays no part in the choice)."""
+    means = {n: float(np.mean([r[TUNING_METRIC] for (arm, _), r in results.items() if arm == n])) for n in names}
+    return max(means, key=means.get), means
+
+
+def tuned_tests(spec: ab.Spec, results: dict, claims_doc: dict) -> list[Comparison]:
+    """The spec's `tuned:` comparisons ({name, claims, arms, baseline}): each side's best
+    configuration by validation accuracy (a learning-rate x weight-decay grid, a learning rate per
+    batch size) against the other's, paired by seed on test accuracy and on each claim's own
+    metric - a fair arm for claims about optimisers, which each need their own tuning."""
+    metrics = {c["id"]: cl.claim_metric(c) for c in claims_doc["claims"]}
+    found = []
+    for entry in spec.tuned:
+        best, arm_means = best_by_validation(entry["arms"], results)
+        rival, base_means = best_by_validation(entry["baseline"], results)
+        arm = ab.Arm(best, {}, list(entry.get("claims", [])), spec.arm(best).regime, rival)
+        for metric in dict.fromkeys([cl.ACCURACY] + [metrics.get(cid, cl.ACCURACY) for cid in arm.claims]):
+            c = compare(arm, results, sorted({s for _, s in results}), metric)
+            c.name, c.family = entry["name"], "main"
+            c.selected = {"by": TUNING_METRIC, "arm": best, "baseline": rival, "arms": arm_means,
+                          "baselines": base_means}
+            found.append(c)
+    return found
 
 
 PRIORITY = "augmentation_first"  # advice.priorities: the best augmentation arm against the best other technique
@@ -121,24 +150,6 @@ def priority_tests(spec: ab.Spec, tests: list[Comparison], results: dict) -> lis
     return found
 
 
-def next_round(spec: ab.Spec, runs: list[dict], claims_doc: dict) -> list[tuple[str, int]]:
-    """The (arm, seed) runs the sequential design asks for next: for every open comparison
-    (skillpack.evidence.comparisons.is_open), its arm and baseline at the next seeds of the pool."""
-    results = results_by_key(runs)
-    todo: dict[tuple[str, int], None] = {}
-    for c in comparisons(spec, runs, claims_doc):
-        values, _ = cl.claim_marks(c, claims_doc)
-        if c.family == "priorities" or not is_open(c, values, spec.sequential):
-            continue
-        fresh = [s for s in spec.seed_pool() if s not in c.seeds][:spec.sequential.step]
-        arm = spec.cumulative[-1].name if c.name == CHAIN_TOTAL else c.name
-        for seed in fresh:
-            for name in (arm, c.baseline):
-                if (name, seed) not in results:
-                    todo[(name, seed)] = None
-    return list(todo)
-
-
 def split_tests(spec: ab.Spec, tests: list[Comparison]) -> dict[str, list[Comparison]]:
     """The tests as the report shows them: single (arm vs baseline, accuracy), chain, secondary
     (other metrics), curves and transfer."""
@@ -149,7 +160,8 @@ def split_tests(spec: ab.Spec, tests: list[Comparison]) -> dict[str, list[Compar
             "secondary": [c for c in main if c.metric != cl.ACCURACY],
             "curves": [c for c in tests if c.family == "curves"],
             "priorities": [c for c in tests if c.family == "priorities"],
-            "transfer": [c for c in tests if c.family == "transfer"]}
+            "transfer": [c for c in tests if c.family == "transfer"],
+            "own": [c for c in tests if c.family not in ("main", "curves", "priorities", "transfer")]}
 
 
 def family_of(tests: list[Comparison], spec: ab.Spec) -> dict:
@@ -231,11 +243,10 @@ def budget_notes(spec: ab.Spec, tests: list[Comparison], setups: dict, runs: lis
     lines = [f"- Runs train {min(epochs)}-{max(epochs)} epochs on {min(images):,}-{max(images):,} images. "
              "Regularisers - augmentation, Mixup, CutMix, label smoothing, EMA - are known to pay off late in long "
              "trainings: the budget curves show each at several epoch budgets and training-set sizes.",
-             f"- Sequential design: every comparison starts with {len(spec.seeds)} seeds and gets one more while its "
-             f"interval contains both 0 and the claimed value (undecided), or is wider than "
-             f"±{spec.sequential.precision_points:g} points (imprecise), up to {spec.sequential.max_seeds}. Seeds per test: "
-             f"median {np.median(seeds):g}, {min(seeds)}-{max(seeds)}. Stopping on the data makes the intervals of "
-             "the stopped tests slightly optimistic; the Holm correction is applied after the last round."]
+             f"- Seeds fixed before any run (no seeds added on the results, so no alpha spending is needed): "
+             f"{len(spec.seeds)} per main comparison, {spec.variant_seeds or len(spec.seeds)} per budget-curve point "
+             f"and transfer copy, an arm's own count where the spec gives one. Seeds per test: median "
+             f"{np.median(seeds):g}, {min(seeds)}-{max(seeds)}."]
     if halfwidths:
         lines.append(f"- Accuracy intervals (main family): half-width median {np.median(halfwidths):.2f} points, "
                      f"{min(halfwidths):.2f}-{max(halfwidths):.2f}.")
@@ -374,7 +385,8 @@ def write_ablation_reports(spec: ab.Spec, runs: list[dict], reports: Path, comma
     write_text(paths["markdown"], ablation_markdown(spec, tests, runs, setups, command, rendered_by, data_source,
                                                     curves, charts))
     write_json(paths["json"], {"spec": spec.name, "profile": spec.profile, "command": command, "seeds": spec.seeds,
-                               "sequential": spec.sequential.__dict__,
+                               "seed_design": {"kind": "fixed", "main": len(spec.seeds),
+                                               "variants": spec.variant_seeds or len(spec.seeds)},
                                "family": {"correction": "holm", "alpha": ALPHA, "tests": family["size"],
                                           "sizes": family["sizes"]},
                                "arms": [c.as_dict() for c in parts["single"]],
@@ -383,6 +395,7 @@ def write_ablation_reports(spec: ab.Spec, runs: list[dict], reports: Path, comma
                                "curves": [c.as_dict() for c in parts["curves"]],
                                "transfer": [c.as_dict() for c in parts["transfer"]],
                                "priorities": [c.as_dict() for c in parts["priorities"]],
+                               "own_families": [c.as_dict() for c in parts["own"]],
                                "curve_text": {f"{a}|{m}": t for (a, m), t in curves.items()},
                                "setups": setups, "runs": runs})
     plot_effects(parts["single"], claims_doc, paths["deltas"])

@@ -222,19 +222,33 @@ def long_tailed_indices(labels: np.ndarray, imbalance_ratio: float, max_per_clas
     return np.sort(np.concatenate(keep))
 
 
+def corrupt_labels(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """A copy of `labels` with round(share * n) of them, drawn with `seed`, replaced by another
+    class drawn uniformly (never the true one): a planted effect of known size for calibration."""
+    rng = np.random.default_rng([seed, 7919])  # its own stream: the subset drawn with `seed` stays the same
+    classes = np.unique(labels)
+    out = labels.copy()
+    for i in rng.choice(len(labels), size=int(round(share * len(labels))), replace=False):
+        out[i] = rng.choice(classes[classes != labels[i]])
+    return out
+
+
 def regime_split(images: np.ndarray, labels: np.ndarray, options: dict, seed: int = 0):
     """The training subset of a regime, drawn with `seed`: the ablation passes the run's seed
-    (Spec.resample), so that an arm and its baseline share a subset and each seed draws anew."""
+    (Spec.resample), so that an arm and its baseline share a subset and each seed draws anew;
+    with `label_noise`, a share of its labels corrupted (corrupt_labels)."""
     from skillpack.data.sourcedata import Split
     from skillpack.data.split import stratified_subset
 
     if options.get("imbalance_ratio"):
         idx = long_tailed_indices(labels, options["imbalance_ratio"], options.get("max_per_class", 1000), seed)
-        return images[idx], labels[idx]
-    if options.get("max_train"):
+        images, labels = images[idx], labels[idx]
+    elif options.get("max_train"):
         split = stratified_subset(Split(images, labels, [str(i) for i in range(len(labels))]),
                                   int(options["max_train"]), seed)
-        return split.images, split.labels
+        images, labels = split.images, split.labels
+    if options.get("label_noise"):
+        labels = corrupt_labels(labels, options["label_noise"], seed)
     return images, labels
 
 

@@ -45,7 +45,7 @@ def _count(n: int, noun: str) -> str:
 
 def setup_text(setup: dict, seeds: int | None = None) -> str:
     """'8k images × 6 epochs, 5 seeds, sp_cnn_m', with what the regime changes; `seeds`: the
-    comparison's own count (the sequential design gives each its own)."""
+    comparison's own count (arms and their budget copies run on their own fixed counts)."""
     tail = f"long-tailed {setup['imbalance_ratio']:g}:1 " if setup["imbalance_ratio"] else ""
     where = f" of {setup['dataset']}" if setup.get("dataset") else ""
     batch = f", batch {setup['batch_size']}" if setup["regime_sets_batch"] else ""

@@ -4,9 +4,9 @@ Our small-image models are registered into timm with `register_model`, so
 `timm.create_model("sp_cnn_m", num_classes=10, in_chans=1)` and every timm name go through
 the same `build_model` call. No weights are downloaded: `pretrained` is always False.
 
-- sp_cnn_s|m|l      VGG-style CNNs sized for 28-32 px inputs
-- sp_dwcnn_s|m|l    the same with depthwise-separable convolutions (MobileNet's block)
-- sp_condcnn_s|m|l  the same with CondConv blocks (timm's CondConv2d, 4 experts, per-sample
+- sp_cnn_xs|s|m|l   VGG-style CNNs sized for 28-32 px inputs
+- sp_dwcnn_xs|s|m|l the same with depthwise-separable convolutions (MobileNet's block)
+- sp_condcnn_xs|s|m|l the same with CondConv blocks (timm's CondConv2d, 4 experts, per-sample
   routing): ~4x the conv parameters at the MACs of sp_cnn (+ the routing and kernel mixing)
 - sp_vit_micro_p4, sp_vit_tiny_p4, sp_vit_small_p4   ViT with 4 px patches (7x7 tokens at
   28 px, 8x8 at 32 px); micro (4 blocks of 64) is for tests and quick runs
@@ -120,7 +120,9 @@ def _register(name: str, factory) -> None:
     register_model(create)
 
 
-COMPACT_WIDTHS = {"s": (16, 32, 64), "m": (32, 64, 128), "l": (64, 128, 256)}
+# xs: sp_condcnn_xs has 0.64x the parameters of sp_cnn_s (44,666 vs 70,330 at 10 classes, 1 channel):
+# the CondConv claim is equal accuracy with 30% fewer parameters
+COMPACT_WIDTHS = {"xs": (8, 14, 24), "s": (16, 32, 64), "m": (32, 64, 128), "l": (64, 128, 256)}
 for _size, _widths in COMPACT_WIDTHS.items():
     _register(f"sp_cnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, **kw))
     _register(f"sp_dwcnn_{_size}", lambda w=_widths, **kw: CompactCNN(widths=w, block=separable_conv_bn, **kw))
