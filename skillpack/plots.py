@@ -193,9 +193,24 @@ def plot_effects(items: list[dict], path: str | Path, title: str, xlabel: str) -
     _save(fig, path)
 
 
-def plot_waterfall(start: float, steps: list[dict], path: str | Path, title: str, ylabel: str) -> None:
+def _waterfall_bar(ax, x: int, bottom: float, step: dict, claimed_from: float) -> list[float]:
+    """One bar of `step`'s delta from `bottom`, its 95% CI and, where it has one, the claimed
+    value as a diamond at claimed_from + claimed; the y values the axis must show."""
+    d = step["delta"]
+    ax.bar(x, d, bottom=bottom, color=step["colour"], yerr=[[d - step["low"]], [step["high"] - d]], capsize=3)
+    tops = [bottom + d, bottom + step["low"], bottom + step["high"]]
+    if step.get("claimed") is not None:
+        ax.plot(x + 0.3, claimed_from + step["claimed"], "D", markerfacecolor="none", markeredgecolor="black")
+        tops.append(claimed_from + step["claimed"])
+    return tops
+
+
+def plot_waterfall(start: float, steps: list[dict], path: str | Path, title: str, ylabel: str,
+                   total: dict | None = None) -> None:
     """Cumulative steps ({label, delta, low, high, colour, claimed: value or None}) from `start`;
-    each claimed step is drawn as a diamond beside its bar, where the article says the step ends."""
+    each claimed step is drawn as a diamond beside its bar, where the article says the step ends.
+    `total` (the same keys): the last step measured against the start, drawn from the start with
+    its own CI and claimed value; the last bar is then start + its delta, not the sum of the steps."""
     from matplotlib.lines import Line2D
 
     fig, ax = plt.subplots(figsize=(9.5, 4.8))
@@ -204,16 +219,15 @@ def plot_waterfall(start: float, steps: list[dict], path: str | Path, title: str
     ax.text(0, start, f"{start:.2f}", ha="center", va="bottom", fontsize=8)
     tops = [start]
     for i, step in enumerate(steps, start=1):
-        d = step["delta"]
-        ax.bar(i, d, bottom=level, color=step["colour"], yerr=[[d - step["low"]], [step["high"] - d]], capsize=3)
-        if step.get("claimed") is not None:
-            ax.plot(i + 0.3, level + step["claimed"], "D", markerfacecolor="none", markeredgecolor="black")
-            tops.append(level + step["claimed"])
-        level += d
-        tops += [level, level - d + step["low"], level - d + step["high"]]
-    ax.bar(len(steps) + 1, level, color="tab:blue")
-    ax.text(len(steps) + 1, level, f"{level:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(range(len(steps) + 2), ["baseline", *[f"{s['label']}\n{s['delta']:+.2f}" for s in steps], "total"])
+        tops += _waterfall_bar(ax, i, level, step, level)
+        level += step["delta"]
+    bars = [*steps, *([total] if total else [])]
+    if total:
+        tops += _waterfall_bar(ax, len(bars), start, total, start)
+        level = start + total["delta"]
+    ax.bar(len(bars) + 1, level, color="tab:blue")
+    ax.text(len(bars) + 1, level, f"{level:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(bars) + 2), ["baseline", *[f"{s['label']}\n{s['delta']:+.2f}" for s in bars], "total"])
     ax.set_ylim(min(tops) - 1.5, max(tops) + 1.5)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -228,7 +242,7 @@ def plot_waterfall(start: float, steps: list[dict], path: str | Path, title: str
 def plot_budget_curves(panels: list[dict], path: str | Path, title: str) -> None:
     """One chart per claim: the measured effect (95% CI) of each arm against its training
     budget, one panel per axis (epochs, training images; log x), with 0 and the claimed value.
-    `panels`: [{"axis": label, "lines": [{"label", "x", "delta", "low", "high"}], "claimed": [values],
+    `panels`: [{"axis": label, "lines": [{"label", "x", "delta", "low", "high", "colour"?}], "claimed": [values],
     "unit": "points"}]."""
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     for ax, panel in zip(axes[0], panels):
@@ -236,7 +250,7 @@ def plot_budget_curves(panels: list[dict], path: str | Path, title: str) -> None
             x = np.asarray(line["x"], float) * (1 + 0.03 * (i - (len(panel["lines"]) - 1) / 2))  # dodge
             delta = np.asarray(line["delta"])
             err = [delta - np.asarray(line["low"]), np.asarray(line["high"]) - delta]
-            ax.errorbar(x, delta, yerr=err, marker="o", capsize=3, label=line["label"])
+            ax.errorbar(x, delta, yerr=err, marker="o", capsize=3, label=line["label"], color=line.get("colour"))
         ax.axhline(0, color="black", linewidth=0.8)
         for value in panel.get("claimed", []):
             ax.axhline(value, color="tab:purple", linestyle="--", linewidth=1, label=f"claimed {value:+g}")

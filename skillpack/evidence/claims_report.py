@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from skillpack.evidence.budget_caveat import caveat_lines
+from skillpack.evidence.claim_topics import headline_rows, topic_sections
 from skillpack.evidence.claims import ACCURACY, fmt_p
 from skillpack.evidence.verdicts import NOT_TESTED, STATIC, VERDICTS
 from skillpack.io import write_json, write_text
@@ -110,12 +112,6 @@ def _summary_lines(summary: dict) -> list[str]:
     return [line + ".", ""]
 
 
-def _headline_rows(claim: dict, table: list[dict]) -> list[dict]:
-    """The rows a claim's one line speaks for: its main-family rows (one per arm), else its first row."""
-    rows = [r for r in table if r["claim"] == claim["id"]]
-    return [r for r in rows if r.get("family") == "main"] or rows[:1]
-
-
 def _figure_text(claim: dict) -> str:
     figure = claim.get("figure") or {}
     return ", ".join(f"{k} {v}" for k, v in figure.items()) or "-"
@@ -128,7 +124,7 @@ def one_line_per_claim(claims_doc: dict, table: list[dict]) -> list[str]:
              "| claim | the article says | figure | measured [95% CI] | verdict | setup | details |",
              "|---|---|---|---|---|---|---|"]
     for claim in claims_doc["claims"]:
-        rows = _headline_rows(claim, table)
+        rows = headline_rows(claim["id"], table)
         if not rows:
             lines.append(f"| {claim['id']} | {claim['claim']} | {_figure_text(claim)} | - | **not tested** | - | - |")
             continue
@@ -138,14 +134,17 @@ def one_line_per_claim(claims_doc: dict, table: list[dict]) -> list[str]:
         setup = rows[0]["setup"] if rows[0]["verdict"] != NOT_TESTED else "-"
         lines.append(f"| {claim['id']} | {claim['claim']} | {_figure_text(claim)} | {measured} | {verdicts} | {setup} | "
                      f"[rows](#{claim['id'].replace('.', '')}) |")
-    return [*lines, "", "## Every row", ""]
+    return [*lines, ""]
 
 
-def claims_markdown(claims_doc: dict, table: list[dict], header: list[str]) -> str:
+def claims_markdown(claims_doc: dict, table: list[dict], header: list[str], caveat: dict | None = None) -> str:
+    """The report: the header's first line, one line per claim, the budget caveat
+    (skillpack.evidence.budget_caveat), what each topic shows, then every row."""
     articles = {c["id"]: c for c in claims_doc["claims"]}
     counts = verdict_counts(table)
     lines = ["# Claims of the article, verified", "", *header[:1], "", *one_line_per_claim(claims_doc, table),
-             *header[1:], "", *_summary_lines(evidence_summary(claims_doc, table)),
+             *caveat_lines(caveat), *topic_sections(claims_doc, table),
+             "## Every row", "", *header[1:], "", *_summary_lines(evidence_summary(claims_doc, table)),
              "| verdict | rows |", "|---|---|", *[f"| {v} | {n} |" for v, n in counts.items()], "",
              "| claim | article | arm | verdict, at its setup | measured [95% CI] | claimed | p / Holm-adjusted p | "
              "MDE (at alpha/m) | budget curve; second dataset |",
@@ -164,6 +163,7 @@ def claims_markdown(claims_doc: dict, table: list[dict], header: list[str]) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_claims(claims_doc: dict, table: list[dict], header: list[str], md_path: Path, json_path: Path) -> None:
+def write_claims(claims_doc: dict, table: list[dict], header: list[str], md_path: Path, json_path: Path,
+                 caveat: dict | None = None) -> None:
     write_json(json_path, table)
-    write_text(md_path, claims_markdown(claims_doc, table, header))
+    write_text(md_path, claims_markdown(claims_doc, table, header, caveat))

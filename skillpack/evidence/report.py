@@ -13,6 +13,7 @@ import numpy as np
 
 from skillpack.evidence import ablation as ab
 from skillpack.evidence import claims as cl
+from skillpack.evidence.budget_caveat import budget_caveat
 from skillpack.evidence.charts import plot_chain, plot_claim_curves, plot_effects
 from skillpack.evidence.claims_report import write_claims
 from skillpack.evidence.comparisons import Comparison, adjust_for_family, compare, results_by_key
@@ -399,12 +400,12 @@ def write_ablation_reports(spec: ab.Spec, runs: list[dict], reports: Path, comma
                                "curve_text": {f"{a}|{m}": t for (a, m), t in curves.items()},
                                "setups": setups, "runs": runs})
     plot_effects(parts["single"], claims_doc, paths["deltas"])
-    plot_chain(spec, parts["chain"], runs, claims_doc, paths["waterfall"])
+    plot_chain(spec, parts["chain"], runs, claims_doc, paths["waterfall"], CHAIN_TOTAL)
     table = cl.claims_table(claims_doc, [c for c in tests if c.family != "transfer"],
                             comparison_setups(tests, setups), family, spec, benchmarks,
                             curves=curves, transfer=transfer_rows(spec, tests))
     write_claims(claims_doc, table, claims_header(spec, command, rendered_by, paths, family, benchmarks),
-                    paths["claims_markdown"], paths["claims_json"])
+                 paths["claims_markdown"], paths["claims_json"], budget_caveat(spec, runs))
     summary = [{"name": c.name, "metric": c.metric, "family": c.family, "n_seeds": c.n_seeds,
                 "halfwidth_points": 50 * (c.ci_high - c.ci_low)} for c in tests if c.metric == cl.ACCURACY]
     return {"markdown": str(paths["markdown"]), "files": list(paths.values()) + list(charts.values()),
