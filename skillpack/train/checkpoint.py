@@ -19,6 +19,7 @@ def save_classifier(path: str | Path, model: ImageClassifier, *, model_name: str
         "classes": list(classes),
         "image_shape": [int(v) for v in image_shape],
         "head": head.model_dump(),
+        "input_size": model.input_size,
         "extra": extra or {},
     }
     with atomic_path(path) as tmp:
@@ -47,7 +48,7 @@ def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise UnreadableFile(f"{path}: not a skillpack model file (no {', '.join(missing)})")
     model = build_classifier(state["model_name"], len(state["classes"]), tuple(state["image_shape"]),
-                             HeadParams(**state["head"]))
+                             HeadParams(**state["head"]), input_size=state.get("input_size"))
     fit_shapes(model, state["state_dict"])  # a pruned model has fewer channels than its architecture's default
     model.load_state_dict(state["state_dict"])
     model.eval()

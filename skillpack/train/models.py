@@ -195,15 +195,19 @@ class ImageClassifier(nn.Module):
     with the training set's per-channel mean/std, so a saved model needs nothing else."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, mean: list[float], std: list[float],
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, input_size: int | None = None):
         super().__init__()
         self.backbone, self.head = backbone, head
         self.dropout = nn.Dropout(dropout)
+        self.input_size = input_size   # images are resized to input_size x input_size first (None: as they come)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.mean) / self.std
+        x = x.float()
+        if self.input_size is not None:
+            x = nn.functional.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return (x - self.mean) / self.std
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer embeddings (what t-SNE, center and triplet losses see)."""
@@ -227,15 +231,32 @@ def embedding_dim(backbone: nn.Module, in_chans: int, size: int) -> int:
 
 
 def build_classifier(model_name: str, num_classes: int, image_shape: tuple[int, int, int], head_cfg,
-                     mean: list[float] | None = None, std: list[float] | None = None) -> ImageClassifier:
+                     mean: list[float] | None = None, std: list[float] | None = None, *,
+                     pretrained: str | None = None, input_size: int | None = None) -> ImageClassifier:
+    """`pretrained` (train.pretrained): the backbone starts from those weights, and their config
+    decides the normalisation (mean, std) and, unless `input_size` says otherwise, the input size."""
     h, w, c = image_shape
-    backbone = build_model(model_name, num_classes=0, in_chans=c, img_size=h)
-    dim = embedding_dim(backbone, c, h)
+    if pretrained:
+        from skillpack.train.pretrained import pretrained_model
+
+        backbone, weights = pretrained_model(pretrained, model_name, num_classes=0, in_chans=c)
+        mean, std = (_per_channel(values, c) for values in (weights.mean, weights.std))
+        input_size = input_size or weights.input_size
+    else:
+        backbone = build_model(model_name, num_classes=0, in_chans=c, img_size=input_size or h)
+    dim = embedding_dim(backbone, c, input_size or h)
     if head_cfg.name == "arcface":
         head = ArcMarginHead(dim, num_classes, head_cfg.arcface_scale, head_cfg.arcface_margin)
     else:
         head = nn.Linear(dim, num_classes)
-    return ImageClassifier(backbone, head, mean or [0.0] * c, std or [1.0] * c, head_cfg.dropout)
+    return ImageClassifier(backbone, head, mean or [0.0] * c, std or [1.0] * c, head_cfg.dropout, input_size)
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> list[float]:
+    """A weights config's mean or std (of 0..1 pixels, one per RGB channel) for 0..255 pixels of
+    `channels` channels: grayscale takes the channels' average (timm sums the stem's RGB kernels)."""
+    scaled = [255.0 * v for v in values]
+    return scaled if len(scaled) == channels else [sum(scaled) / len(scaled)] * channels
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:

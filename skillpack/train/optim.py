@@ -16,12 +16,30 @@ def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: boo
     return param_groups_weight_decay(model, weight_decay)
 
 
+def layer_decay_groups(model: nn.Module, cfg) -> list[dict]:
+    """Layer-wise lr decay: timm's param_groups_layer_decay on the backbone (its group_matcher
+    orders the layers: stem, blocks, head conv), each group's lr_scale folded into its lr (the
+    torch schedules here scale each group's own lr; timm's would read lr_scale); the classifier's
+    head and anything else outside the backbone train at lr."""
+    from timm.optim import param_groups_layer_decay
+
+    backbone = getattr(model, "backbone", model)
+    groups = param_groups_layer_decay(backbone, cfg.weight_decay, layer_decay=cfg.layer_decay,
+                                      weight_decay_exclude_1d=not cfg.decay_norm_and_bias)
+    in_backbone = {id(p) for p in backbone.parameters()}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in in_backbone]
+    groups += [{**group, "lr_scale": 1.0}
+               for group in param_groups(nn.ParameterList(rest), cfg.weight_decay, cfg.decay_norm_and_bias)]
+    return [{**group, "lr": cfg.lr * group["lr_scale"]} for group in groups if group["params"]]
+
+
 def build_optimizer(model: nn.Module, cfg, extra_groups: list[dict] | None = None) -> torch.optim.Optimizer:
     """`cfg` is OptimizerParams. `extra_groups` (e.g. the center-loss centres with their own
     lr) are added as they are."""
     from timm.optim import create_optimizer_v2
 
-    groups = param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias) + list(extra_groups or [])
+    groups = (layer_decay_groups(model, cfg) if cfg.layer_decay is not None else
+              param_groups(model, cfg.weight_decay, cfg.decay_norm_and_bias)) + list(extra_groups or [])
     kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if cfg.name == "sgd":
         opt = create_optimizer_v2(groups, opt="sgd" if cfg.nesterov else "momentum", momentum=cfg.momentum, **kwargs)
@@ -92,7 +110,8 @@ def _main_schedule(optimizer, cfg, base_lr: float, steps: int, warmup: int, step
     if cfg.name == "cosine":
         return sched.CosineAnnealingLR(optimizer, T_max=steps, eta_min=cfg.min_lr)
     if cfg.name == "onecycle":
-        return sched.OneCycleLR(optimizer, max_lr=base_lr, total_steps=steps, pct_start=cfg.onecycle_pct_start,
+        max_lr = [base_lr * group.get("lr_scale", 1.0) for group in optimizer.param_groups]   # layer decay's scales
+        return sched.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps, pct_start=cfg.onecycle_pct_start,
                                 div_factor=cfg.onecycle_div_factor, final_div_factor=cfg.onecycle_final_div_factor,
                                 cycle_momentum=False)
     raise ValueError(f"train.schedule.name: unknown {cfg.name!r}")
