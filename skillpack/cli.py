@@ -5,6 +5,8 @@
     skillpack recipe <name>                               a recipe as `dvc exp run` -S flags
     skillpack serve [--model m.onnx | --registry] [--host 127.0.0.1 --port 8000] [key=value ...]
                                                           the inference service (Prometheus /metrics)
+    skillpack predict PATH... [--model m.onnx | --checkpoint model.pt] [--top-k 3] [--output preds.csv]
+                      [--tta] [--gradcam DIR] [--quiet]   top-k classes of image files, folders, globs as CSV
     skillpack alerts [--out docker/prometheus]            alert rules + promtool tests from params monitor:
     skillpack stage <name> [key=value ...]                run one pipeline stage with overrides  (*)
     skillpack pipeline [--force]                          the Prefect pipeline flow              (*)
@@ -133,6 +135,77 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def add_predict_command(sub) -> None:
+    from skillpack.deploy.predict import EXIT_SKIPPED
+
+    p = sub.add_parser("predict", help="top-k classes of image files, folders and globs as CSV (ONNX, no torch)",
+                       description=f"CSV columns: path, label_1, prob_1, ..., label_k, prob_k. Files are read as the "
+                                   f"service reads uploads (formats and limits of params serve:). Exit 0: every file "
+                                   f"predicted; {EXIT_SKIPPED}: some skipped (each named on stderr with why), the "
+                                   f"others predicted; 1: nothing could run.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (every file under them) or globs")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model", help="an exported ONNX file (default: params serve.model)")
+    model.add_argument("--checkpoint", help="a model.pt written by the train stage (PyTorch; needed for --gradcam)")
+    p.add_argument("--top-k", type=int, help="classes per row (default: params serve.top_k, 3)")
+    p.add_argument("--output", "-o", help="the CSV file, written atomically (default: stdout)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: mirror + corner shifts of "
+                                                      "params evaluate.tta_crop_padding px, probabilities averaged")
+    p.add_argument("--gradcam", metavar="DIR", help="write a Grad-CAM overlay of each image's top class (with "
+                                                    "--checkpoint; params evaluate.explain's method and layer)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, help="ONNX Runtime threads (default: the CPUs this process may use)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar (there is none off a terminal)")
+    p.add_argument("--params", default="params.yaml", help="where serve: and evaluate: are read (their defaults "
+                                                           "when the default params.yaml is absent)")
+    p.set_defaults(fn=cmd_predict)
+
+
+def predict_sections(path: str) -> tuple:
+    """params serve: and evaluate: (the defaults where the default params.yaml is absent: predict
+    runs from any folder)."""
+    from skillpack.config import EvaluateParams, ServeParams, load_section
+
+    if path == "params.yaml" and not Path(path).is_file():
+        return ServeParams(), EvaluateParams()
+    return load_section(path, "serve"), load_section(path, "evaluate")
+
+
+def cmd_predict(args) -> int:
+    import os
+
+    from skillpack.deploy import predict
+    from skillpack.io import UserError
+
+    serve, evaluate = predict_sections(args.params)
+    if args.gradcam and not args.checkpoint:
+        raise UserError("--gradcam needs --checkpoint (a model.pt): Grad-CAM takes gradients, an ONNX file has none")
+    files, missing = predict.expand_inputs(args.paths)
+    if args.checkpoint:
+        model, network = predict.load_checkpoint(args.checkpoint)
+    else:
+        from skillpack.deploy.serving.model import load_onnx
+
+        model = load_onnx(args.model or serve.model, args.threads or len(os.sched_getaffinity(0)))
+    options = predict.PredictOptions(args.top_k or serve.top_k, args.batch_size,
+                                     evaluate.tta_crop_padding if args.tta else None,
+                                     not args.quiet and sys.stderr.isatty(), serve)
+    predict.check_top_k(options.top_k, model)
+    on_batch = predict.cam_writer(network, model.image_shape, args.gradcam, evaluate.explain) if args.gradcam else None
+
+    def report_skip(path: str, why: str) -> None:
+        print(f"skipped {path}: {why}", file=sys.stderr)
+
+    for pattern, why in missing:
+        report_skip(pattern, why)
+    run = predict.write_predictions(files, model, options, args.output, report_skip, on_batch)
+    skipped = len(missing) + len(run.skipped)
+    if args.output or skipped:
+        print(f"{run.predicted} predicted, {skipped} skipped" + (f" -> {args.output}" if args.output else ""),
+              file=sys.stderr)
+    return predict.EXIT_SKIPPED if skipped else 0
+
+
 def add_alerts_command(sub) -> None:
     p = sub.add_parser("alerts", help="write the Prometheus alert rules and their promtool tests from params")
     p.add_argument("--out", default="docker/prometheus")
@@ -186,8 +259,8 @@ def cmd_fetch(args) -> int:
     return 0
 
 
-COMMANDS = (add_models_command, add_explain_command, add_recipe_command, add_serve_command, add_alerts_command,
-            add_registry_command, add_fetch_command)
+COMMANDS = (add_models_command, add_explain_command, add_recipe_command, add_serve_command, add_predict_command,
+            add_alerts_command, add_registry_command, add_fetch_command)
 
 
 def add_plugin_commands(sub) -> None:

@@ -111,6 +111,11 @@ class ExplainParams(StrictModel):
 class EvaluateParams(StrictModel):
     batch_size: int = 1024
     overfit_gap: float = 0.5
+    # test-time augmentation (skillpack.data.tta): also score the test set on the probabilities averaged
+    # over the image and its mirror image, each as is and shifted by tta_crop_padding px toward each
+    # corner (test_accuracy_tta); `skillpack predict --tta` uses the same shifts
+    tta: bool = False
+    tta_crop_padding: int = Field(2, ge=0)
     explain: ExplainParams = ExplainParams()
 
 

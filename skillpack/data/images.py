@@ -25,6 +25,10 @@ class NotAnImage(ValueError):
     """Bytes that none of DECODED_FORMATS reads."""
 
 
+class CorruptImage(ValueError):
+    """Bytes of an allowed format that do not decode: empty, truncated or corrupt data."""
+
+
 def _scaled_to_8bit(img):
     """16-bit, 32-bit integer and float images -> 8-bit grey, scaled (never clipped at 255):
     16-bit v -> round(v * 255 / 65535); 32-bit integers are read as 16-bit values (clipped to
@@ -125,6 +129,22 @@ def decode_image(source, size: int, channels: int, max_pixels: int | None = None
         img = img.resize((size, size), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
+
+
+def decode_bytes(data: bytes, size: int, channels: int, max_pixels: int | None = None) -> np.ndarray:
+    """decode_image of a file's bytes, as the inference service and `skillpack predict` read one
+    image: every failure is one of ImageTooLarge, NotAnImage or CorruptImage, whose message says
+    why in one line (Pillow raises several types for truncated or corrupt data)."""
+    import io
+
+    if not data:
+        raise CorruptImage("empty image")
+    try:
+        return decode_image(io.BytesIO(data), size, channels, max_pixels=max_pixels)
+    except (ImageTooLarge, NotAnImage):
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise CorruptImage(f"corrupt image ({type(err).__name__}: {err})") from None
 
 
 # ---------------------------------------------------------------- ImageFolder

@@ -1,22 +1,27 @@
 """The evaluate stage's work on the trained model: test metrics, per-class report, confusion
 matrix, training curves, predictions, and the visual analysis (Grad-CAM, t-SNE, calibration,
-errors), each written where skillpack.paths says."""
+errors), each written where skillpack.paths says; with evaluate.tta also the test accuracy under
+test-time augmentation (skillpack.data.tta)."""
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from skillpack import paths
 from skillpack.config import EvaluateParams
 from skillpack.data import PreparedStore
 from skillpack.data.loader import to_tensor_nchw
+from skillpack.data.tta import tta_probabilities
 from skillpack.io import atomic_path, write_json
-from skillpack.metrics import classification_metrics, confusion, overfitting_check
+from skillpack.metrics import accuracy, classification_metrics, confusion, overfitting_check
 from skillpack.plots import plot_confusion, plot_curves
 from skillpack.train.checkpoint import load_classifier
+from skillpack.train.engine import predict
 from skillpack.train.explain import explain_model
 from skillpack.train.runs import evaluate_model
 
@@ -44,6 +49,13 @@ def write_predictions(path, y_true, y_pred, classes) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def probabilities_of(model: torch.nn.Module, batch_size: int) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 N x H x W x C -> the model's class probabilities (what TTA averages)."""
+    def probabilities(pixels: np.ndarray) -> np.ndarray:
+        return torch.softmax(predict(model, to_tensor_nchw(pixels), batch_size), dim=1).numpy()
+    return probabilities
+
+
 def evaluate_production(cfg: EvaluateParams, threads: int, seed: int) -> Evaluation:
     """Score models/model.pt on the test split (on `threads` CPU threads) and write every evaluate
     output but the metrics report (the stage publishes that from the returned figures)."""
@@ -57,6 +69,9 @@ def evaluate_production(cfg: EvaluateParams, threads: int, seed: int) -> Evaluat
     history = read_history(paths.TRAIN_LOG)
     overfit = overfitting_check(history, cfg.overfit_gap)
     metrics.update({"test_loss": scored.loss, **overfit, "n_test": int(len(test_y))})
+    if cfg.tta:
+        metrics["test_accuracy_tta"] = accuracy(tta_probabilities(probabilities_of(model, cfg.batch_size), test_x,
+                                                                  cfg.tta_crop_padding, cfg.batch_size), test_y)
     per_class = metrics.pop("per_class")
     write_json(paths.PER_CLASS, per_class)
     plot_confusion(confusion(test_y, scored.predictions, len(store.classes)), store.classes, paths.CONFUSION_PNG,

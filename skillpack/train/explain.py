@@ -104,6 +104,16 @@ def cam_maps(model: nn.Module, images: torch.Tensor, classes: list[int], setup: 
         return cam(input_tensor=images.float(), targets=[ClassifierOutputTarget(int(c)) for c in classes])
 
 
+def cam_overlay(image: np.ndarray, cam: np.ndarray, image_weight: float = 0.55) -> np.ndarray:
+    """uint8 H x W x C image with its heatmap (in [0, 1], H x W) over it in jet, the image at
+    `image_weight` (as the Grad-CAM grid draws it): uint8 H x W x 3 (pytorch-grad-cam's blend)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+    return show_cam_on_image(rgb.astype(np.float32) / 255.0, cam.astype(np.float32), use_rgb=True,
+                             image_weight=image_weight)
+
+
 # ------------------------------------------------------------------ t-SNE
 
 def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -11,13 +11,13 @@
 With a token in the environment variable serve.token_env (required to bind anything but
 loopback), /predict, /feedback and /metrics need `Authorization: Bearer <token>`.
 
-Every image goes through skillpack.data.images.decode_image, the decoding of the prepare
-stage, so the service sees the pixels training saw. Bad input is a 4xx with a JSON body
-{"error": ...} naming what is wrong, never a 5xx: bodies, batches and pixels are bounded.
+Every image goes through skillpack.data.images.decode_bytes, the decoding of the prepare
+stage (as `skillpack predict` does, under the same limits of params serve:), so the service
+sees the pixels training saw. Bad input is a 4xx with a JSON body {"error": ...} naming what
+is wrong, never a 5xx: bodies, batches and pixels are bounded.
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 import uuid
@@ -117,19 +117,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def decode(data: bytes, name: str, model: ServedModel, cfg: ServeParams) -> np.ndarray:
-    from skillpack.data.images import ImageTooLarge, NotAnImage, decode_image
+    from skillpack.data.images import CorruptImage, ImageTooLarge, NotAnImage, decode_bytes
 
-    if not data:
-        raise BadInput(400, f"{name}: empty image")
     h, w, c = model.image_shape
     try:
-        return decode_image(io.BytesIO(data), h, c, max_pixels=cfg.max_pixels)
+        return decode_bytes(data, h, c, max_pixels=cfg.max_pixels)
     except ImageTooLarge as err:
         raise BadInput(413, f"{name}: {err}") from None
-    except NotAnImage as err:
+    except (NotAnImage, CorruptImage) as err:
         raise BadInput(400, f"{name}: {err}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as err:  # truncated or corrupt data
-        raise BadInput(400, f"{name}: corrupt image ({type(err).__name__}: {err})") from None
 
 
 async def images_of(request: Request, model: ServedModel, cfg: ServeParams) -> np.ndarray:
