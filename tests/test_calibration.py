@@ -37,3 +37,21 @@ def test_arms_with_too_few_seeds_are_left_out_and_none_at_all_is_an_error():
     assert (len(p_values), arms, trainings) == (6, 3, 30)
     with pytest.raises(ValueError, match="no arm has 10 stored seeds"):
         calibration.calibrate(_runs(arms=2, seeds=6))
+
+
+def test_power_finds_a_large_planted_effect_and_rarely_a_tiny_one():
+    rng = np.random.default_rng(1)
+    level = 0.85 + 0.01 * rng.standard_normal(40)
+    runs = [{"arm": "baseline", "seed": s, "test_accuracy": level[s]} for s in range(40)]
+    for arm, drop in (("planted_big", 0.03), ("planted_tiny", 0.0005)):
+        runs += [{"arm": arm, "seed": s, "test_accuracy": level[s] - drop + 0.005 * rng.standard_normal()}
+                 for s in range(40)]
+    levels = {"alpha": 0.05, "family": 0.001}
+    big = calibration.planted_power(runs, "planted_big", "baseline", [5, 15], levels)
+    tiny = calibration.planted_power(runs, "planted_tiny", "baseline", [5, 15], levels)
+    assert big["n_pool"] == 40 and -3.5 < big["effect_points"] < -2.5
+    assert big["power"]["15"]["alpha"] == 1.0 and big["power"]["15"]["family"] >= big["power"]["5"]["family"]
+    assert tiny["power"]["15"]["alpha"] < 0.5
+    assert all(p["family"] <= p["alpha"] for p in big["power"].values())
+    with pytest.raises(ValueError, match="needs at least 60"):
+        calibration.planted_power(runs, "planted_big", "baseline", [30], levels)

@@ -90,12 +90,12 @@ def _run(arm: str, n_train: int, params: int, seed: int = 0) -> dict:
 
 def test_the_caveat_compares_the_longest_budget_and_the_models_with_the_reference(spec):
     epochs = {name: ab.run_params(spec, spec.arm(name), 0).train.epochs
-              for name in ("baseline", "baseline_large_batch", "baseline_resnet", "pruned_80")}
-    runs = [_run("baseline", 2000, 70_330), _run("baseline_large_batch", 7000, 70_330),
+              for name in ("baseline", "baseline_small_batch_8k", "baseline_resnet", "pruned_80")}
+    runs = [_run("baseline", 2000, 70_330), _run("baseline_small_batch_8k", 7000, 70_330),
             _run("baseline_resnet", 2000, 11_175_370), _run("pruned_80", 2000, 45_000)]
     caveat = bc.budget_caveat(spec, runs)
-    longest = epochs["baseline_large_batch"] * 7000
-    assert caveat["longest"]["arm"] == "baseline_large_batch" and caveat["longest"]["samples"] == longest
+    longest = epochs["baseline_small_batch_8k"] * 7000
+    assert caveat["longest"]["arm"] == "baseline_small_batch_8k" and caveat["longest"]["samples"] == longest
     pruned = next(b for b in bc.run_budgets(spec, runs) if b["arm"] == "pruned_80")
     assert pruned["samples"] == (epochs["pruned_80"] + epochs["baseline"]) * 2000  # its start's training counts
     text = "\n".join(claims_report.claims_markdown(DOC, [], HEADER, caveat).split("## Budget and model size")[1:])
@@ -107,7 +107,7 @@ def test_the_caveat_compares_the_longest_budget_and_the_models_with_the_referenc
 
 
 def test_the_caveat_words_follow_the_numbers(spec):
-    caveat = bc.budget_caveat(spec, [_run("baseline_large_batch", 1_000_000, 25_000_000)])
+    caveat = bc.budget_caveat(spec, [_run("baseline_small_batch_8k", 1_000_000, 25_000_000)])
     text = "\n".join(bc.caveat_lines(caveat))
     assert "short budgets" not in text and "small models" not in text
     assert "above" in text and "larger than ResNet-18's" in text

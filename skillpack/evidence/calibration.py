@@ -53,3 +53,38 @@ def calibrate(runs: list[dict], seeds_per_side: int = 5, splits_per_arm: int = 5
             "pool_arms": arms, "pool_trainings": trainings,
             "pool": "the arms of reports/ablation.json with at least 2 x seeds_per_side stored seeds; each null "
                     "comparison pairs two disjoint random halves of one arm's seeds (splits of one arm share runs)"}
+
+
+PLANTED_PREFIX = "planted_"  # the spec's calibration arms: a known share of training labels corrupted
+
+
+def paired_values(runs: list[dict], arm: str, baseline: str, metric: str = "test_accuracy") -> tuple[np.ndarray, ...]:
+    """The arm's and its baseline's figures on the seeds both have, in seed order."""
+    by_arm = seeds_by_arm(runs, metric)
+    seeds = sorted(set(by_arm.get(arm, {})) & set(by_arm.get(baseline, {})))
+    return (np.array([by_arm[arm][s] for s in seeds]), np.array([by_arm[baseline][s] for s in seeds]))
+
+
+def planted_power(runs: list[dict], arm: str, baseline: str, sizes: list[int], levels: dict[str, float],
+                  draws: int = 200, seed: int = 0) -> dict:
+    """A planted effect measured once on every seed the pool has (its size and interval, in
+    points), and the power of the paired test at each seed count of `sizes`: the share of `draws`
+    random subsets of that many seeds (without replacement; subsets of one pool overlap) whose
+    test finds a decrease at each significance level of `levels` (name -> alpha)."""
+    values, base = paired_values(runs, arm, baseline)
+    if len(values) < 2 * max(sizes):
+        raise ValueError(f"{arm}: {len(values)} seeds paired with {baseline}; the power at {max(sizes)} seeds needs "
+                         f"at least {2 * max(sizes)}")
+    whole = paired_t_test(values, base)
+    rng = np.random.default_rng(seed)
+    power = {}
+    for n in sizes:
+        found = {name: 0 for name in levels}
+        for _ in range(draws):
+            pick = rng.choice(len(values), size=n, replace=False)
+            test = paired_t_test(values[pick], base[pick])
+            for name, alpha in levels.items():
+                found[name] += test["p_value"] < alpha and test["delta"] < 0
+        power[str(n)] = {name: hits / draws for name, hits in found.items()}
+    return {"arm": arm, "baseline": baseline, "n_pool": len(values), "effect_points": 100 * whole["delta"],
+            "effect_ci_points": [100 * whole["ci_low"], 100 * whole["ci_high"]], "draws": draws, "power": power}
