@@ -155,6 +155,7 @@ def comparison_row(claim: dict, comparison, setup: str, family: str) -> dict:
     statement = _judged_statement(verdict_, setup, f"{c.name} vs {c.baseline}", measured, low, high,
                                   unit(c.metric), claimed, direction, c.p_value, c.p_adjusted,
                                   (mde, mde_family) if blind else None, family)
+    statement += f" ({claim['note']})" if claim.get("note") else ""
     return row(claim, verdict_, statement, arm=c.name, measured=measured, ci_low=low, ci_high=high, claimed=claimed,
                p=c.p_value, p_adjusted=c.p_adjusted, mde=mde, setup=setup, mde_family=mde_family,
                baseline=c.baseline, unit=unit(c.metric), metric=c.metric, direction=direction, family=family["name"],
