@@ -270,6 +270,8 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
                           parent_run_id=os.environ.get(tracking.PARENT_ENV) or None,
                           tags={"stage": "ablation", "spec": spec.name, "profile": profile,
                                 "git_commit": tracking.git_commit()}) as parent:
+        store_at_start = len(list((RESULTS / spec.name).glob("*.json")))
+        log_invocation(RESULTS / spec.name, store_at_start)  # before the teachers: their training is part of the cost
         teachers = {name: train_teacher(spec_path, name, profile) for name in spec.teachers}
         device = load_params().runtime.device
         plan = concurrency_plan(runner, device)  # on CUDA: reads the free GPU memory once
@@ -277,8 +279,6 @@ def ablation(spec_path: str = "ablations/default.yaml", quick: bool = False, tas
         grid = run_grid.with_options(task_runner=build_task_runner(runner, api_url, device, plan))
         where = (f"the {runner.kind} task runner ({runner.address or f'{plan.workers} workers'})"
                  + (f": {plan.describe()}" if runner.kind == "process" else ""))
-        store_at_start = len(list((RESULTS / spec.name).glob("*.json")))
-        log_invocation(RESULTS / spec.name, store_at_start)
         runs, computed = run_planned(spec, where, lambda todo: grid(
             spec_path, profile, todo, parent.info.run_id, teachers, torch_threads(runner)))
         outputs = write_ablation_reports(spec, list(runs.values()), REPORTS, command=_command(spec_path, profile),
