@@ -89,6 +89,7 @@ def test_cosine_schedule_with_linear_warmup():
     {"head": {"name": "arcface"}, "loss": {"center_weight": 0.01, "triplet_weight": 0.1}},
     {"ema": {"enabled": True, "decay": 0.9}, "grad_clip": 1.0, "optimizer": {"name": "adamw", "lr": 0.003,
                                                                              "lookahead": {"enabled": True}}},
+    {"sampler": "balanced", "loss": {"class_weights": "effective", "logit_adjustment_tau": 1.0}},
 ])
 def test_skill_combinations_train_and_resume_deterministically(fmnist, overrides, tmp_path):
     """A run stopped after its first epoch and started again from its checkpoint ends with the

@@ -94,12 +94,25 @@ class LossParams(StrictModel):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     focal_alpha: list[float] | None = None  # per-class weights
+    # long-tailed data: per-class weights from the training labels' counts, normalised to mean 1:
+    # inverse (1 / n_c) or effective (Cui et al. 2019: (1 - beta) / (1 - beta^n_c))
+    class_weights: Literal["none", "inverse", "effective"] = "none"
+    class_weights_beta: float = Field(0.999, gt=0, lt=1)
+    # logit adjustment (Menon et al. 2021), in the loss: tau * log(class prior) added to the logits; 0 = off
+    logit_adjustment_tau: float = Field(0.0, ge=0)
     center_weight: float = Field(0.0, ge=0)
     center_lr: float = Field(0.5, gt=0)
     triplet_weight: float = Field(0.0, ge=0)
     triplet_mining: Literal["all", "hard", "semihard"] = "semihard"
     triplet_margin: float = Field(0.2, gt=0)
     distill: DistillParams = DistillParams()
+
+    @model_validator(mode="after")
+    def _one_source_of_class_weights(self):
+        if self.class_weights != "none" and self.focal_alpha is not None:
+            raise ValueError(f"class_weights={self.class_weights} and focal_alpha both weight the classes; "
+                             f"set focal_alpha: null or class_weights: none")
+        return self
 
 
 class HeadParams(StrictModel):
@@ -130,6 +143,9 @@ class TrainParams(StrictModel):
     input_size: int | None = Field(None, ge=8)
     epochs: int = Field(7, ge=1)
     batch_size: int = Field(256, ge=1)
+    # the order of the training samples: shuffle (each once per epoch) | balanced (drawn with
+    # replacement, each class with equal probability, as many draws as samples)
+    sampler: Literal["shuffle", "balanced"] = "shuffle"
     optimizer: OptimizerParams = OptimizerParams()
     schedule: ScheduleParams = ScheduleParams()
     loss: LossParams = LossParams()
@@ -152,18 +168,20 @@ class TrainParams(StrictModel):
     # path; on a GPU it draws from CUDA's generator (the same distribution, another stream).
     EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset({"resident", "compile"})
 
-    # Fields added after runs were stored, left out of result_dump while at their default (None): every
+    # Fields added after runs were stored, left out of result_dump while at their default: every
     # configuration that does not use them keeps its checkpoint fingerprint and ablation run key.
-    LATER_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = (("pretrained",), ("input_size",), ("optimizer", "layer_decay"))
+    LATER_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("pretrained",), ("input_size",), ("optimizer", "layer_decay"), ("sampler",),
+        ("loss", "class_weights"), ("loss", "class_weights_beta"), ("loss", "logit_adjustment_tau"))
 
     def result_dump(self) -> dict:
-        """The params that decide a run's result (model_dump without EXECUTION_ONLY, nor LATER_FIELDS at None)."""
+        """The params that decide a run's result (model_dump without EXECUTION_ONLY, nor LATER_FIELDS at their default)."""
         dump = self.model_dump(exclude=set(self.EXECUTION_ONLY))
         for *parents, leaf in self.LATER_FIELDS:
-            node = dump
+            node, model = dump, type(self)
             for part in parents:
-                node = node[part]
-            if node[leaf] is None:
+                node, model = node[part], model.model_fields[part].annotation
+            if node[leaf] == model.model_fields[leaf].get_default(call_default_factory=True):
                 del node[leaf]
         return dump
 

@@ -62,24 +62,41 @@ def random_hflip(batch: torch.Tensor, generator: torch.Generator, p: float = 0.5
     return torch.where(flip[:, None, None, None], batch.flip(-1), batch)
 
 
+def balanced_sample_weights(labels: torch.Tensor) -> torch.Tensor:
+    """1 / (count of the sample's class) per sample, float64 on the labels' device: drawn with
+    these weights, every class present is equally likely."""
+    counts = torch.bincount(labels)
+    return 1.0 / counts[labels].double()
+
+
 class TensorBatches:
     """Shuffled (or ordered) mini-batches of (sample indices, uint8 images, int64 labels), on
-    the device the tensors are on; the permutation is drawn on the generator's device."""
+    the device the tensors are on; the permutation is drawn on the generator's device.
+    With `sample_weights`, an epoch is len(labels) draws with replacement, each sample drawn with
+    probability proportional to its weight (what torch's WeightedRandomSampler draws: one
+    torch.multinomial call, here on the epoch's generator, so a seed gives one order)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 shuffle: bool = False, drop_last: bool = False):
+                 shuffle: bool = False, drop_last: bool = False, sample_weights: torch.Tensor | None = None):
         self.images, self.labels = images, labels
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
+        self.sample_weights = sample_weights
 
     def __len__(self) -> int:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
+    def order(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The epoch's sample indices, on the labels' device."""
+        n, device, draw_on = len(self.labels), self.labels.device, generator_device(generator)
+        if self.sample_weights is not None:
+            return torch.multinomial(self.sample_weights.to(draw_on), n, replacement=True, generator=generator).to(device)
+        if self.shuffle:
+            return torch.randperm(n, generator=generator, device=draw_on).to(device)
+        return torch.arange(n, device=device)
+
     def epoch(self, generator: torch.Generator | None = None):
-        n = len(self.labels)
-        device = self.labels.device
-        order = (torch.randperm(n, generator=generator, device=generator_device(generator)).to(device)
-                 if self.shuffle else torch.arange(n, device=device))
+        order = self.order(generator)
         for b in range(len(self)):
             index = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield index, self.images[index], self.labels[index]

@@ -1,8 +1,10 @@
 """The train / evaluate loop: seeded, resumable, device-agnostic (CUDA + AMP when present).
 
 Every skill of the train params is wired here: augmentation (skillpack.data.augment), the
-objective (skillpack.train.losses), optimizer / schedule / EMA (skillpack.train.optim), the head
-(linear or ArcFace), gradient clipping, channels_last and mixed precision. Under torchrun the
+sampler (shuffled or class-balanced, skillpack.data.loader), the objective
+(skillpack.train.losses, with class weights and logit offsets from the training labels),
+optimizer / schedule / EMA (skillpack.train.optim), the head (linear or ArcFace), gradient
+clipping, channels_last and mixed precision. Under torchrun the
 same loop runs DistributedDataParallel, each rank on its share of every global batch
 (skillpack.train.distributed says what is and is not equal to one process).
 
@@ -41,7 +43,7 @@ from tqdm.auto import tqdm
 
 from skillpack.config import TrainParams
 from skillpack.data.augment import BatchAugment
-from skillpack.data.loader import TensorBatches, to_label_tensor, to_tensor_nchw
+from skillpack.data.loader import TensorBatches, balanced_sample_weights, to_label_tensor, to_tensor_nchw
 from skillpack.io import atomic_path, counted, discard_checkpoint, load_training_checkpoint
 from skillpack.metrics import correct
 from skillpack.train import distributed
@@ -273,6 +275,7 @@ class Trainer:
         x_val, y_val = to_tensor_nchw(val_images), to_label_tensor(val_labels)
         num_classes = self.model.head.weight.shape[0]
         augment = BatchAugment(cfg.augment, num_classes, x_train.shape[1])
+        class_counts = torch.bincount(y_train, minlength=num_classes)   # the labels this run trains on
         if cfg.batch_size < self.world.size:
             raise ValueError(f"train.batch_size={cfg.batch_size} is the global batch: it needs at least one "
                              f"sample per process ({self.world.size})")
@@ -285,17 +288,17 @@ class Trainer:
             x_train, y_train, x_val, y_val, x_probe, y_probe = (
                 t.to(self.device) for t in (x_train, y_train, x_val, y_val, x_probe, y_probe))
         eval_batch = EVAL_BATCH.get(self.device.type, 1024) if resident else 1024
-        batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True,
-                                drop_last=len(y_train) > cfg.batch_size)
-        objective, optimizer, scheduler, scaler = self._optimisation(num_classes, len(batches))
+        batches = TensorBatches(x_train, y_train, cfg.batch_size, shuffle=True, drop_last=len(y_train) > cfg.batch_size,
+                                sample_weights=balanced_sample_weights(y_train) if cfg.sampler == "balanced" else None)
+        objective, optimizer, scheduler, scaler = self._optimisation(num_classes, len(batches), class_counts)
         return FitRun(batches, augment, objective, optimizer, scheduler, scaler, self._teacher_cache(x_train, augment),
                       (x_val, y_val, x_probe, y_probe), eval_batch, resident)
 
-    def _optimisation(self, num_classes: int, steps_per_epoch: int) -> tuple:
+    def _optimisation(self, num_classes: int, steps_per_epoch: int, class_counts: torch.Tensor) -> tuple:
         """The objective, optimizer, schedule and gradient scaler of a fit; its EMA and its
         training forward (wrapped in DDP under torchrun) go on the trainer."""
         cfg = self.cfg
-        objective = Objective(cfg.loss, num_classes, self.model.head.weight.shape[1]).to(self.device)
+        objective = Objective(cfg.loss, num_classes, self.model.head.weight.shape[1], class_counts).to(self.device)
         extra = [{"params": list(objective.parameters()), "lr": cfg.loss.center_lr, "weight_decay": 0.0}] \
             if any(True for _ in objective.parameters()) else []
         optimizer = build_optimizer(self.model, cfg.optimizer, extra)

@@ -30,8 +30,41 @@ def smooth(targets: torch.Tensor, num_classes: int, epsilon: float) -> torch.Ten
     return as_soft(targets, num_classes) * (1 - epsilon) + epsilon / num_classes
 
 
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    return F.cross_entropy(logits, targets, label_smoothing=label_smoothing)
+class CrossEntropy(nn.Module):
+    """torch's cross-entropy, optionally class-weighted (the weights a buffer, so they follow the
+    objective to its device). Hard labels: the mean is sum(w_y * loss) / sum(w_y); soft targets:
+    sum over classes of w_c * t_c * -log p_c, averaged over the batch (torch's definitions)."""
+
+    def __init__(self, label_smoothing: float = 0.0, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, targets, weight=self.weight, label_smoothing=self.label_smoothing)
+
+
+def class_weights(counts: torch.Tensor, scheme: str, beta: float = 0.999) -> torch.Tensor | None:
+    """Per-class loss weights from the training labels' class counts, normalised to mean 1 (None
+    for `none`): inverse 1 / n_c; effective the inverse effective number of samples (Cui et al.
+    2019), (1 - beta) / (1 - beta^n_c). A class with no training sample counts as one. Equal
+    counts give weights of exactly 1."""
+    if scheme == "none":
+        return None
+    n = counts.double().clamp(min=1)
+    raw = {"inverse": lambda: 1 / n, "effective": lambda: (1 - beta) / (1 - beta ** n)}[scheme]()
+    relative = raw / raw.max()   # exactly 1 where the counts are equal
+    return (relative / relative.mean()).float()
+
+
+def logit_offsets(counts: torch.Tensor, tau: float) -> torch.Tensor | None:
+    """tau * log(prior_c) per class, the logit adjustment of Menon et al. 2021 (None for tau 0).
+    Shifted by a constant (log of the largest count instead of the total), which no softmax
+    loss sees: a uniform prior gives offsets of exactly 0. A class with no training sample counts as one."""
+    if tau == 0:
+        return None
+    log_n = counts.double().clamp(min=1).log()
+    return (tau * (log_n - log_n.max())).float()
 
 
 class FocalLoss(nn.Module):
@@ -118,28 +151,40 @@ class ArcMarginHead(nn.Module):
         return self.scale * torch.where(target, with_margin, cos)
 
 
+# name -> (loss params, per-class weights or None) -> classification loss
 LOSSES = {
-    "ce": lambda cfg: (lambda logits, targets: cross_entropy(logits, targets, cfg.label_smoothing)),
-    "focal": lambda cfg: FocalLoss(cfg.focal_gamma, cfg.focal_alpha, cfg.label_smoothing),
+    "ce": lambda cfg, weight: CrossEntropy(cfg.label_smoothing, weight),
+    "focal": lambda cfg, weight: FocalLoss(cfg.focal_gamma, weight.tolist() if weight is not None else cfg.focal_alpha,
+                                           cfg.label_smoothing),
 }
 
 
 class Objective(nn.Module):
     """The weighted sum a run minimises:
-    (1 - w_kd) * classification + w_kd * KD + w_center * center + w_triplet * triplet."""
+    (1 - w_kd) * classification + w_kd * KD + w_center * center + w_triplet * triplet.
+    `class_counts` (the training labels' count per class) feed loss.class_weights and
+    loss.logit_adjustment_tau; without them both must be off."""
 
-    def __init__(self, cfg, num_classes: int, embed_dim: int):
+    def __init__(self, cfg, num_classes: int, embed_dim: int, class_counts: torch.Tensor | None = None):
         super().__init__()
         if cfg.name not in LOSSES:
             raise ValueError(f"train.loss.name: unknown {cfg.name!r}; known {sorted(LOSSES)}")
+        if class_counts is None and (cfg.class_weights != "none" or cfg.logit_adjustment_tau > 0):
+            raise ValueError("train.loss.class_weights / logit_adjustment_tau need the training labels' class counts")
         self.cfg = cfg
-        self.classification = LOSSES[cfg.name](cfg)
+        weight = class_weights(class_counts, cfg.class_weights, cfg.class_weights_beta) if class_counts is not None else None
+        self.classification = LOSSES[cfg.name](cfg, weight)
+        # the loss-based variant of logit adjustment: the offsets enter the training loss only;
+        # the model's logits (prediction, validation, distillation) stay unadjusted
+        offsets = logit_offsets(class_counts, cfg.logit_adjustment_tau) if class_counts is not None else None
+        self.register_buffer("logit_offsets", offsets, persistent=False)
         self.center = CenterLoss(num_classes, embed_dim) if cfg.center_weight > 0 else None
         self.triplet = triplet_loss(cfg.triplet_mining, cfg.triplet_margin) if cfg.triplet_weight > 0 else None
 
     def forward(self, logits, targets, embeddings=None, teacher_logits=None) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        terms = {"classification": self.classification(logits.float(), targets)}
+        adjusted = logits.float() if self.logit_offsets is None else logits.float() + self.logit_offsets
+        terms = {"classification": self.classification(adjusted, targets)}
         total = terms["classification"]
         if teacher_logits is not None:
             terms["distill"] = distillation_loss(logits, teacher_logits, cfg.distill.temperature)
