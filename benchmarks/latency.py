@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import save
-from benchmarks.docs import latency_table
+from benchmarks.docs_deploy import latency_table
 from skillpack import paths
 from skillpack.deploy import export
 from skillpack.deploy.compress import calibration_images
