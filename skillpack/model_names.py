@@ -5,6 +5,8 @@ check_params took 6.8 s of CPU and 1.3 GB (max RSS) with it, 0.3 s and 51 MB wit
 
 - skillpack's own models: OUR_MODEL_NAMES (skillpack/train/models.py registers them into timm;
   a test checks that the two agree).
+- the searchable family's names (`sp_nas_s16_f1x16k3e1_...`): known when they spell a valid
+  architecture (skillpack.config.architecture parses them; they are not in timm's registry).
 - timm's models: listed by `timm.list_models()` (with the deprecated names timm still builds)
   in a subprocess, once per installed timm version, and cached as JSON under the user's cache
   folder ($XDG_CACHE_HOME/skillpack, else ~/.cache/skillpack). A new timm version gets a new
@@ -28,7 +30,9 @@ OUR_MODEL_NAMES = (
     "sp_dwcnn_xs", "sp_dwcnn_s", "sp_dwcnn_m", "sp_dwcnn_l",
     "sp_condcnn_xs", "sp_condcnn_s", "sp_condcnn_m", "sp_condcnn_l",
     "sp_vit_micro_p4", "sp_vit_tiny_p4", "sp_vit_small_p4",
+    "sp_nas_fused_ref", "sp_nas_mbconv_ref",
 )
+ARCH_PREFIX = "sp_nas_"   # names that spell an architecture (skillpack.config.architecture)
 
 # Run in a child process: the only place that imports timm for a name list.
 _LIST_TIMM_MODELS = (
@@ -110,6 +114,10 @@ def is_known_model(name: str, timm_names: frozenset[str] | None = None) -> bool:
     arch = name.split(".", 1)[0]
     if arch in OUR_MODEL_NAMES:
         return True
+    if arch.startswith(ARCH_PREFIX):
+        from skillpack.config.architecture import is_arch_name
+
+        return is_arch_name(arch)
     return arch in (_installed_timm_names() if timm_names is None else timm_names)
 
 

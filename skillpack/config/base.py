@@ -39,8 +39,12 @@ class StrictModel(BaseModel):
 
 
 def _registered_model(name: str) -> str:
-    from skillpack.model_names import is_known_model  # names only: no torch or timm import
+    from skillpack.model_names import ARCH_PREFIX, is_known_model  # names only: no torch or timm import
 
+    if name.startswith(ARCH_PREFIX):
+        from skillpack.config.architecture import parse_arch_name
+
+        parse_arch_name(name)  # a bad architecture: an ArchError naming the part that is wrong
     if not is_known_model(name):
         raise ValueError(f"unknown model {name!r}; `skillpack models` lists the choices (any timm name)")
     return name

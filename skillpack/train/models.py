@@ -10,6 +10,9 @@ the same `build_model` call. No weights are downloaded: `pretrained` is always F
   routing): ~4x the conv parameters at the MACs of sp_cnn (+ the routing and kernel mixing)
 - sp_vit_micro_p4, sp_vit_tiny_p4, sp_vit_small_p4   ViT with 4 px patches (7x7 tokens at
   28 px, 8x8 at 32 px); micro (4 blocks of 64) is for tests and quick runs
+- sp_nas_<stem>_<stages>[_<head>]  the searchable EfficientNetV2-style family (fused-MBConv /
+  MBConv stages; skillpack.config.architecture spells the names, skillpack.train.nas builds
+  them): any valid name builds; sp_nas_fused_ref and sp_nas_mbconv_ref are registered by name
 - any timm name: resnet18/34/50, efficientnet_b0..b4, efficientnet_cc_b0_4e (CondConv),
   mobilenetv3_small_100 / mobilenetv3_large_100, vit_*, ...
 """
@@ -22,7 +25,10 @@ from timm.layers import CondConv2d
 from timm.models import register_model
 from torch import nn
 
+from skillpack.config.architecture import NAMED_ARCHITECTURES, ArchError, is_arch_name, parse_arch_name
+from skillpack.config.architecture import PREFIX as ARCH_PREFIX
 from skillpack.train.losses import ArcMarginHead
+from skillpack.train.nas import SearchNet
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -141,15 +147,27 @@ for _size, _dims in VIT_SIZES.items():
         return VisionTransformer(img_size=img_size, patch_size=4, **d, **kw)
     _register(f"sp_vit_{_size}_p4", _vit)
 
+for _name, _spec in NAMED_ARCHITECTURES.items():
+    _register(_name, lambda s=_spec, **kw: SearchNet(s, **kw))
+
 # skillpack.model_names.OUR_MODEL_NAMES spells these names for params validation, which imports
 # neither torch nor timm (tests/test_model_names.py keeps the two equal).
 OUR_MODELS = [f"sp_cnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_dwcnn_{s}" for s in COMPACT_WIDTHS] + \
-             [f"sp_condcnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_vit_{s}_p4" for s in VIT_SIZES]
+             [f"sp_condcnn_{s}" for s in COMPACT_WIDTHS] + [f"sp_vit_{s}_p4" for s in VIT_SIZES] + \
+             list(NAMED_ARCHITECTURES)
 
 
 def build_model(name: str, num_classes: int, in_chans: int, img_size: int | None = None, **kwargs) -> nn.Module:
     """Any timm name (or ours), built for the data's channels and classes, never pretrained.
-    num_classes=0 gives the backbone without classifier (pooled embeddings)."""
+    num_classes=0 gives the backbone without classifier (pooled embeddings). A `sp_nas_...` name
+    that is not registered is built from the architecture it spells (a search tries thousands;
+    they stay out of timm's registry)."""
+    if name.startswith(ARCH_PREFIX) and name not in NAMED_ARCHITECTURES:
+        try:
+            spec = parse_arch_name(name)
+        except ArchError as err:   # one line naming the part of the architecture that is wrong
+            raise ValueError(f"train.model: {err}") from None
+        return SearchNet(spec, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if not is_known_model(name):
         raise ValueError(f"train.model: unknown model {name!r}; `skillpack models` lists the choices")
     if img_size is not None and _accepts_img_size(name):
@@ -158,8 +176,8 @@ def build_model(name: str, num_classes: int, in_chans: int, img_size: int | None
 
 
 def is_known_model(name: str) -> bool:
-    """A name timm's registry (ours included) can build."""
-    return timm.is_model(name)
+    """A name timm's registry (ours included) can build, or a valid `sp_nas_...` architecture."""
+    return timm.is_model(name) or is_arch_name(name)
 
 
 def _accepts_img_size(name: str) -> bool:
