@@ -7,6 +7,8 @@
                                                           the inference service (Prometheus /metrics)
     skillpack predict PATH... [--model m.onnx | --checkpoint model.pt] [--top-k 3] [--output preds.csv]
                       [--tta] [--gradcam DIR] [--quiet]   top-k classes of image files, folders, globs as CSV
+    skillpack tune [--n-trials N | --timeout S] [--workers N] [key=value ...]
+                                                          hyper-parameter search (Optuna): best -> recipes.yaml
     skillpack alerts [--out docker/prometheus]            alert rules + promtool tests from params monitor:
     skillpack stage <name> [key=value ...]                run one pipeline stage with overrides  (*)
     skillpack pipeline [--force]                          the Prefect pipeline flow              (*)
@@ -206,6 +208,35 @@ def cmd_predict(args) -> int:
     return predict.EXIT_SKIPPED if skipped else 0
 
 
+def add_tune_command(sub) -> None:
+    p = sub.add_parser("tune", help="hyper-parameter search with Optuna over params tune.space; the best trial "
+                                    "becomes a recipe of recipes.yaml (params tune.recipe)")
+    p.add_argument("--n-trials", type=int, help="trials in all, all workers together (params tune.n_trials)")
+    p.add_argument("--timeout", type=float, help="no trial starts after this many wall seconds (params tune.timeout_s)")
+    p.add_argument("--pruner", choices=["median", "hyperband"], help="params tune.pruner")
+    p.add_argument("--storage", help="an RDB URL, e.g. postgresql+psycopg2://... (params tune.storage; "
+                                     "default: the journal file tune/<study>.journal)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (this one and N-1 more)")
+    p.add_argument("--worker", type=int, default=0, help="this worker's index: the sampler's seed is params seed + it")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. train.epochs=3 tune.study=short")
+    p.set_defaults(fn=cmd_tune)
+
+
+def cmd_tune(args) -> int:
+    import subprocess
+
+    from skillpack.train.tune import TuneRun, tune
+
+    flags = {"tune.n_trials": args.n_trials, "tune.timeout_s": args.timeout, "tune.pruner": args.pruner,
+             "tune.storage": args.storage}
+    overrides = (*args.overrides, *(f"{key}={value}" for key, value in flags.items() if value is not None))
+    others = [subprocess.Popen([sys.executable, "-m", "skillpack.cli", "tune", "--worker", str(args.worker + k),
+                                "--params", args.params, *overrides]) for k in range(1, args.workers)]
+    tune(TuneRun(Path(args.params), overrides, args.worker))
+    return max([0, *(other.wait() for other in others)])
+
+
 def add_alerts_command(sub) -> None:
     p = sub.add_parser("alerts", help="write the Prometheus alert rules and their promtool tests from params")
     p.add_argument("--out", default="docker/prometheus")
@@ -260,7 +291,7 @@ def cmd_fetch(args) -> int:
 
 
 COMMANDS = (add_models_command, add_explain_command, add_recipe_command, add_serve_command, add_predict_command,
-            add_alerts_command, add_registry_command, add_fetch_command)
+            add_tune_command, add_alerts_command, add_registry_command, add_fetch_command)
 
 
 def add_plugin_commands(sub) -> None:

@@ -60,3 +60,5 @@ EVALUATE_DVC_METRICS = DVC_METRICS / "evaluate.json"
 
 REPORTS = Path("reports")
 ABLATION_RESULTS = Path("ablations/results")
+TUNE = Path("tune")                                # `skillpack tune`: <study>.journal, <study>/*.png
+RECIPES = Path("recipes.yaml")

@@ -264,3 +264,8 @@ def plot_budget_curves(panels: list[dict], path: str | Path, title: str) -> None
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> None:
+    """A figure another library drew (Optuna's plots), saved as these are: PNG, atomically, then closed."""
+    _save(fig, path)

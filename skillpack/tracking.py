@@ -65,6 +65,21 @@ def require_reachable(uri: str) -> None:
                                   f"MLFLOW_TRACKING_URI to track into {repo_root() / 'mlflow.db'}") from None
 
 
+@contextmanager
+def _first_use_lock():
+    """Processes opening a new SQLite database at once would each create MLflow's tables (and all
+    but one fail): the first query of each process waits for a lock file beside the database."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    with open(uri.removeprefix("sqlite:///") + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def setup(experiment: str = "skillpack") -> str:
     """Point MLflow at the tracking URI and make sure the experiment exists with its artifacts
     in an absolute folder beside the database (not ./mlruns of whatever the cwd is), tagged as
@@ -73,7 +88,8 @@ def setup(experiment: str = "skillpack") -> str:
 
     require_reachable(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
-    existing = mlflow.get_experiment_by_name(experiment)
+    with _first_use_lock():
+        existing = mlflow.get_experiment_by_name(experiment)
     if existing is None:
         # a tracking server (http[s]://) stores artifacts itself (--serve-artifacts); a local
         # database gets them beside it
@@ -328,9 +344,11 @@ def register_onnx_model(onnx_path, registered_name: str, alias: str, file_sha256
     return version, new
 
 
-def log_child_run(parent_run_id: str, experiment: str, name: str, params: dict, metrics: dict, tags: dict) -> str:
+def log_child_run(parent_run_id: str, experiment: str, name: str, params: dict, metrics: dict, tags: dict,
+                  series: dict[str, list[float]] | None = None, status: str = "FINISHED") -> str:
     """A finished child run under `parent_run_id`, through the client API (thread-safe: the
-    fluent API keeps its active-run stack per thread)."""
+    fluent API keeps its active-run stack per thread), in one batch: `series` are metrics by
+    step (step 1, 2, ...: a curve per epoch); `status` FINISHED, KILLED (a pruned trial) or FAILED."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
@@ -339,13 +357,37 @@ def log_child_run(parent_run_id: str, experiment: str, name: str, params: dict, 
     run = client.create_run(experiment_id, run_name=name,
                             tags={"mlflow.parentRunId": parent_run_id, "git_commit": git_commit(), **tags})
     now = int(__import__("time").time() * 1000)
+    curves = [Metric(k, float(v), now, step) for k, values in (series or {}).items()
+              for step, v in enumerate(values, start=1)]
     client.log_batch(run.info.run_id,
                      metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()
-                              if isinstance(v, (int, float)) and v == v],
+                              if isinstance(v, (int, float)) and v == v] + curves,
                      params=[Param(k, str(v)) for k, v in params.items()],
                      tags=[RunTag(k, str(v)) for k, v in tags.items()])
-    client.set_terminated(run.info.run_id)
+    client.set_terminated(run.info.run_id, status)
     return run.info.run_id
+
+
+def start_parent_run(experiment: str, name: str, tags: dict) -> str:
+    """The id of an open run for log_child_run's runs to nest under; finish_parent_run closes it."""
+    from mlflow import MlflowClient
+
+    setup(experiment)
+    client = MlflowClient(tracking_uri=tracking_uri())
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return client.create_run(experiment_id, run_name=name, tags={"git_commit": git_commit(), **tags}).info.run_id
+
+
+def finish_parent_run(run_id: str, metrics: dict, tags: dict, artifacts: list[Path]) -> None:
+    """Figures, tags and files (at the run's artifact root) of a run start_parent_run opened, then close it."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri())
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
+    for key, value in {**tags, **metrics}.items():
+        (client.log_metric if key in metrics else client.set_tag)(run_id, key, value)
+    client.set_terminated(run_id, "FINISHED")
 
 
 def apply_promotion(registered_name: str, candidate_version: str, champion_alias: str, decision) -> str:

@@ -22,12 +22,12 @@ RETRAIN, MONITOR, ABLATION = "skillpack-retrain/nightly", "skillpack-monitor/eve
 
 def test_prefect_yaml_names_existing_flows_on_the_process_pool():
     specs = {s["name"]: s for s in deployment_specs()}
-    assert set(specs) == {"nightly", "every-15-minutes", "on-demand"}
+    assert set(specs) == {"nightly", "every-15-minutes", "on-demand", "search"}
     for spec in specs.values():
         path, func = spec["entrypoint"].split(":")
         assert f"def {func}(" in open(path).read()
         assert spec["work_pool"]["name"] == "skillpack"
-    assert "schedules" not in specs["on-demand"]
+    assert "schedules" not in specs["on-demand"] and "schedules" not in specs["search"]
     with pytest.raises(SystemExit, match="no deployment named"):
         deployment_specs(only=["hourly"])
 

@@ -44,6 +44,7 @@ from skillpack.config.sections import (
     RuntimeParams,
     ServeParams,
     TaskRunnerParams,
+    TuneParams,
     ValidateParams,
     VoteParams,
     regime_options,
@@ -72,7 +73,7 @@ __all__ = [
     "CleanlabParams", "CleanParams", "CompressParams", "DataParams", "DbscanParams", "DetectorName", "EnsembleParams",
     "EvaluateParams", "ExplainParams", "ExportParams", "GradientParams", "ImplausibleParams", "MonitorParams",
     "OofParams", "Params", "QuantizeParams", "RegimeOptions", "RegistryParams", "RetrainParams", "RuntimeParams",
-    "ServeParams", "TaskRunnerParams", "ValidateParams", "VoteParams", "regime_options",
+    "ServeParams", "TaskRunnerParams", "TuneParams", "ValidateParams", "VoteParams", "regime_options",
     "POLICY_OPTIONS", "AugmentParams", "ColorJitterParams", "DistillParams", "EmaParams", "HeadParams",
     "LookaheadParams", "LossParams", "OptimizerParams", "ScheduleParams", "TrainOverrides", "TrainParams", "derive",
 ]

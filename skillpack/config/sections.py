@@ -249,6 +249,26 @@ class AblationParams(StrictModel):
     task_runner: TaskRunnerParams = TaskRunnerParams()
 
 
+class TuneParams(StrictModel):
+    """`skillpack tune` (skillpack.train.tune): an Optuna study over the keys of a search-space file."""
+    space: str = "search/default.yaml"        # dotted params key -> distribution
+    n_trials: int | None = Field(20, ge=1)     # trials that end (complete, pruned or failed), all workers together
+    timeout_s: float | None = Field(None, gt=0)  # or: no trial starts after this many wall seconds (per worker)
+    pruner: Literal["median", "hyperband"] = "median"
+    startup_trials: int = Field(5, ge=0)       # median: no pruning before this many trials completed
+    warmup_epochs: int = Field(1, ge=0)        # median: no pruning at or before this epoch
+    study: str = Field("skillpack", pattern=r"^[A-Za-z0-9_.-]+$")
+    storage: str | None = None                 # null: a journal file tune/<study>.journal; or an RDB URL
+    heartbeat_s: int = Field(60, ge=1)         # RDB storage: a trial with no heartbeat for 2x this is failed
+    recipe: str = Field("tuned", pattern=r"^[A-Za-z0-9_-]+$")  # the best trial's name in recipes.yaml
+
+    @model_validator(mode="after")
+    def _has_a_budget(self):
+        if self.n_trials is None and self.timeout_s is None:
+            raise ValueError("n_trials and timeout_s are both null: set at least one (the study would never end)")
+        return self
+
+
 class Params(StrictModel):
     seed: int = 0
     data: DataParams = DataParams()
@@ -262,6 +282,7 @@ class Params(StrictModel):
     monitor: MonitorParams = MonitorParams()
     retrain: RetrainParams = RetrainParams()
     ablation: AblationParams = AblationParams()
+    tune: TuneParams = TuneParams()
     runtime: RuntimeParams = RuntimeParams()
     registry: RegistryParams = RegistryParams()
 
