@@ -8,6 +8,7 @@
     skillpack predict PATH... [--model m.onnx | --checkpoint model.pt] [--top-k 3] [--output preds.csv]
                       [--tta] [--gradcam DIR] [--quiet]   top-k classes of image files, folders, globs as CSV
     skillpack alerts [--out docker/prometheus]            alert rules + promtool tests from params monitor:
+    skillpack pretrain [key=value ...]                    SimCLR pre-training of an encoder (params pretrain:)
     skillpack stage <name> [key=value ...]                run one pipeline stage with overrides  (*)
     skillpack pipeline [--force]                          the Prefect pipeline flow              (*)
 
@@ -259,8 +260,24 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def add_pretrain_command(sub) -> None:
+    p = sub.add_parser("pretrain", help="SimCLR self-supervised pre-training of an encoder (params pretrain:)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. pretrain.enabled=true pretrain.epochs=5")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_pretrain)
+
+
+def cmd_pretrain(args) -> int:
+    from skillpack.config import load_params
+    from skillpack.train.simclr import run_pretraining
+
+    run_pretraining(load_params(args.params, args.overrides), progress=not args.quiet)
+    return 0
+
+
 COMMANDS = (add_models_command, add_explain_command, add_recipe_command, add_serve_command, add_predict_command,
-            add_alerts_command, add_registry_command, add_fetch_command)
+            add_alerts_command, add_registry_command, add_fetch_command, add_pretrain_command)
 
 
 def add_plugin_commands(sub) -> None:

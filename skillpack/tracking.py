@@ -192,6 +192,14 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
 
 
 @survives_a_lost_server()
+def log_params(params: dict) -> None:
+    """Params of the active run known only once it has worked (a budget's minutes)."""
+    import mlflow
+
+    mlflow.log_params({k: ("None" if v is None else v) for k, v in params.items()})
+
+
+@survives_a_lost_server()
 def set_tags(tags: dict) -> None:
     """Tags of the active run (what is known only once the stage has worked: the precision a
     training used on this CPU)."""

@@ -128,6 +128,9 @@ class TrainParams(StrictModel):
     # the model's input side in px: images are resized (bilinear) inside the model, so data, export
     # and serving keep the stored size; null = the stored size (with pretrained: the weights' size)
     input_size: int | None = Field(None, ge=8)
+    # a linear probe: the backbone's weights and its BatchNorm statistics stay as they start (from
+    # train.pretrained), only the head trains
+    freeze_backbone: bool = False
     epochs: int = Field(7, ge=1)
     batch_size: int = Field(256, ge=1)
     optimizer: OptimizerParams = OptimizerParams()
@@ -152,9 +155,11 @@ class TrainParams(StrictModel):
     # path; on a GPU it draws from CUDA's generator (the same distribution, another stream).
     EXECUTION_ONLY: ClassVar[frozenset[str]] = frozenset({"resident", "compile"})
 
-    # Fields added after runs were stored, left out of result_dump while at their default (None): every
-    # configuration that does not use them keeps its checkpoint fingerprint and ablation run key.
-    LATER_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = (("pretrained",), ("input_size",), ("optimizer", "layer_decay"))
+    # Fields added after runs were stored, left out of result_dump while at their default (None, or
+    # False for a switch): every configuration that does not use them keeps its checkpoint
+    # fingerprint and ablation run key.
+    LATER_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = (("pretrained",), ("input_size",), ("optimizer", "layer_decay"),
+                                                          ("freeze_backbone",))
 
     def result_dump(self) -> dict:
         """The params that decide a run's result (model_dump without EXECUTION_ONLY, nor LATER_FIELDS at None)."""
@@ -163,7 +168,7 @@ class TrainParams(StrictModel):
             node = dump
             for part in parents:
                 node = node[part]
-            if node[leaf] is None:
+            if node[leaf] is None or node[leaf] is False:
                 del node[leaf]
         return dump
 
