@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, save
+from benchmarks.common import RESULTS, machine, save
 from skillpack.stats import paired_t_test
 
 MODEL = "tf_efficientnet_lite0"
@@ -280,8 +280,10 @@ def plot(summary: dict, budget: Budget, path: Path) -> None:
             lines.append({"label": init, "x": [100 * c["fraction"] for c in rows], "y": [c["mean"] for c in rows],
                           "low": [c["ci_low"] for c in rows], "high": [c["ci_high"] for c in rows]})
         panels.append({"title": name, "xlabel": "training labels used (%)", "ylabel": "test accuracy", "lines": lines})
-    plot_interval_lines(panels, path, f"{MODEL} at {budget.input_size} px, {budget.epochs} epochs, "
-                                      f"seeds {list(budget.seeds)} (95% t intervals); python -m benchmarks.label_efficiency")
+    where = machine()
+    plot_interval_lines(panels, path, f"{MODEL} at {budget.input_size} px, {budget.epochs} epochs, seeds "
+                                      f"{list(budget.seeds)} (95% t intervals); {where['cpu']}, {where['cores']} cores; "
+                                      f"python -m benchmarks.label_efficiency")
 
 
 def budget_from(args) -> Budget:

@@ -161,6 +161,8 @@ def pretrained_model(value: str, model_name: str, num_classes: int, in_chans: in
         state_dict = from_efficientnet_pytorch(state_dict, reference)
     check_keys(state_dict, reference.state_dict(), str(path))
     overlay = {"state_dict": state_dict, "num_classes": reference.num_classes}
+    if stem_chans != 3:   # the weights' own channels (timm would warn that its config says 3)
+        overlay["input_size"] = (stem_chans, *timm.get_pretrained_cfg(arch).input_size[1:])
     model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay,
                               num_classes=num_classes, in_chans=in_chans)
     model.pretrained_cfg.pop("state_dict", None)   # keep no second copy of the tensors
