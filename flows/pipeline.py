@@ -19,7 +19,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.logging.handlers import APILogHandler
 
 from flows.stream import run_streaming
-from skillpack import paths, tracking
+from skillpack import model_registry, paths, tracking
 from stages import NAMES as STAGES
 
 ARTIFACT_KEY = "pipeline-metrics"
@@ -70,11 +70,11 @@ def run_label() -> str:
 
 @task(name="registry-sync")
 def sync_registry(repo: Path) -> dict:
-    """Point registry.aliases at their versions (skillpack.tracking.sync_aliases): idempotent, so
+    """Point registry.aliases at their versions (skillpack.model_registry.sync_aliases): idempotent, so
     the aliases follow a rename in params' registry section, which re-runs no stage."""
     from skillpack.config import load_section
 
-    return tracking.sync_repo_aliases(repo, load_section(repo / paths.PARAMS, "registry"))
+    return model_registry.sync_repo_aliases(repo, load_section(repo / paths.PARAMS, "registry"))
 
 
 @flow(name="skillpack-pipeline", log_prints=True)

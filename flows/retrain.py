@@ -15,7 +15,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
-from skillpack import paths, tracking
+from skillpack import model_registry, paths, tracking
 
 
 def correctness(registered_name: str, alias: str, images, labels):
@@ -45,7 +45,7 @@ def promote_if_better(registered_name: str, candidate_alias: str, champion_alias
                             "kept: the candidate is already the champion")
     else:
         decision = decide(candidate, champion, margin_points, confidence)
-    now = tracking.apply_promotion(registered_name, candidate_version, champion_alias, decision)
+    now = model_registry.apply_promotion(registered_name, candidate_version, champion_alias, decision)
     return {"candidate_version": candidate_version, "previous_champion": champion_version,
             "champion_version": now, **decision.as_dict()}
 

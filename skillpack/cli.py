@@ -10,6 +10,7 @@
     skillpack tune [--n-trials N | --timeout S] [--workers N] [key=value ...]
                                                           hyper-parameter search (Optuna): best -> recipes.yaml
     skillpack alerts [--out docker/prometheus]            alert rules + promtool tests from params monitor:
+    skillpack pretrain [key=value ...]                    SimCLR pre-training of an encoder (params pretrain:)
     skillpack stage <name> [key=value ...]                run one pipeline stage with overrides  (*)
     skillpack pipeline [--force]                          the Prefect pipeline flow              (*)
 
@@ -263,11 +264,11 @@ def add_registry_command(sub) -> None:
 
 
 def cmd_registry(args) -> int:
-    from skillpack import tracking
+    from skillpack import model_registry
     from skillpack.config import load_section
 
     registry = load_section(args.params, "registry")
-    for alias, version in tracking.sync_repo_aliases(Path("."), registry).items():
+    for alias, version in model_registry.sync_repo_aliases(Path("."), registry).items():
         print(f"{registry.model}@{alias}: " + (f"v{version}" if version else "no version to point at"))
     return 0
 
@@ -290,8 +291,24 @@ def cmd_fetch(args) -> int:
     return 0
 
 
+def add_pretrain_command(sub) -> None:
+    p = sub.add_parser("pretrain", help="SimCLR self-supervised pre-training of an encoder (params pretrain:)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", help="e.g. pretrain.enabled=true pretrain.epochs=5")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(fn=cmd_pretrain)
+
+
+def cmd_pretrain(args) -> int:
+    from skillpack.config import load_params
+    from skillpack.train.simclr import run_pretraining
+
+    run_pretraining(load_params(args.params, args.overrides), progress=not args.quiet)
+    return 0
+
+
 COMMANDS = (add_models_command, add_explain_command, add_recipe_command, add_serve_command, add_predict_command,
-            add_tune_command, add_alerts_command, add_registry_command, add_fetch_command)
+            add_tune_command, add_alerts_command, add_registry_command, add_fetch_command, add_pretrain_command)
 
 
 def add_plugin_commands(sub) -> None:

@@ -269,3 +269,24 @@ def plot_budget_curves(panels: list[dict], path: str | Path, title: str) -> None
 def save_figure(fig, path: str | Path) -> None:
     """A figure another library drew (Optuna's plots), saved as these are: PNG, atomically, then closed."""
     _save(fig, path)
+
+
+def plot_interval_lines(panels: list[dict], path: str | Path, title: str) -> None:
+    """Lines with 95% intervals (error bars) on a log x axis, one panel each.
+    `panels`: [{"title", "xlabel", "ylabel", "lines": [{"label", "x", "y", "low", "high"}]}]."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for i, line in enumerate(panel["lines"]):
+            x = np.asarray(line["x"], float) * (1 + 0.04 * (i - (len(panel["lines"]) - 1) / 2))  # dodge
+            y = np.asarray(line["y"], float)
+            err = [y - np.asarray(line["low"], float), np.asarray(line["high"], float) - y]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=line["label"])
+        ax.set_xscale("log")
+        xs = sorted({v for line in panel["lines"] for v in line["x"]})
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.minorticks_off()
+        ax.set(title=panel["title"], xlabel=panel["xlabel"], ylabel=panel["ylabel"])
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)

@@ -9,7 +9,7 @@ COMPARED = ("test_accuracy", "macro_f1", "ece")                 # by `dvc metric
 
 
 def main() -> int:
-    from skillpack import paths, tracking
+    from skillpack import model_registry, paths, tracking
     from skillpack.train.evaluation import evaluate_production
 
     params = params_from_argv()
@@ -21,7 +21,7 @@ def main() -> int:
         artifacts += [(p, "explain") for p in sorted(paths.EXPLAIN.iterdir())] if result.explained else []
         publish(f, paths.METRICS, dvc=paths.EVALUATE_DVC_METRICS, dvc_keys=tuple(k for k in COMPARED if k in f),
                 artifacts=((paths.METRICS, None), *artifacts))
-        tracking.describe_alias(params.registry.model, params.registry.aliases.candidate,
+        model_registry.describe_alias(params.registry.model, params.registry.aliases.candidate,
                                 {f"test.{k}": f"{f[k]:.4f}" for k in EVALUATED if k in f})
     print(f"[evaluate] test accuracy {f['test_accuracy']:.4f}, macro F1 {f['macro_f1']:.4f}, "
           f"overfitting={f['overfitting']} (gap {f['loss_gap']:+.3f}) in {f['evaluate_seconds']:.1f}s")

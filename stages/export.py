@@ -94,7 +94,7 @@ def served_figures(table: dict) -> dict:
 def release(registry, facts: dict, store, table: dict, files: dict) -> None:
     """reports/compression.{json,md}, the model card, the textfile metrics, the MLflow run and
     the registered ONNX model, from `table` (`facts`: the params the model card and the run name)."""
-    from skillpack import paths, tracking
+    from skillpack import model_registry, paths, tracking
     from skillpack.deploy.monitoring import textfile_metrics
     from skillpack.deploy.report import compression_markdown, model_card
     from skillpack.io import file_sha256, write_text
@@ -120,16 +120,16 @@ def release(registry, facts: dict, store, table: dict, files: dict) -> None:
         write_text(paths.COMPRESSION_REPORT, compression_markdown(table))
         for path in (paths.COMPRESSION_TABLE, paths.COMPRESSION_REPORT, paths.MODEL_CARD):
             tracking.log_artifact(path, "export")
-        version, new = tracking.register_onnx_model(
+        version, new = model_registry.register_onnx_model(
             served_file, registry.model, registry.aliases.candidate_onnx, file_sha256(served_file),
             table_example(store), description=card,
             tags={**{k: (f"{v:.6g}" if not isinstance(v, str) else v) for k, v in figures.items()},
-                  **tracking.lineage_tags(store.data_hash())})
+                  **model_registry.lineage_tags(store.data_hash())})
     print(f"[export] served: {served['variant']} {served['runtime']} (test accuracy {served['test_accuracy']:.4f}, "
           f"{served['p50_ms']:.3f} ms at batch 1) - {served['why']}")
     for runtime, reason in table["skipped"].items():
         print(f"[export] {runtime}: {reason}")
-    registered = tracking.registration_line(registry.model, version, new, registry.aliases.candidate_onnx)
+    registered = model_registry.registration_line(registry.model, version, new, registry.aliases.candidate_onnx)
     print(f"[export] ONNX {registered}"
           f"; int8 in {int8['format']} ({int8['decided_by']}); "
           f"{paths.COMPRESSION_REPORT}, {paths.MODEL_CARD} in {table['seconds']:.0f}s")

@@ -26,7 +26,7 @@ def epoch_figures(record) -> dict:
 
 
 def main() -> int:
-    from skillpack import paths, tracking
+    from skillpack import model_registry, paths, tracking
     from skillpack.config import flatten
     from skillpack.io import counted
     from skillpack.train import distributed
@@ -51,8 +51,8 @@ def main() -> int:
         shipped = save_production(params.train, params.seed, params.data.source, inputs, trained, paths.MODEL_FILE)
         publish(shipped.figures, paths.TRAIN_METRICS, dvc=paths.TRAIN_DVC_METRICS, dvc_keys=("val_acc", "train_seconds"),
                 series=("val_acc",), artifacts=((paths.TRAIN_LOG, None),))
-        registered = tracking.register_trained_model(shipped.model, inputs.example, shipped.figures, shipped.description,
-                                                     params.registry, tracking.lineage_tags(inputs.data_hash))
+        registered = model_registry.register_trained_model(shipped.model, inputs.example, shipped.figures, shipped.description,
+                                                     params.registry, model_registry.lineage_tags(inputs.data_hash))
     f = shipped.figures
     print(f"[train] {f['model']}: val acc {f['val_acc']:.4f}, {counted(f['epochs_trained'], 'epoch')} in "
           f"{f['train_seconds']:.0f}s ({f['images_per_second']:.0f} img/s); {registered}")

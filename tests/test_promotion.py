@@ -40,7 +40,7 @@ def registry(fmnist, small_model, tmp_path_factory):
     """Two ONNX versions in a real MLflow registry: a trained model and an untrained one."""
     import mlflow
 
-    from skillpack import tracking
+    from skillpack import model_registry, tracking
     from skillpack.config import HeadParams
     from skillpack.deploy import export
     from skillpack.train.models import build_classifier
@@ -58,7 +58,7 @@ def registry(fmnist, small_model, tmp_path_factory):
         path = export.export_onnx(model, folder / f"{name}.onnx", (28, 28, 1),
                                   metadata={"classes": fmnist.classes, "model_name": name})
         with mlflow.start_run():
-            versions[name], _ = tracking.register_onnx_model(path, "m", f"is-{name}", name, x[:2], description=name)
+            versions[name], _ = model_registry.register_onnx_model(path, "m", f"is-{name}", name, x[:2], description=name)
     test = fmnist.splits["test"]
     yield versions, np.array(test.images[:2000]), test.labels[:2000]
     mp.undo()

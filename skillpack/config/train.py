@@ -141,6 +141,9 @@ class TrainParams(StrictModel):
     # the model's input side in px: images are resized (bilinear) inside the model, so data, export
     # and serving keep the stored size; null = the stored size (with pretrained: the weights' size)
     input_size: int | None = Field(None, ge=8)
+    # a linear probe: the backbone's weights and its BatchNorm statistics stay as they start (from
+    # train.pretrained), only the head trains
+    freeze_backbone: bool = False
     epochs: int = Field(7, ge=1)
     batch_size: int = Field(256, ge=1)
     # the order of the training samples: shuffle (each once per epoch) | balanced (drawn with
@@ -171,7 +174,7 @@ class TrainParams(StrictModel):
     # Fields added after runs were stored, left out of result_dump while at their default: every
     # configuration that does not use them keeps its checkpoint fingerprint and ablation run key.
     LATER_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = (
-        ("pretrained",), ("input_size",), ("optimizer", "layer_decay"), ("sampler",),
+        ("pretrained",), ("input_size",), ("optimizer", "layer_decay"), ("sampler",), ("freeze_backbone",),
         ("loss", "class_weights"), ("loss", "class_weights_beta"), ("loss", "logit_adjustment_tau"))
 
     def result_dump(self) -> dict:

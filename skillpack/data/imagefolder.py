@@ -328,3 +328,21 @@ def imagefolder(root: str | None = None, image_size: int = 28, channels: int = 1
     if layout is None:
         splits["train"] = splits.pop("all")  # test and val are carved from it (store.carve_splits)
     return SourceData("imagefolder", names, splits, quarantine, walk.ignored, info)
+
+
+def unlabelled_images(root: str | Path, image_size: int, channels: int, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                      follow_external_symlinks: bool = False) -> np.ndarray:
+    """Every image under `root` (sub-folders too, no labels: self-supervised pre-training), decoded
+    as the imagefolder source decodes, in path order; N x size x size x channels uint8. Files that
+    are not images, or cannot be decoded, are skipped; none at all is an error."""
+    base = Path(root)
+    if not base.is_dir():
+        raise SourceError(f"pretrain.images: {base} is not a folder")
+    walk = _Walk(base, follow_external_symlinks)
+    walk.class_folder(base, "all", 0, (str(walk.real_root),))
+    quarantine: list[dict] = []
+    decoded = _decode_items(walk.images, image_size, channels, max_pixels, walk, quarantine).get("all")
+    if decoded is None or len(decoded.labels) == 0:
+        raise SourceError(f"pretrain.images: no readable {'/'.join(sorted(IMAGE_EXTENSIONS))} image under {base} "
+                          f"({len(walk.ignored)} entries ignored, {len(quarantine)} unreadable)")
+    return decoded.images

@@ -221,6 +221,22 @@ class ImageClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
+    backbone_frozen = False
+
+    def freeze_backbone(self) -> ImageClassifier:
+        """A linear probe's model (train.freeze_backbone): the backbone's parameters take no
+        gradient and it stays in eval mode, its BatchNorm statistics as they are, whatever
+        train() says; only the head (and dropout before it) trains."""
+        self.backbone_frozen = True
+        self.backbone.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
         if self.input_size is not None:

@@ -9,6 +9,11 @@ unexpected or mis-shaped tensor is an error), and then handed to timm's own load
 drops the ImageNet classifier when the data has other classes and adapts the stem to the data's
 channels. Online: a timm pretrained name (arch.tag) is timm's pretrained=True, a hub download.
 
+A SimCLR encoder (skillpack.train.simclr, pretrain.out) is such a local file: the backbone's state
+dict in timm's layout, its architecture, and the input size, mean and std it was trained with
+(which then replace timm's pretrained_cfg); its stem takes the channels of the images it saw, so
+a grayscale encoder fits grayscale data only.
+
 Grayscale data: timm's in_chans adaptation (timm.layers.adapt_input_conv sums the stem's RGB
 kernels), which is exactly feeding the gray channel three times when the three channels share
 one mean and std, as the EfficientNet-Lite weights' (0.5, 0.5) do.
@@ -53,16 +58,23 @@ def package_weights_file(dist_name: str) -> Path:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    return read_weights_file(path)[0]
+
+
+def read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict a weights file holds, and what the file says about it: a checkpoint dict
+    ({"state_dict": ..., ...}, e.g. skillpack.train.simclr's encoder) keeps its other entries
+    (architecture, weights_config); a bare state dict has none."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        return load_file(path), {}
+    state, about = torch.load(path, map_location="cpu", weights_only=True), {}
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):   # a training checkpoint
-        state = state["state_dict"]
+        state, about = state["state_dict"], {k: v for k, v in state.items() if k != "state_dict"}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PretrainedWeightsError(f"train.pretrained: {path} holds no state dict of tensors")
-    return state
+    return state, about
 
 
 # -- EfficientNet-PyTorch's layout -> timm's: an explicit key mapping, because timm's loader knows
@@ -140,17 +152,45 @@ def pretrained_model(value: str, model_name: str, num_classes: int, in_chans: in
         model = timm.create_model(source.name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
         return model, weights_config(model)
     path = package_weights_file(source.name) if source.kind == "package" else Path(source.name)
-    state_dict = read_state_dict(path)
+    state_dict, about = read_weights_file(path)
+    _check_file_fits(about, path, model_name, arch)
+    stem_chans = _stem_channels(state_dict, arch, in_chans, path)
     with torch.device("meta"):   # shapes only, nothing allocated
-        reference = timm.create_model(arch, num_classes=_classifier_rows(state_dict, arch))
+        reference = timm.create_model(arch, num_classes=_classifier_rows(state_dict, arch), in_chans=stem_chans)
     if is_efficientnet_pytorch_layout(state_dict):
         state_dict = from_efficientnet_pytorch(state_dict, reference)
     check_keys(state_dict, reference.state_dict(), str(path))
     overlay = {"state_dict": state_dict, "num_classes": reference.num_classes}
+    if stem_chans != 3:   # the weights' own channels (timm would warn that its config says 3)
+        overlay["input_size"] = (stem_chans, *timm.get_pretrained_cfg(arch).input_size[1:])
     model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay,
                               num_classes=num_classes, in_chans=in_chans)
     model.pretrained_cfg.pop("state_dict", None)   # keep no second copy of the tensors
-    return model, weights_config(model)
+    own = about.get("weights_config")   # the normalisation and input size the weights were trained with
+    return model, (WeightsConfig(int(own["input_size"]), tuple(own["mean"]), tuple(own["std"])) if own
+                   else weights_config(model))
+
+
+def _check_file_fits(about: dict, path: Path, model_name: str, arch: str) -> None:
+    """A checkpoint that names its architecture (a SimCLR encoder's) must be train.model's."""
+    if about.get("architecture") not in (None, arch):
+        raise PretrainedWeightsError(f"train.pretrained: {path} holds {about['architecture']} weights, "
+                                     f"but train.model is {model_name}")
+
+
+def _stem_channels(state_dict: dict[str, torch.Tensor], arch: str, in_chans: int, path: Path) -> int:
+    """The input channels the weights' first conv takes: 3 (ImageNet weights; timm adapts them to
+    the data's channels) or the channels of the data they were trained on (a SimCLR encoder of
+    grayscale images takes 1), which must then be the data's."""
+    import timm
+
+    first_conv = timm.get_pretrained_cfg(arch).to_dict().get("first_conv") or "conv_stem"
+    weight = state_dict.get(f"{first_conv}.weight", state_dict.get("_conv_stem.weight"))
+    chans = int(weight.shape[1]) if weight is not None and weight.dim() == 4 else 3
+    if chans != 3 and chans != in_chans:
+        raise PretrainedWeightsError(f"train.pretrained: {path} was trained on {chans}-channel images, "
+                                     f"the data has {in_chans} (data.channels)")
+    return chans
 
 
 def _classifier_rows(state_dict: dict[str, torch.Tensor], arch: str) -> int:

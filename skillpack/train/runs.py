@@ -83,6 +83,8 @@ def train_model(cfg: TrainParams, data: RunData, seed: int, *, on_epoch: OnEpoch
     model = copy.deepcopy(init) if init is not None else \
         build_classifier(cfg.model, data.num_classes, data.image_shape, cfg.head, *channel_stats(x_train),
                          pretrained=cfg.pretrained, input_size=cfg.input_size)
+    if cfg.freeze_backbone:
+        model.freeze_backbone()
     trainer = Trainer(model, cfg, seed, checkpoint=checkpoint, data_hash=fingerprint, on_epoch_end=on_epoch,
                       progress=progress, teacher=teacher)
     fit = trainer.fit(x_train, y_train, *data.val)
