@@ -9,32 +9,18 @@ tests/test_docs.py runs the check, so a figure in these blocks cannot drift from
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import statistics
 import sys
 from pathlib import Path
 
-from benchmarks.docs_deploy import compression_block, latency_block, predict_block, serve_block
+from benchmarks.docs_deploy import compression_block, latency_block, load_result, machine_text, predict_block, serve_block
 from skillpack import paths
 from skillpack.machine import one_line
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _machine(figures: dict, key: str = "machine") -> str:
-    m = figures.get(key) or figures.get("machine_at_run")
-    if not m:
-        return "machine not recorded"
-    if "cpu_flags" not in m:  # results written before the CPU model was recorded: only the architecture
-        return f"{m['cpu']} (CPU model not recorded), {m['cores']} cores, {m['threads']} threads, torch {m['torch']}"
-    return one_line(m)
 
 
 def pipeline_time_rows(f: dict) -> list[str]:
@@ -58,17 +44,17 @@ def pipeline_time_rows(f: dict) -> list[str]:
 
 
 def pipeline_time_block() -> str:
-    f = _load(RESULTS / "pipeline_time.json")
+    f = load_result(RESULTS / "pipeline_time.json")
     if f is None or "make_run_s" not in f:
         return "Not measured yet: `python -m benchmarks.pipeline_time`."
-    return "\n".join([f"{_machine(f)}, commit {f.get('pipeline_commit', f['commit'])}:", "",
+    return "\n".join([f"{machine_text(f)}, commit {f.get('pipeline_commit', f['commit'])}:", "",
                       "| what | figure | command |", "| --- | --- | --- |", *pipeline_time_rows(f)])
 
 
 def ablation_block() -> str:
     """The cost of the cpu ablation profile (benchmarks/results/ablation_cost.json) and the
     shape of its evidence (reports/claims.json)."""
-    cost = _load(RESULTS / "ablation_cost.json")
+    cost = load_result(RESULTS / "ablation_cost.json")
     if cost is None:
         return "Not measured yet: `make ablate`."
     machine = cost["machine"] if isinstance(cost["machine"], str) else one_line(cost["machine"])
@@ -84,7 +70,7 @@ def ablation_block() -> str:
                           f"{i['computed_runs']} runs computed in {i['wall_s'] / 60:.1f} min"
                           + (f" on {i['store_at_start']} stored" if i.get("store_at_start") else "")
                           for i in invocations) + ")."]
-    claims = _load(ROOT / "reports" / "claims.json")
+    claims = load_result(ROOT / "reports" / "claims.json")
     if claims:
         judged = {r["claim"] for r in claims if r["verdict"] not in ("not tested", "static")}
         lines += ["", f"reports/claims.md: {len(judged)} of {len({r['claim'] for r in claims})} claims have a "
@@ -98,7 +84,7 @@ def cleaning_draws_block() -> str:
     from benchmarks.cleaning import DETECTOR_ORDER
     from skillpack.evidence.claims import cleaning_test
 
-    f = _load(RESULTS / "cleaning.json")
+    f = load_result(RESULTS / "cleaning.json")
     settings = [s for s in (f or {}).get("settings", []) if len(f[s].get("draws") or {}) >= 2]
     if not settings:
         return "Not measured yet: `python -m benchmarks.cleaning --settings symmetric_0.1 --noise-draws 0 1 2 3 4`."
@@ -108,7 +94,7 @@ def cleaning_draws_block() -> str:
         new = [d["oof_seconds"] for d in draws.values() if d.get("oof_seconds")]
         timing = (f"; out-of-fold models {sum(new) / len(new) / 60:.1f} min per new draw" if new else "")
         lines += [f"`python -m benchmarks.cleaning --settings {setting} --noise-draws {' '.join(draws)}` on "
-                  f"{_machine(f)}: {len(draws)} noise draws of {setting} (each its own label flips and out-of-fold "
+                  f"{machine_text(f)}: {len(draws)} noise draws of {setting} (each its own label flips and out-of-fold "
                   f"seed){timing}. Precision minus the draw's noise rate (the precision of flagging at random): mean "
                   f"and 95% t-interval over the draws; recall and F1: mean (min - max).", "",
                   "| detector | precision - noise rate (points) | recall | F1 | flagged (median) |",
@@ -125,10 +111,10 @@ def cleaning_draws_block() -> str:
 
 def faults_block() -> str:
     """The fault and bad-input suite (benchmarks/results/faults.json): its totals and a line per case."""
-    f = _load(RESULTS / "faults.json")
+    f = load_result(RESULTS / "faults.json")
     if f is None:
         return "Not measured yet: `python -m benchmarks.faults`."
-    lines = [f"`python -m benchmarks.faults` on {_machine(f)}: {f['cases']} cases; crashed {f['crashed']}, lost "
+    lines = [f"`python -m benchmarks.faults` on {machine_text(f)}: {f['cases']} cases; crashed {f['crashed']}, lost "
              f"{f['lost']}, tracebacks shown {f['tracebacks']}, not passed {f['not_passed']}.", "",
              "| case | outcome proved | guards | result |", "|---|---|---|---|"]
     lines += [f"| `{r['case'].split('::')[-1]}` | {r['outcome']} | {', '.join(r['guards']) or '-'} | {r['result']} |"
@@ -154,11 +140,11 @@ def _two_x_bar(f: dict) -> str:
 
 def train_speed_block() -> str:
     """The plain loop against the engine, per model (benchmarks/results/train_speed.json)."""
-    f = _load(RESULTS / "train_speed.json")
+    f = load_result(RESULTS / "train_speed.json")
     if f is None:
         return "Not measured yet: `python -m benchmarks.train_speed`."
     engines, n = list(f["engines"]), f["repeats"]
-    lines = [f"`python -m benchmarks.train_speed` on {_machine(f)}: batch {f['batch']}, {f['images']:,} images; "
+    lines = [f"`python -m benchmarks.train_speed` on {machine_text(f)}: batch {f['batch']}, {f['images']:,} images; "
              f"the plain loop and the engine alternate {n} times and each figure is the median of its {n} runs.", "",
              "| model | MMACs | plain: Dataset + PIL transforms + DataLoader (best of 0/1 workers) | "
              + " | ".join(f"engine {ENGINE_NAMES.get(e, e)} | ratio ({n} repeats)" for e in engines)
@@ -241,14 +227,14 @@ def time_to_accuracy_findings(f: dict, unreached: list[str]) -> list[str]:
 
 
 def time_to_accuracy_block() -> str:
-    f = _load(RESULTS / "time_to_accuracy.json")
+    f = load_result(RESULTS / "time_to_accuracy.json")
     if f is None:
         return "Not measured yet: `python -m benchmarks.time_to_accuracy`."
     runs = f["runs"]
     reached = [t for t in runs[0]["seconds_to"] if any(r["seconds_to"][t] is not None for r in runs)]
     unreached = [t for t in runs[0]["seconds_to"] if t not in reached]
     lines = [f"`python -m benchmarks.time_to_accuracy --recipes {' '.join(f['recipes'])} --seeds "
-             f"{' '.join(map(str, f['seeds']))}` on {_machine(f)}; training seconds count the epochs with their "
+             f"{' '.join(map(str, f['seeds']))}` on {machine_text(f)}; training seconds count the epochs with their "
              f"validation pass, not the per-epoch test evaluation that finds the crossings.", "",
              "| recipe | seed | final test acc | train s | " + " | ".join(f"s to {float(t):.1%}" for t in reached) + " |",
              "| --- " * (4 + len(reached)) + "|", *time_to_accuracy_rows(f, reached), ""]
@@ -259,7 +245,7 @@ def cleaning_block() -> str:
     """The detectors and the cleaned trainings per noise setting (benchmarks/results/cleaning.json)."""
     from benchmarks.cleaning import markdown
 
-    f = _load(RESULTS / "cleaning.json")
+    f = load_result(RESULTS / "cleaning.json")
     if f is None:
         return "Not measured yet: `python -m benchmarks.cleaning`."
     settings = f["settings"]  # a setting trained with several seeds was re-measured alone with them
@@ -267,7 +253,7 @@ def cleaning_block() -> str:
         f"`python -m benchmarks.cleaning --settings {s} --train-seeds {' '.join(f[s]['acc_noisy_by_seed'])}`"
         for s in settings if len(f[s].get("acc_noisy_by_seed", {})) > 1]
     minutes = ", ".join(f"{s} {f[s]['seconds']['setting_total'] / 60:.1f}" for s in settings)
-    return "\n".join([f"{' then '.join(commands)} on {_machine(f, 'full_run_machine')}:", "", markdown(f, settings), "",
+    return "\n".join([f"{' then '.join(commands)} on {machine_text(f, 'full_run_machine')}:", "", markdown(f, settings), "",
                       f"Time per setting (min; `seconds` in the JSON, out-of-fold predictions cached, the detectors "
                       f"{max(f[s]['seconds']['detect'] for s in settings):.0f} s at most): {minutes}; each model on "
                       f"the clean labels {f['final_model']['train_seconds_clean']:.0f} s (median)."])
@@ -294,12 +280,12 @@ def _policy_row(view: str, kept: int, noise_left: float, clean_dropped: int, by_
 
 def cleaning_policies_block() -> str:
     """What to do with the ensemble's flags (cleaning_policies.json), between cleaning.json's drop and oracle."""
-    p, f = _load(RESULTS / "cleaning_policies.json"), _load(RESULTS / "cleaning.json")
+    p, f = load_result(RESULTS / "cleaning_policies.json"), load_result(RESULTS / "cleaning.json")
     if p is None or f is None:
         return "Not measured yet: `python -m benchmarks.cleaning_policies`."
     base, cleaned, seeds = p["baseline"], f[p["setting"]]["cleaned"], [str(s) for s in p["train_seeds"]]
     flipped = round(float(p["setting"].rsplit("_", 1)[1]) * cleaned["input"])  # symmetric_0.2: 20% flipped
-    lines = [f"`python -m benchmarks.cleaning_policies --train-seeds {' '.join(seeds)}` on {_machine(p)}, "
+    lines = [f"`python -m benchmarks.cleaning_policies --train-seeds {' '.join(seeds)}` on {machine_text(p)}, "
              f"{p['setting']}; the first and last rows are `python -m benchmarks.cleaning`'s cleaned and oracle "
              f"views of the same seeds:", "",
              f"| view | kept | label noise left | clean samples dropped | test acc (seeds {', '.join(seeds)}) | recovered |",
@@ -315,8 +301,8 @@ def cleaning_policies_block() -> str:
 
 def evaluate_block() -> str:
     """The evaluate stage's artifacts as `make run` left them (reports/), its time from pipeline_time.json."""
-    metrics, explain = _load(ROOT / paths.METRICS), _load(ROOT / paths.EXPLAIN / "explain.json")
-    timing = _load(RESULTS / "pipeline_time.json")
+    metrics, explain = load_result(ROOT / paths.METRICS), load_result(ROOT / paths.EXPLAIN / "explain.json")
+    timing = load_result(RESULTS / "pipeline_time.json")
     if metrics is None or explain is None or timing is None:
         return "Not measured yet: `make run`, then `python -m benchmarks.pipeline_time`."
     pair = explain["top_confused"][0]
@@ -324,7 +310,7 @@ def evaluate_block() -> str:
         "| what | figure | source |", "| --- | --- | --- |",
         f"| the evaluate stage of `make run` ({metrics['n_test']:,} test images: metrics, confusion, curves, MLflow "
         f"logging, visual analysis) | {timing['stage_s']['evaluate']:.0f} s | `python -m benchmarks.pipeline_time` "
-        f"on {_machine(timing)} |",
+        f"on {machine_text(timing)} |",
         f"| of which the visual analysis (Grad-CAM grid of 60 maps, t-SNE of 2,000 embeddings, reliability, errors) | "
         f"{explain['explain_seconds']:.1f} s | `reports/explain/explain.json` (machine not recorded) |",
         f"| t-SNE silhouette (2-d) / on the 128-d embeddings | {metrics['tsne_silhouette']:.3f} / "

@@ -12,11 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _load(path: Path) -> dict | None:
+def load_result(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _machine(figures: dict, key: str = "machine") -> str:
+def machine_text(figures: dict, key: str = "machine") -> str:
     m = figures.get(key) or figures.get("machine_at_run")
     if not m:
         return "machine not recorded"
@@ -39,10 +39,10 @@ def latency_table(f: dict) -> list[str]:
 
 
 def latency_block() -> str:
-    f = _load(RESULTS / "latency.json")
+    f = load_result(RESULTS / "latency.json")
     if f is None:
         return "Not measured yet: `python -m benchmarks.latency`."
-    lines = [f"`python -m benchmarks.latency` on {_machine(f)}; {f['parity_images']:,} test images for the parity "
+    lines = [f"`python -m benchmarks.latency` on {machine_text(f)}; {f['parity_images']:,} test images for the parity "
              f"columns; per call of the raw-pixel model, median / 95th percentile in ms.", "", *latency_table(f)]
     lines += ["", f"- ONNX Runtime fp32 at batch 1: **{f['onnx_vs_eager_b1']:.2f}x** the eager latency "
                   f"({f['onnx_b1_ms']:.3f} vs {f['eager_b1_ms']:.3f} ms); fp32 logits within "
@@ -55,7 +55,7 @@ def latency_block() -> str:
 
 
 def compression_block() -> str:
-    table = _load(ROOT / paths.COMPRESSION_TABLE)
+    table = load_result(ROOT / paths.COMPRESSION_TABLE)
     if table is None or "served" not in table:
         return "Not measured yet: `dvc repro export`."
     compressed, served = table["compress"], table["served"]
@@ -84,10 +84,10 @@ def compression_block() -> str:
 
 
 def serve_block() -> str:
-    f = _load(RESULTS / "serve_load.json")
+    f = load_result(RESULTS / "serve_load.json")
     if f is None:
         return "Not measured yet: `python -m benchmarks.serve_load`."
-    lines = [f"`python -m benchmarks.serve_load` on {_machine(f)}: {f['clients']} concurrent keep-alive clients for "
+    lines = [f"`python -m benchmarks.serve_load` on {machine_text(f)}: {f['clients']} concurrent keep-alive clients for "
              f"{f['seconds']:g} s, {f['malformed_share']:.1%} malformed requests ({f['load_generator']}).", "",
              "| req/s (all) | req/s (well-formed) | p50 ms | p95 ms | p99 ms | 5xx | statuses | RSS before -> after |",
              "|---|---|---|---|---|---|---|---|",
@@ -105,12 +105,12 @@ def serve_block() -> str:
 
 
 def predict_block() -> str:
-    f = _load(RESULTS / "predict.json")
+    f = load_result(RESULTS / "predict.json")
     if f is None:
         return "Not measured yet: `python -m benchmarks.predict`."
     low, high = f["tta_ci_points"]
     return "\n".join([
-        f"`{f['command']}` on {_machine(f)}, ONNX Runtime on {f['threads']} threads, batches of {f['batch_size']}:", "",
+        f"`{f['command']}` on {machine_text(f)}, ONNX Runtime on {f['threads']} threads, batches of {f['batch_size']}:", "",
         "| what | figure |", "| --- | --- |",
         f"| throughput, {f['n_images']:,} PNG files ({f['measures']}) | **{f['images_per_s']:,.0f} images/s**: "
         f"reading + decoding {f['read_decode_s']:.2f} s, model {f['model_s']:.2f} s, CSV {f['csv_s']:.2f} s |",

@@ -28,7 +28,7 @@ from torch import nn
 from skillpack.config.architecture import NAMED_ARCHITECTURES, ArchError, is_arch_name, parse_arch_name
 from skillpack.config.architecture import PREFIX as ARCH_PREFIX
 from skillpack.train.losses import ArcMarginHead
-from skillpack.train.nas import SearchNet
+from skillpack.train.nas import PooledHead, SearchNet
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -71,7 +71,7 @@ def cond_conv_bn(cin: int, cout: int, stride: int = 1) -> CondConvBN:
     return CondConvBN(cin, cout, stride)
 
 
-class CompactCNN(nn.Module):
+class CompactCNN(PooledHead):
     """A VGG-style CNN sized for 28-32 px inputs: the MACs, not the parameter count, decide
     wall time on a CPU, so full resolution gets one thin conv and the depth sits at 1/2 and
     1/4 resolution. `block` is conv_bn, separable_conv_bn or cond_conv_bn (the first conv is
@@ -98,16 +98,6 @@ class CompactCNN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pool(x).flatten(1)
-        return x if pre_logits else self.fc(self.drop(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
 
 
 def _no_pretrained(kwargs: dict) -> dict:

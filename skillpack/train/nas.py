@@ -45,7 +45,22 @@ def make_block(stage: StageSpec, cin: int, stride: int, drop_path_rate: float = 
     return InvertedResidual(cin, stage.width, dw_kernel_size=stage.kernel, exp_ratio=stage.expansion, **common)
 
 
-class SearchNet(nn.Module):
+class PooledHead(nn.Module):
+    """timm's classifier protocol over features -> global average pool -> dropout -> linear (self.pool,
+    self.drop, self.fc), shared by the compact CNNs and this family."""
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pool(x).flatten(1)
+        return x if pre_logits else self.fc(self.drop(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+
+class SearchNet(PooledHead):
     """Stem (3x3 conv, stride 1) -> stages (the first block of every stage but the first halves
     the resolution) -> [1x1 head conv] -> global average pool -> dropout -> linear."""
 
@@ -70,13 +85,3 @@ class SearchNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.pool(x).flatten(1)
-        return x if pre_logits else self.fc(self.drop(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
