@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import RESULTS, machine, save
-from skillpack.stats import paired_t_test
+from skillpack.stats import mean_interval, paired_t_test
 
 MODEL = "tf_efficientnet_lite0"
 INITS = ("scratch", "simclr", "lite0")
@@ -237,12 +237,6 @@ def run_grid(datasets: dict[str, dict], budget: Budget, store_root: Path = CACHE
                     bar.update()
     bar.close()
     return results
-
-
-def mean_interval(values: list[float]) -> dict:
-    """Mean and 95% t interval (paired_t_test against zeros is the one-sample t interval)."""
-    test = paired_t_test(values, [0.0] * len(values))
-    return {"mean": test["delta"], "ci_low": test["ci_low"], "ci_high": test["ci_high"], "n": len(values)}
 
 
 def summarise(results: list[dict], budget: Budget) -> dict:

@@ -9,6 +9,8 @@
                       [--tta] [--gradcam DIR] [--quiet]   top-k classes of image files, folders, globs as CSV
     skillpack tune [--n-trials N | --timeout S] [--workers N] [key=value ...]
                                                           hyper-parameter search (Optuna): best -> recipes.yaml
+    skillpack tune --nas [--n-trials N] [key=value ...]   architecture search (accuracy vs ONNX latency, params
+                                                          tune.nas): Pareto front, chosen -> recipes.yaml
     skillpack alerts [--out docker/prometheus]            alert rules + promtool tests from params monitor:
     skillpack pretrain [key=value ...]                    SimCLR pre-training of an encoder (params pretrain:)
     skillpack stage <name> [key=value ...]                run one pipeline stage with overrides  (*)
@@ -212,8 +214,12 @@ def cmd_predict(args) -> int:
 def add_tune_command(sub) -> None:
     p = sub.add_parser("tune", help="hyper-parameter search with Optuna over params tune.space; the best trial "
                                     "becomes a recipe of recipes.yaml (params tune.recipe)")
-    p.add_argument("--n-trials", type=int, help="trials in all, all workers together (params tune.n_trials)")
-    p.add_argument("--timeout", type=float, help="no trial starts after this many wall seconds (params tune.timeout_s)")
+    p.add_argument("--nas", action="store_true", help="the architecture search instead (params tune.nas): "
+                                                        "validation accuracy vs ONNX Runtime latency, a Pareto front")
+    p.add_argument("--n-trials", type=int, help="trials in all, all workers together (params tune.n_trials; "
+                                                "with --nas tune.nas.n_trials)")
+    p.add_argument("--timeout", type=float, help="no trial starts after this many wall seconds (params tune.timeout_s; "
+                                                 "with --nas tune.nas.timeout_s)")
     p.add_argument("--pruner", choices=["median", "hyperband"], help="params tune.pruner")
     p.add_argument("--storage", help="an RDB URL, e.g. postgresql+psycopg2://... (params tune.storage; "
                                      "default: the journal file tune/<study>.journal)")
@@ -229,12 +235,19 @@ def cmd_tune(args) -> int:
 
     from skillpack.train.tune import TuneRun, tune
 
-    flags = {"tune.n_trials": args.n_trials, "tune.timeout_s": args.timeout, "tune.pruner": args.pruner,
+    budget = "tune.nas" if args.nas else "tune"
+    flags = {f"{budget}.n_trials": args.n_trials, f"{budget}.timeout_s": args.timeout, "tune.pruner": args.pruner,
              "tune.storage": args.storage}
     overrides = (*args.overrides, *(f"{key}={value}" for key, value in flags.items() if value is not None))
     others = [subprocess.Popen([sys.executable, "-m", "skillpack.cli", "tune", "--worker", str(args.worker + k),
-                                "--params", args.params, *overrides]) for k in range(1, args.workers)]
-    tune(TuneRun(Path(args.params), overrides, args.worker))
+                                "--params", args.params, *(["--nas"] if args.nas else []), *overrides])
+              for k in range(1, args.workers)]
+    if args.nas:
+        from skillpack.deploy.architecture_search import search_architectures
+
+        search_architectures(TuneRun(Path(args.params), overrides, args.worker))
+    else:
+        tune(TuneRun(Path(args.params), overrides, args.worker))
     return max([0, *(other.wait() for other in others)])
 
 

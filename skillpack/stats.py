@@ -36,6 +36,12 @@ def paired_t_test(treated: Sequence[float], control: Sequence[float], confidence
     return {"delta": mean, "ci_low": mean - half, "ci_high": mean + half, "p_value": p}
 
 
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """Mean and its t interval at `confidence` (one sample: paired_t_test against zeros), n."""
+    test = paired_t_test(values, [0.0] * len(values), confidence)
+    return {"mean": test["delta"], "ci_low": test["ci_low"], "ci_high": test["ci_high"], "n": len(values)}
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjustment, returned in the input order.
 

@@ -275,6 +275,37 @@ class AblationParams(StrictModel):
     task_runner: TaskRunnerParams = TaskRunnerParams()
 
 
+class NasParams(StrictModel):
+    """`skillpack tune --nas` (skillpack.deploy.architecture_search): a two-objective search of the
+    sp_nas family (skillpack.config.architecture) - validation accuracy up, ONNX Runtime latency
+    at batch 1 (median) down. Optuna prunes no multi-objective study, so every trial trains
+    `epochs` epochs on at most `max_train` train images: keep both small."""
+    study: str = Field("skillpack-nas", pattern=r"^[A-Za-z0-9_.-]+$")
+    n_trials: int | None = Field(12, ge=1)
+    timeout_s: float | None = Field(None, gt=0)
+    epochs: int = Field(3, ge=1)
+    max_train: int | None = Field(4000, ge=10)      # a stratified subset of the train split, per trial
+    stem: int = Field(16, ge=8, le=512)
+    head: int = Field(192, ge=0, le=2048)           # 1x1 conv before pooling; 0: none
+    widths: list[list[int]] = [[16, 24], [24, 32, 48], [48, 64, 96], [96, 128]]   # stage i's width: one of widths[i]
+    max_depth: int = Field(3, ge=1, le=8)           # blocks per stage: 1 to this
+    latency_threads: int = Field(1, ge=1)           # ONNX Runtime intra-op threads while timing
+    latency_runs: int = Field(50, ge=3)             # timed calls per trial (after 10 warm-up calls)
+    max_latency_ms: float | None = Field(None, gt=0)  # the chosen: the most accurate front point at or under it
+    recipe: str = Field("nas", pattern=r"^[A-Za-z0-9_-]+$")  # the chosen architecture's name in recipes.yaml
+
+    @model_validator(mode="after")
+    def _four_stages_of_widths(self):
+        if len(self.widths) != 4 or not all(self.widths):
+            raise ValueError(f"widths: {self.widths}: expected 4 non-empty lists, stage 1's widths to stage 4's")
+        bad = [w for stage in self.widths for w in stage if not 8 <= w <= 512]
+        if bad:
+            raise ValueError(f"widths: {bad} outside [8, 512]")
+        if self.n_trials is None and self.timeout_s is None:
+            raise ValueError("n_trials and timeout_s are both null: set at least one (the study would never end)")
+        return self
+
+
 class TuneParams(StrictModel):
     """`skillpack tune` (skillpack.train.tune): an Optuna study over the keys of a search-space file."""
     space: str = "search/default.yaml"        # dotted params key -> distribution
@@ -287,6 +318,7 @@ class TuneParams(StrictModel):
     storage: str | None = None                 # null: a journal file tune/<study>.journal; or an RDB URL
     heartbeat_s: int = Field(60, ge=1)         # RDB storage: a trial with no heartbeat for 2x this is failed
     recipe: str = Field("tuned", pattern=r"^[A-Za-z0-9_-]+$")  # the best trial's name in recipes.yaml
+    nas: NasParams = NasParams()
 
     @model_validator(mode="after")
     def _has_a_budget(self):

@@ -94,6 +94,9 @@ def logits_of(runner: Callable[[np.ndarray], np.ndarray], images: np.ndarray, ba
     return np.concatenate([runner(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
+PARITY_MAX_ABS_DIFF = 1e-4   # ONNX Runtime's fp32 logits against eager torch's: the export tests' tolerance
+
+
 @dataclass
 class Parity:
     max_abs_diff: float     # largest |logit difference| against the reference

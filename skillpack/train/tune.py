@@ -13,6 +13,7 @@ history and parameter importances are drawn into tune/<study>/ and logged with t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +55,14 @@ class TrialOutcome:
     values: dict
     curve: list[float] = field(default_factory=list)   # val_acc after each epoch trained
     error: str = ""
+    objectives: tuple[float, ...] = ()    # a multi-objective study's values, in its directions' order
+    figures: dict = field(default_factory=dict)   # more of the trial's figures, logged with it (latency_ms, params)
 
     @property
-    def value(self) -> float | None:
-        return self.curve[-1] if self.state == TrialState.COMPLETE else None
+    def value(self) -> float | list[float] | None:
+        if self.state != TrialState.COMPLETE:
+            return None
+        return list(self.objectives) if self.objectives else self.curve[-1]
 
 
 @dataclass
@@ -102,17 +107,18 @@ def run_trial(trial: optuna.Trial, space: dict, run: TuneRun, data: RunData) -> 
     return TrialOutcome(TrialState.COMPLETE, values, curve)
 
 
-def study_run_id(shared: SharedStudy, first: dict, params: Params) -> str:
-    """The study's MLflow run: opened by the worker that created the study, after it queued the
-    current recipe as trial 0; the others wait for its id."""
-    cfg = params.tune
-    if shared.created:
-        shared.study.enqueue_trial(first, user_attrs={"source": "params.yaml"})
+def study_run_id(shared: SharedStudy, first: dict | None, experiment: str, tags: dict,
+                 source: str = "params.yaml") -> str:
+    """The study's MLflow run (tagged stage tune and `tags`, which name the study): opened by the
+    worker that created the study, after it queued `first` (from `source`) as trial 0; the others
+    wait for its id."""
+    study = tags["study"]
+    if shared.created and first is not None:
+        shared.study.enqueue_trial(first, user_attrs={"source": source})
     run_id = None if shared.created else wait_for_attr(shared.study, PARENT_RUN_ATTR)
     if run_id is None:
-        run_id = tracking.start_parent_run(params.registry.experiment, f"tune {cfg.study}",
-                                           {"stage": "tune", "study": cfg.study, "pruner": cfg.pruner,
-                                            "space": cfg.space, "mlflow.note.content": f"Optuna study {cfg.study}"})
+        run_id = tracking.start_parent_run(experiment, f"tune {study}", {"stage": "tune", **tags,
+                                                                         "mlflow.note.content": f"Optuna study {study}"})
         shared.study.set_user_attr(PARENT_RUN_ATTR, run_id)
     return run_id
 
@@ -121,26 +127,27 @@ def log_trial(run_id: str, experiment: str, number: int, outcome: TrialOutcome) 
     tags = {"stage": "tune", "trial": number, "state": outcome.state.name, **({"error": outcome.error} if outcome.error
                                                                                else {})}
     metrics = {"val_acc": outcome.curve[-1], "epochs_trained": len(outcome.curve)} if outcome.curve else {}
+    metrics.update(outcome.figures)
     tracking.log_child_run(run_id, experiment, f"trial {number}", outcome.values, metrics, tags,
                            series={"val_acc_by_epoch": outcome.curve}, status=MLFLOW_STATUS[outcome.state])
 
 
-def work(shared: SharedStudy, run: TuneRun, params: Params, data: RunData, run_id: str, say=print) -> None:
-    """Claim and run trials until the budget (n_trials or timeout_s) is spent."""
-    cfg = params.tune
-    space = load_space(cfg.space, params)
+def work(shared: SharedStudy, cfg: TuneParams, experiment: str, run_id: str,
+         run_one: Callable[[optuna.Trial], TrialOutcome], say=print) -> None:
+    """Claim trials and run each (`run_one`) until the budget (cfg's n_trials or timeout_s) is spent."""
     deadline = time.monotonic() + cfg.timeout_s if cfg.timeout_s else None
     while (trial := claim_trial(shared, cfg.n_trials, deadline)) is not None:
         try:
             with heartbeat(shared, trial, cfg.heartbeat_s):
-                outcome = run_trial(trial, space, run, data)
+                outcome = run_one(trial)
         except BaseException:   # a bug or an interrupt: the trial ends FAIL, not RUNNING
             shared.study.tell(trial, state=TrialState.FAIL)
             raise
         shared.study.tell(trial, outcome.value, state=outcome.state)
-        log_trial(run_id, params.registry.experiment, trial.number, outcome)
+        log_trial(run_id, experiment, trial.number, outcome)
         shown = f"val_acc {outcome.curve[-1]:.4f} after {len(outcome.curve)} epoch(s)" if outcome.curve else outcome.error
-        say(f"[tune] trial {trial.number} {outcome.state.name}: {shown}")
+        extra = "".join(f", {key} {value:.4g}" for key, value in outcome.figures.items())
+        say(f"[tune] trial {trial.number} {outcome.state.name}: {shown}{extra}")
 
 
 def recipe_values(run: TuneRun, best: dict) -> dict:
@@ -222,6 +229,7 @@ def tune(run: TuneRun, data: RunData | None = None, say=print) -> TuneSummary:
         data = training_input(paths.PREPARED, paths.CLEANED).data
     tracking.setup(params.registry.experiment)
     shared = create_or_join(cfg, run.folder, *sampler_and_pruner(params, run.worker))
-    run_id = study_run_id(shared, first, params)
-    work(shared, run, params, data, run_id, say)
+    run_id = study_run_id(shared, first, params.registry.experiment,
+                          {"study": cfg.study, "pruner": cfg.pruner, "space": cfg.space})
+    work(shared, cfg, params.registry.experiment, run_id, lambda trial: run_trial(trial, space, run, data), say)
     return finish(shared, run, cfg, run_id, say)

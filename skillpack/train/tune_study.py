@@ -88,12 +88,14 @@ class SharedStudy:
         return isinstance(self.storage, optuna.storages.RDBStorage)
 
 
-def create_or_join(cfg: TuneParams, folder: Path, sampler, pruner) -> SharedStudy:
-    """The study of params tune: created (maximising validation accuracy) by the first worker, joined by the others."""
+def create_or_join(cfg: TuneParams, folder: Path, sampler, pruner,
+                   directions: tuple[str, ...] = ("maximize",)) -> SharedStudy:
+    """The study of params tune: created by the first worker (maximising validation accuracy, or
+    with `directions`, one per objective), joined by the others."""
     storage = open_storage(cfg, folder)
     try:
         study = optuna.create_study(storage=storage, study_name=cfg.study, sampler=sampler, pruner=pruner,
-                                    direction="maximize")
+                                    directions=list(directions))
         return SharedStudy(study, storage, created=True)
     except optuna.exceptions.DuplicatedStudyError:
         return SharedStudy(optuna.load_study(study_name=cfg.study, storage=storage, sampler=sampler, pruner=pruner),
