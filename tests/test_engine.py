@@ -193,3 +193,14 @@ def test_counts_are_printed_with_their_noun_in_the_right_number():
     from skillpack.io import counted
 
     assert [counted(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
+
+
+def test_probing_only_the_last_epoch_trains_the_same_weights_and_gap(fmnist):
+    """train.probe: last_epoch skips the train-eval probe before the last epoch (nan there) and
+    changes nothing else: the probe is eval-mode inference."""
+    model_every, every = _train(fmnist, epochs=3, n=600)
+    model_last, last = _train(fmnist, epochs=3, n=600, probe="last_epoch")
+    assert all(torch.equal(a, b) for a, b in zip(model_every.state_dict().values(), model_last.state_dict().values()))
+    assert [r.train_eval_loss != r.train_eval_loss for r in last.history] == [True, True, False]   # nan, nan, a figure
+    assert last.history[-1].train_eval_loss == every.history[-1].train_eval_loss
+    assert [r.val_acc for r in last.history] == [r.val_acc for r in every.history]

@@ -156,6 +156,10 @@ class TrainParams(StrictModel):
     augment: AugmentParams = AugmentParams()
     ema: EmaParams = EmaParams()
     grad_clip: float | None = Field(None, gt=0)   # max global grad norm
+    # the train-eval probe (eval-mode loss on 1,000 training images, for the overfitting gap): every
+    # epoch (the production curves) or the last only (an ablation reads the gap at the end; the
+    # probe was a sixth of a 9-epoch run's time on a 2-core CPU)
+    probe: Literal["every_epoch", "last_epoch"] = "every_epoch"
     threads: int = Field(2, ge=1)
     # auto: fp16 on CUDA, bf16 on a CPU with bf16 units (AVX512-BF16 or AMX), else fp32; the run
     # records what it used (MLflow tag precision)
@@ -174,7 +178,7 @@ class TrainParams(StrictModel):
     # Fields added after runs were stored, left out of result_dump while at their default: every
     # configuration that does not use them keeps its checkpoint fingerprint and ablation run key.
     LATER_FIELDS: ClassVar[tuple[tuple[str, ...], ...]] = (
-        ("pretrained",), ("input_size",), ("optimizer", "layer_decay"), ("sampler",), ("freeze_backbone",),
+        ("pretrained",), ("input_size",), ("optimizer", "layer_decay"), ("sampler",), ("freeze_backbone",), ("probe",),
         ("loss", "class_weights"), ("loss", "class_weights_beta"), ("loss", "logit_adjustment_tau"))
 
     def result_dump(self) -> dict:

@@ -323,7 +323,8 @@ class Trainer:
         evaluated = self._evaluated()
         x_val, y_val, x_probe, y_probe = run.evaluation
         val = evaluate_on_device(evaluated, x_val, y_val, run.eval_batch, self.device)
-        tr = evaluate_on_device(evaluated, x_probe, y_probe, run.eval_batch, self.device)
+        probed = len(y_probe) if self.cfg.probe == "every_epoch" or epoch == self.cfg.epochs else 0
+        tr = evaluate_on_device(evaluated, x_probe[:probed], y_probe[:probed], run.eval_batch, self.device)  # nan: not probed
         # the one read of the epoch: everything above was queued without waiting for the device
         figures = torch.cat([train_figures, val, tr, step_losses]).tolist()
         (total_loss, n_correct, seen, val_loss, val_acc, tr_loss, tr_acc), steps = figures[:7], figures[7:]
