@@ -224,13 +224,12 @@ def long_tailed_indices(labels: np.ndarray, imbalance_ratio: float, max_per_clas
 
 def corrupt_labels(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
     """A copy of `labels` with round(share * n) of them, drawn with `seed`, replaced by another
-    class drawn uniformly (never the true one): a planted effect of known size for calibration."""
-    rng = np.random.default_rng([seed, 7919])  # its own stream: the subset drawn with `seed` stays the same
-    classes = np.unique(labels)
-    out = labels.copy()
-    for i in rng.choice(len(labels), size=int(round(share * len(labels))), replace=False):
-        out[i] = rng.choice(classes[classes != labels[i]])
-    return out
+    class drawn uniformly (never the true one; the cleaning benchmark's symmetric noise): a
+    planted effect of known size for calibration."""
+    from skillpack.data.cleaning import inject_label_noise
+
+    # seed + 7919: a stream of its own, apart from the subset draw made with `seed`
+    return inject_label_noise(labels, share, "symmetric", int(labels.max()) + 1, seed + 7919)[0]
 
 
 def regime_split(images: np.ndarray, labels: np.ndarray, options: dict, seed: int = 0):
