@@ -158,7 +158,7 @@ class TrainParams(StrictModel):
     grad_clip: float | None = Field(None, gt=0)   # max global grad norm
     # the train-eval probe (eval-mode loss on 1,000 training images, for the overfitting gap): every
     # epoch (the production curves) or the last only (an ablation reads the gap at the end; the
-    # probe was a sixth of a 9-epoch run's time on a 2-core CPU)
+    # probe took a sixth of a 9-epoch ablation run's time, cProfile on a 2-core AMD EPYC)
     probe: Literal["every_epoch", "last_epoch"] = "every_epoch"
     threads: int = Field(2, ge=1)
     # auto: fp16 on CUDA, bf16 on a CPU with bf16 units (AVX512-BF16 or AMX), else fp32; the run
