@@ -7,6 +7,8 @@
 1. `skillpack tune` (params tune: search/default.yaml, the median pruner, params' train.model) on a
    stratified subset of --max-train training images (a tenth of it carved as validation), each
    trial at most --epochs epochs: trials, pruned, best_val (the best trial's validation accuracy).
+   The same study again under --other-pruner (Hyperband) gives `pruners`: per pruner its trials,
+   pruned, epochs trained and best_val - the numbers the default pruner is chosen with.
 2. The best trial's params re-trained on seeds the search never saw (--heldout-seeds), on the same
    budget a completed trial had (--epochs epochs on the same images), and scored on the test set:
    heldout_test_mean and its 95% t interval. best_val beside it is the maximum of noisy trials,
@@ -50,9 +52,10 @@ class Budget:
     timeout_s: float | None = None    # per study: no trial starts after this many seconds
     heldout_seeds: tuple[int, ...] = (100, 101, 102)
     latency_runs: int = 50            # timed ONNX Runtime calls per architecture
+    other_pruner: str | None = "hyperband"  # the same tune study again with this pruner (None: skip)
 
 
-QUICK = Budget(trials=2, nas_trials=2, epochs=1, max_train=600, max_test=1000, latency_runs=10)
+QUICK = Budget(trials=2, nas_trials=2, epochs=1, max_train=600, max_test=1000, latency_runs=10, other_pruner=None)
 
 
 def search_data(budget: Budget) -> tuple[RunData, tuple]:
@@ -75,6 +78,30 @@ def overrides(budget: Budget) -> tuple[str, ...]:
             "tune.nas.recipe=bench-search-nas")
 
 
+def pruner_figures(summary, wall_s: float) -> dict:
+    """What a pruner cost and found: trials by end state, epochs trained, best validation accuracy."""
+    return {"trials": sum(summary.counts.values()), "pruned": summary.counts.get("PRUNED", 0),
+            "epochs_trained": summary.epochs_trained, "best_val": summary.best_value, "wall_s": round(wall_s, 1)}
+
+
+def timed_tune(run, data) -> tuple:
+    from skillpack.train.tune import tune
+
+    started = time.perf_counter()
+    summary = tune(run, data)
+    return summary, time.perf_counter() - started
+
+
+def other_pruner_study(budget: Budget, data: RunData, folder: Path) -> dict:
+    """The same study (space, sampler seed, trials, epochs) under budget.other_pruner."""
+    from skillpack.train.tune import TuneRun
+
+    name = f"bench-search-{budget.other_pruner}"
+    run = TuneRun(paths.PARAMS, (*overrides(budget), f"tune.pruner={budget.other_pruner}", f"tune.study={name}",
+                                 f"tune.recipe={name}"), folder=folder / "tune", recipes_path=folder / "recipes.yaml")
+    return pruner_figures(*timed_tune(run, data))
+
+
 def heldout_accuracies(recipe: dict, data: RunData, test: tuple, seeds: tuple[int, ...]) -> list[float]:
     """The recipe (a best trial's params) trained afresh on each seed, scored on the test images."""
     from skillpack.train.runs import evaluate_model, train_model
@@ -94,20 +121,23 @@ def run_searches(budget: Budget, folder: Path) -> dict:
     from skillpack.deploy.architecture_search import search_architectures
     from skillpack.deploy.export import PARITY_MAX_ABS_DIFF
     from skillpack.stats import mean_interval
-    from skillpack.train.tune import TuneRun, tune
+    from skillpack.train.tune import TuneRun
 
     started = time.perf_counter()
     data, test = search_data(budget)
     (folder / "recipes.yaml").write_text("")
     run = TuneRun(paths.PARAMS, overrides(budget), folder=folder / "tune", recipes_path=folder / "recipes.yaml")
-    searched = tune(run, data)
+    searched, searched_s = timed_tune(run, data)
+    pruners = {load_params(paths.PARAMS, run.overrides).tune.pruner: pruner_figures(searched, searched_s)}
+    if budget.other_pruner:
+        pruners[budget.other_pruner] = other_pruner_study(budget, data, folder)
     scores = heldout_accuracies(searched.recipe, data, test, budget.heldout_seeds)
     interval = mean_interval(scores)
     nas = search_architectures(run, data)
     chosen = nas.chosen or {}
     figures = {
         "trials": sum(searched.counts.values()), "pruned": searched.counts.get("PRUNED", 0),
-        "best_val": searched.best_value, "best_params": searched.recipe,
+        "best_val": searched.best_value, "best_params": searched.recipe, "pruners": pruners,
         "heldout_test_mean": interval["mean"], "heldout_test_ci": [interval["ci_low"], interval["ci_high"]],
         "heldout_test": scores, "heldout_seeds": list(budget.heldout_seeds),
         "nas_trials": sum(nas.counts.values()),
@@ -124,7 +154,9 @@ def budget_from(args) -> Budget:
     given = {"trials": args.trials, "nas_trials": args.nas_trials, "epochs": args.epochs,
              "max_train": args.max_train, "timeout_s": args.timeout_s,
              "heldout_seeds": tuple(args.heldout_seeds) if args.heldout_seeds else None}
-    return replace(budget, **{k: v for k, v in given.items() if v is not None})
+    budget = replace(budget, **{k: v for k, v in given.items() if v is not None})
+    return replace(budget, other_pruner=None) if args.other_pruner == "none" else \
+        replace(budget, other_pruner=args.other_pruner or budget.other_pruner)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -133,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     for flag in ("--trials", "--nas-trials", "--epochs", "--max-train"):
         parser.add_argument(flag, type=int)
     parser.add_argument("--timeout-s", type=float)
+    parser.add_argument("--other-pruner", choices=["median", "hyperband", "none"],
+                        help="the tune study again under this pruner (default hyperband; --quick: none)")
     parser.add_argument("--heldout-seeds", type=int, nargs="+")
     parser.add_argument("--out", type=Path, help="the results file (default: results/search.json, "
                                                  "--quick: cache/search_quick.json)")

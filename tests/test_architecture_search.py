@@ -87,13 +87,18 @@ def test_the_quick_search_benchmark_writes_a_front_of_real_trainings(tmp_path, m
 
     monkeypatch.chdir(ROOT)
     out = tmp_path / "search.json"
-    figures = search.main(["--quick", "--trials", "1", "--nas-trials", "2", "--max-train", "300", "--out", str(out)])
+    figures = search.main(["--quick", "--trials", "1", "--nas-trials", "2", "--max-train", "300",
+                            "--other-pruner", "hyperband", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(figures))
     assert saved["trials"] == 1 and saved["nas_trials"] == 2 and saved["heldout_seeds"] == [100, 101, 102]
     assert len(saved["heldout_test"]) == 3 and saved["heldout_test_ci"][0] <= saved["heldout_test_mean"] \
         <= saved["heldout_test_ci"][1]
     assert {"pruned", "wall_s", "best_val", "machine", "generated_by", "budget"} <= set(saved)
+    assert set(saved["pruners"]) == {"median", "hyperband"}, "the default pruner and the one it is compared with"
+    for pruner in saved["pruners"].values():   # one trial of one epoch each: nothing to prune
+        assert pruner["trials"] == 1 and pruner["pruned"] == 0 and pruner["epochs_trained"] == 1
+    assert saved["pruners"]["median"]["best_val"] == saved["best_val"]
     front = saved["pareto"]
     assert 1 <= len(front) <= 2 and all(set(row) == {"name", "val_acc", "latency_ms", "params"} for row in front)
     assert not any(dominated(row, front) for row in front)

@@ -74,6 +74,7 @@ class TuneSummary:
     recipe: dict = field(default_factory=dict)
     dvc_command: str = ""
     plots: list[Path] = field(default_factory=list)
+    epochs_trained: int = 0          # epochs reported by every trial: the study's training cost in epochs
 
 
 def sampler_and_pruner(params: Params, worker: int) -> tuple:
@@ -187,6 +188,11 @@ def save_plots(study: optuna.Study, folder: Path, say=print) -> list[Path]:
     return written
 
 
+def epochs_trained(study: optuna.Study) -> int:
+    """Epochs trained over all trials (each reports its validation accuracy once per epoch)."""
+    return sum(len(t.intermediate_values) for t in study.get_trials(deepcopy=False))
+
+
 def finish(shared: SharedStudy, run: TuneRun, cfg: TuneParams, run_id: str, say=print) -> TuneSummary:
     """When no trial is left running: the best trial into recipes.yaml, its dvc command, the plots,
     the study's run closed. (Two workers ending at once both write the same: each step is idempotent.)"""
@@ -211,7 +217,7 @@ def finish(shared: SharedStudy, run: TuneRun, cfg: TuneParams, run_id: str, say=
                                {"best_trial": best.number, "recipe": cfg.recipe, "dvc_command": command}, plots)
     say(f"[tune] best: trial {best.number}, val_acc {best.value:.4f} ({tally}) -> recipe {cfg.recipe!r} in "
         f"{run.recipes_path}\n{command}")
-    return TuneSummary(tally, True, best.number, best.value, values, command, plots)
+    return TuneSummary(tally, True, best.number, best.value, values, command, plots, epochs_trained(study))
 
 
 def tune(run: TuneRun, data: RunData | None = None, say=print) -> TuneSummary:
