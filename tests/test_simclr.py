@@ -101,8 +101,11 @@ def test_the_benchmark_runs_a_tiny_grid_end_to_end_and_resumes_from_its_store(tm
     assert {r["n_labelled"] for r in results} == {3, 24}   # 10% of 24 rounds to 2: one per class
     summary = le.summarise(results, budget)
     assert {(c["fraction"], c["init"]) for c in summary["cells"]} == {(f, i) for f in (0.1, 1.0) for i in le.INITS}
-    assert set(summary["pretrained_vs_scratch_at_1pct"] or {}) <= {"init", "dataset", "delta", "ci_low", "ci_high",
-                                                                   "p_value"}
+    assert all(c["n_seeds"] == 2 for c in summary["cells"])
+    assert summary["pretrained_vs_scratch_at_1pct"] is None, "no 1% cell in this grid"
+    differences = [d for d in summary["paired_differences"] if d["fraction"] == 0.1]
+    row = le.at_one_percent([{**d, "fraction": 0.01} for d in differences], "lite0")
+    assert row["init"] == "lite0" and row["ci_low"] <= row["delta"] <= row["ci_high"]
     le.plot(summary, budget, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
     assert le.run_grid({"fashion_mnist": data}, budget, tmp_path) == results   # every cell from the store
