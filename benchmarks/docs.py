@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.docs_deploy import compression_block, latency_block, load_result, machine_text, predict_block, serve_block
-from benchmarks.docs_search import search_block
+from benchmarks.docs_search import label_efficiency_block, search_block
 from skillpack import paths
 from skillpack.machine import one_line
 
@@ -327,7 +327,7 @@ BLOCKS = {"latency": latency_block, "compression": compression_block, "serve_loa
           "faults": faults_block, "train_speed": train_speed_block,
           "time_to_accuracy": time_to_accuracy_block, "cleaning": cleaning_block,
           "cleaning_policies": cleaning_policies_block, "evaluate": evaluate_block, "predict": predict_block,
-          "search": search_block}
+          "search": search_block, "label_efficiency": label_efficiency_block}
 README = ROOT / "README.md"
 DOCS = (DOC, README)   # the files whose <!-- rendered: NAME --> blocks are rendered
 

@@ -47,3 +47,35 @@ def search_block() -> str:
         f"The chosen architecture's ONNX export against eager torch: max abs difference "
         f"{f['chosen_onnx_max_abs_diff']:.1e} (the export stage's tolerance {f['parity_max_abs_diff']:.0e}: "
         f"{'passes' if f['chosen_onnx_parity_ok'] else 'FAILS'})."])
+
+
+def _cell(c: dict) -> str:
+    return f"{c['mean']:.4f} [{c['ci_low']:.4f}, {c['ci_high']:.4f}], {c['cpu_seconds_per_run']:.0f} CPU s"
+
+
+def label_efficiency_rows(summary: dict, dataset: str, inits: list[str]) -> list[str]:
+    cells = {(c["fraction"], c["init"]): c for c in summary["cells"] if c["dataset"] == dataset}
+    rows = [f"| {dataset}: labels | " + " | ".join(inits) + " |", "|---|" + "---|" * len(inits)]
+    for fraction in sorted({f for f, _ in cells}):
+        rows.append(f"| {100 * fraction:g}% | " + " | ".join(_cell(cells[fraction, i]) for i in inits) + " |")
+    return rows
+
+
+def label_efficiency_block() -> str:
+    f = load_result(RESULTS / "label_efficiency.json")
+    if f is None:
+        return "Not measured yet: `python -m benchmarks.label_efficiency`."
+    b, s = f["budget"], f["summary"]
+    pool = "the whole training split" if b["max_train"] is None else f"a stratified {b['max_train']:,} training images"
+    lines = [f"`python -m benchmarks.label_efficiency` on {machine_text(f)}: {f['model']} at {b['input_size']} px, "
+             f"{b['epochs']} epochs per cell, seeds {b['seeds']}, the labelled pool {pool} (its 100%); SimCLR "
+             f"{b['pretrain_epochs']} epochs on {b['pretrain_images']:,} images. Test accuracy, mean [95% t interval], "
+             f"and CPU seconds per run:", ""]
+    for dataset in b["datasets"]:
+        lines += [*label_efficiency_rows(s, dataset, b["inits"]), ""]
+    for key in ("pretrained_vs_scratch_at_1pct", "simclr_vs_scratch_at_1pct"):
+        d = s.get(key)
+        if d:
+            lines.append(f"- {d['init']} minus scratch, Fashion-MNIST, 1% of the labels, paired by seed: "
+                         f"**{100 * d['delta']:+.2f} points** [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]")
+    return "\n".join([*lines, "", "![label efficiency](../benchmarks/results/label_efficiency.png)"])
