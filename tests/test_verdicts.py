@@ -3,6 +3,7 @@ claims table built from them (one row per arm, significance from the adjusted p-
 import ast
 import itertools
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -195,7 +196,7 @@ def test_a_claimed_value_against_the_claimed_direction_is_an_error():
 
 def test_every_claim_of_claims_yaml_can_be_judged_or_says_why_not():
     doc = cl.load_claims(ROOT / "claims.yaml")
-    for key in ("not_in_spec", "no_cleaning_results"):
+    for key in ("not_in_spec", "no_cleaning_results", "no_label_efficiency_results"):
         assert {"reason", "would_take"} <= set(doc["defaults"][key])
     for claim in doc["claims"]:
         if claim.get("not_tested"):
@@ -256,6 +257,31 @@ def test_cleaning_rows_over_noise_draws_use_the_draw_as_the_unit():
     assert summary["below_five"] == ["clean.y"]
     line = claims_report._summary_lines(summary)[0]
     assert "clean.x (5 noise draws in 1 of 2 rows, 1 in the others)" in line and "clean.y (3 seeds)" in line
+
+
+def test_label_efficiency_rows_judge_each_start_against_scratch_paired_by_seed():
+    from benchmarks import label_efficiency as le
+
+    budget = le.Budget(datasets=("fashion_mnist",), fractions=(0.01, 1.0), inits=("scratch", "simclr", "lite0"),
+                       seeds=(0, 1, 2))
+    scratch = {0.01: [0.50, 0.55, 0.52], 1.0: [0.80, 0.81, 0.79]}
+    gain = {"simclr": {0.01: [0.01, 0.02, 0.015], 1.0: [0.01, -0.01, 0.0]}, "lite0": {0.01: [0.20, 0.21, 0.19],
+                                                                                  1.0: [0.02, 0.03, 0.01]}}
+    runs = [{"dataset": "fashion_mnist", "fraction": f, "init": "scratch", "seed": s, "test_accuracy": scratch[f][s],
+             "cpu_seconds": 1.0} for f in scratch for s in range(3)]
+    runs += [{"dataset": "fashion_mnist", "fraction": f, "init": i, "seed": s,
+              "test_accuracy": scratch[f][s] + gain[i][f][s], "cpu_seconds": 1.0}
+             for i in gain for f in scratch for s in range(3)]
+    results = {"budget": asdict(budget), "model": le.MODEL, "summary": le.summarise(runs, budget)}
+    claims = [{"id": "frontier.x", "direction": "increase", "label_efficiency": {"init": "simclr"}}]
+    one_percent, full = cl.label_efficiency_rows(claims, results)["frontier.x"]
+    assert one_percent["measured"] == pytest.approx(1.5) and full["measured"] == pytest.approx(0.0, abs=1e-9)
+    assert one_percent["baseline"] == "scratch" and one_percent["arm"] == "simclr_fashion_mnist_0.01"
+    assert one_percent["p_adjusted"] >= one_percent["p"], "Holm over the benchmark's 4 paired differences"
+    assert "the 4 paired differences of the label-efficiency benchmark" in one_percent["statement"]
+    assert full["verdict"] == vd.INCONCLUSIVE and one_percent["correction"] == cl.ZERO_SIDE_ONLY
+    assert results["summary"]["pretrained_vs_scratch_at_1pct"]["delta"] == pytest.approx(0.20)
+    assert results["summary"]["simclr_vs_scratch_at_1pct"]["delta"] == pytest.approx(0.015)
 
 
 def test_the_amp_row_is_rendered_from_the_benchmark_results_passed_in():

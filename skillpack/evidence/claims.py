@@ -107,6 +107,9 @@ def claim_marks(c: Comparison, claims_doc: dict) -> tuple[list[float], list[int]
 
 # ------------------------------------------------------------------ rows
 
+ZERO_SIDE_ONLY = "zero side (no claimed value)"   # a row's correction when only its direction is claimed
+
+
 def row(claim: dict, verdict_: str, statement: str, *, arm: str | None = None, measured=None,
         ci_low: float | None = None, ci_high: float | None = None, claimed=None, p: float | None = None,
         p_adjusted: float | None = None, mde: float | None = None, setup: str | None = None, **extra) -> dict:
@@ -305,8 +308,44 @@ def cleaning_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
             row(claim, verdict_, statement, arm=setting, measured=t["measured"], ci_low=t["ci_low"],
                 ci_high=t["ci_high"], p=t["p"], p_adjusted=p_adjusted, mde=mde, setup=setup, mde_family=mde_family,
                 baseline="random flags", unit="points", direction=claim["direction"], family=family["name"],
-                detail=_detector_detail(results[setting], detector),
+                detail=_detector_detail(results[setting], detector), correction=ZERO_SIDE_ONLY, margin=None,
                 replicates={"count": t["draws"], "of": "noise draw"}))
+    return out
+
+
+# ------------------------------------------------------------------ label-efficiency benchmark
+
+def _label_efficiency_setup(results: dict, difference: dict) -> str:
+    b = results["budget"]
+    pool = "the whole training split" if b["max_train"] is None else f"a stratified {b['max_train']:,}-image pool"
+    return (f"{results['model']} at {b['input_size']} px fine-tuned {b['epochs']} epochs on {100 * difference['fraction']:g}% "
+            f"of {pool} of {difference['dataset']}, {len(b['seeds'])} seeds; SimCLR {b['pretrain_epochs']} epochs on "
+            f"{b['pretrain_images']:,} unlabelled images")
+
+
+def label_efficiency_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
+    """Rows for the claims judged on the label-efficiency benchmark (claims.yaml
+    `label_efficiency: {init: ...}`): one per (dataset, fraction), that start minus scratch paired by
+    seed, Holm-adjusted over every paired difference the benchmark reports (its family)."""
+    differences = results["summary"]["paired_differences"]
+    family = {"name": f"the {len(differences)} paired differences of the label-efficiency benchmark",
+              "size": len(differences)}
+    adjusted = holm([d["p_value"] for d in differences])
+    out: dict[str, list[dict]] = {}
+    for claim in (c for c in claims if c.get("label_efficiency")):
+        init = claim["label_efficiency"]["init"]
+        for d, p_adjusted in ((d, p) for d, p in zip(differences, adjusted) if d["init"] == init):
+            measured, low, high = 100 * d["delta"], 100 * d["ci_low"], 100 * d["ci_high"]
+            verdict_ = verdict(low, high, p_adjusted, None, claim["direction"])
+            setup = _label_efficiency_setup(results, d)
+            statement = _judged_statement(verdict_, setup, f"{init} minus scratch", measured, low, high, "points", None,
+                                          claim["direction"], d["p_value"], p_adjusted, None, family)
+            out.setdefault(claim["id"], []).append(
+                row(claim, verdict_, statement, arm=f"{init}_{d['dataset']}_{d['fraction']:g}", measured=measured,
+                    ci_low=low, ci_high=high, p=d["p_value"], p_adjusted=p_adjusted, setup=setup, baseline="scratch",
+                    unit="points", metric="test_accuracy", direction=claim["direction"], family=family["name"],
+                    correction=ZERO_SIDE_ONLY, margin=None,
+                    replicates={"count": len(results["budget"]["seeds"]), "of": "seed"}))
     return out
 
 
@@ -365,14 +404,18 @@ def claims_table(claims_doc: dict, comparisons: list, setups: dict[str, str], fa
     benchmarks = benchmarks or {}
     claims, defaults = claims_doc["claims"], claims_doc.get("defaults", {})
     cleaning = cleaning_rows(claims, benchmarks["cleaning"]) if benchmarks.get("cleaning") else {}
+    labels = label_efficiency_rows(claims, benchmarks["label_efficiency"]) if benchmarks.get("label_efficiency") else {}
     table = []
     for claim in claims:
         rows = ([static_row(claim, spec.params_path, benchmarks)] if claim.get("static") else [])
         rows += ablation_rows(claim, comparisons, setups, family, curves, transfer) + cleaning.get(claim["id"], [])
+        rows += labels.get(claim["id"], [])
         if claim.get("not_tested"):
             rows.append(with_related(not_tested_row(claim, claim["not_tested"], spec=spec.name), claim, benchmarks))
         elif not rows or (claim.get("direction") and not any(r["verdict"] != STATIC for r in rows)):
-            because = defaults["no_cleaning_results"] if claim.get("cleaning") else defaults["not_in_spec"]
+            because = (defaults["no_cleaning_results"] if claim.get("cleaning") else
+                       defaults["no_label_efficiency_results"] if claim.get("label_efficiency") else
+                       defaults["not_in_spec"])
             rows.append(not_tested_row(claim, because, spec=spec.name))
         table += rows
     return table
