@@ -25,7 +25,7 @@ def test_default_spec_has_the_required_arms_and_claims():
                    "semihard_vs_all", "semihard_vs_hard", "arcface", "condconv_xs", "amp_bf16", "aug_mild_small_data",
                    "label_smoothing_small", "mixup_small", "cutmix_small", "autoaugment_small", "center_loss_0.1"):
         assert needed in arms, needed
-    assert {t["name"] for t in spec.tuned} >= {"adamw_vs_adam_l2", "lars_vs_sgd_b1024", "lars_vs_sgd_b4096"}
+    assert {t["name"] for t in spec.tuned} >= {"adamw_vs_adam_l2", "lars_vs_sgd_b1024", "lars_vs_sgd_b512"}
     assert len(spec.seeds) >= 15 and spec.variant_seeds == 4 and spec.resample
     # the article's chain exactly: base, + augmentation, + schedule, + label smoothing, nothing else
     assert [a.name for a in spec.cumulative] == ["chain_baseline", "chain_augmentation", "chain_schedule",
@@ -38,7 +38,7 @@ def test_default_spec_has_the_required_arms_and_claims():
     # the same batch; 5 warm-up epochs
     tuned = {t["name"]: t for t in spec.tuned}
     for name, (arm_opt, base_opt) in {"adamw_vs_adam_l2": ("adamw", "adam"), "lars_vs_sgd_b1024": ("lars", "sgd"),
-                                      "lars_vs_sgd_b4096": ("lars", "sgd")}.items():
+                                      "lars_vs_sgd_b512": ("lars", "sgd")}.items():
         arms = [ab.run_params(spec, spec.arm(n), 0).train for n in tuned[name]["arms"]]
         bases = [ab.run_params(spec, spec.arm(n), 0).train for n in tuned[name]["baseline"]]
         assert {t.optimizer.name for t in arms} == {arm_opt} and {t.optimizer.name for t in bases} == {base_opt}
