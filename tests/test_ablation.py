@@ -47,7 +47,7 @@ def test_default_spec_has_the_required_arms_and_claims():
         if name.startswith("adamw"):
             assert {t.schedule.name for t in arms + bases} == {"cosine"}
     assert ab.run_params(spec, spec.arm("warmup_5_epochs"), 0).train.schedule.warmup_epochs == 5
-    # at least 6 arms have budget curves over a 9x range of epochs (the architectures: 6x, 3 to 18 epochs)
+    # at least 6 arms have budget curves over a 9x range of epochs (the architectures: 3x, 3 to 9 epochs)
     curved = {a.variant["of"] for a in spec.arms if a.variant and a.variant["axis"] == "epochs"} - {"baseline"}
     assert len(curved) >= 6
     for name in curved - {"efficientnet_vs_resnet", "vit_vs_resnet", "baseline_resnet"}:
