@@ -85,6 +85,22 @@ def test_a_trial_params_go_through_the_params_loader():
 
 # ------------------------------------------------------------------ the recipe it writes
 
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_the_median_pruner_first_prunes_at_the_warm_up_epoch(warmup):
+    from skillpack.train.tune import sampler_and_pruner
+
+    params = load_params(ROOT / "params.yaml", ["tune.pruner=median", "tune.startup_trials=1",
+                                                f"tune.warmup_epochs={warmup}"])
+    study = optuna.create_study(direction="maximize", pruner=sampler_and_pruner(params, 0)[1])
+    leader = study.ask()
+    for epoch in (1, 2, 3):   # epochs count from 1, as the engine reports them
+        leader.report(0.9, epoch)
+    study.tell(leader, 0.9)
+    trailing = study.ask()
+    pruned_at = next(epoch for epoch in (1, 2, 3) if (trailing.report(0.1, epoch), trailing.should_prune())[1])
+    assert pruned_at == max(warmup, 1), "tune.warmup_epochs: no pruning before this epoch"
+
+
 def test_the_recipe_is_added_then_replaced_keeping_every_other_line(tmp_path):
     path = tmp_path / "recipes.yaml"
     original = (ROOT / "recipes.yaml").read_text()

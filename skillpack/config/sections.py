@@ -313,7 +313,7 @@ class TuneParams(StrictModel):
     timeout_s: float | None = Field(None, gt=0)  # or: no trial starts after this many wall seconds (per worker)
     pruner: Literal["median", "hyperband"] = "median"
     startup_trials: int = Field(5, ge=0)       # median: no pruning before this many trials completed
-    warmup_epochs: int = Field(1, ge=0)        # median: no pruning at or before this epoch
+    warmup_epochs: int = Field(1, ge=0)        # median: no pruning before this epoch (epochs count from 1)
     study: str = Field("skillpack", pattern=r"^[A-Za-z0-9_.-]+$")
     storage: str | None = None                 # null: a journal file tune/<study>.journal; or an RDB URL
     heartbeat_s: int = Field(60, ge=1)         # RDB storage: a trial with no heartbeat for 2x this is failed
