@@ -18,6 +18,20 @@ def pruner_rows(pruners: dict) -> list[str]:
     return rows
 
 
+def pruner_comparison(f: dict) -> str:
+    """The second pruner against the first (the default), beside the seed-to-seed spread of one
+    recipe (the held-out interval's half-width): a single study per pruner is one draw of each."""
+    (first, a), (second, b) = list(f["pruners"].items())[:2]
+    if a["best_val"] is None or b["best_val"] is None:
+        return ""
+    delta = 100 * (b["best_val"] - a["best_val"])
+    half = 100 * (f["heldout_test_ci"][1] - f["heldout_test_ci"][0]) / 2
+    reading = "within" if abs(delta) <= half else "beyond"
+    return (f"{second} against {first}: best validation accuracy {delta:+.2f} points with "
+            f"{b['epochs_trained'] / a['epochs_trained']:.2f}x the epochs trained; {reading} the half-width of one "
+            f"recipe's held-out interval ({half:.2f} points), from one study each.")
+
+
 def pareto_rows(front: list[dict], chosen: str | None) -> list[str]:
     rows = ["| architecture | validation accuracy | ONNX Runtime latency, batch 1 | parameters |", "|---|---|---|---|"]
     for point in sorted(front, key=lambda p: p["latency_ms"]):
@@ -36,7 +50,7 @@ def search_block() -> str:
         f"`{search_command(b)}` on {machine_text(f)}: {f['wall_s'] / 60:.0f} min in all. Every trial trains at most "
         f"{b['epochs']} epochs on a stratified {b['max_train']:,} training images (a tenth carved as validation); "
         f"the same study (space, sampler seed, trials) ran once per pruner:", "",
-        *pruner_rows(f["pruners"]), "",
+        *pruner_rows(f["pruners"]), "", *([pruner_comparison(f), ""] if len(f["pruners"]) > 1 else []),
         f"The best trial's params re-trained on seeds the search never saw ({', '.join(map(str, f['heldout_seeds']))}), "
         f"same budget, scored on {f['test_images']:,} test images: **{f['heldout_test_mean']:.4f}** "
         f"[{low:.4f}, {high:.4f}] (95% t interval) against its in-search validation accuracy {f['best_val']:.4f} "
