@@ -26,7 +26,8 @@ benchmarks/results/label_efficiency.json and .png; each finished cell is stored 
 benchmarks/cache/label_efficiency/ keyed by its config (skillpack.evidence.ablation.ResultStore,
 run_key), so a killed run resumes where it stopped.
 
-The default budget is sized to finish in under 3 hours on a 2-core CPU: 3 epochs per cell; the
+The default budget is sized, by the estimate below (not yet timed), to finish in under 3 hours on a
+2-core CPU: 3 epochs per cell; the
 labelled pool is a stratified 15,000 of Fashion-MNIST's 54,000 training images (its "100%"; the
 digits' whole training split is smaller); SimCLR pre-trains 3 epochs on 10,000 of the pool's
 images; every cell is scored on the whole test set. Cost measured before that choice (2-core AMD
