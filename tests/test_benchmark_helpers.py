@@ -108,3 +108,34 @@ def test_noise_draws_flip_their_own_labels_and_add_to_the_stored_results(tmp_pat
     other = load_params("params.yaml", ["clean.oof.train.epochs=1", "clean.oof.folds=3", "train.threads=1"])
     with pytest.raises(SystemExit, match="`oof` differs"):
         bench.add_noise_draws(["symmetric_0.1"], [2], {"train": train}, other, 0.0)
+
+
+def _tta_run(recipe, seed, acc, seconds_to, cuda=None):
+    return {"recipe": recipe, "seed": seed, "final_acc": acc, "train_s": 100.0 + seed, "seconds_to": seconds_to,
+            "trace": [], "machine": {"cpu": "x86_64", "cuda": cuda}}
+
+
+def test_time_to_accuracy_summary_is_a_mean_with_interval_and_old_runs_lack_new_thresholds():
+    from benchmarks.time_to_accuracy import summarise
+
+    old = {"0.940": 90.0}   # a run measured before 0.950 was a threshold
+    new = {"0.940": 80.0, "0.950": 120.0}
+    runs = [_tta_run("r", 0, 0.94, old), _tta_run("r", 1, 0.95, new), _tta_run("r", 2, 0.96, new)]
+    s = summarise(runs, "r")
+    assert s["acc"] == pytest.approx(0.95)
+    assert s["acc_ci_low"] < 0.95 < s["acc_ci_high"]
+    assert s["seconds_to"] == {"0.940": 80.0, "0.950": 120.0}
+    assert s["reached_by_seeds"] == {"0.940": 3, "0.950": 2}
+
+
+def test_the_best_cpu_recipe_skips_recipes_measured_on_a_gpu():
+    from benchmarks.docs import best_cpu_recipe, time_to_accuracy_rows
+    from benchmarks.time_to_accuracy import summarise
+
+    runs = [_tta_run("cpu", s, 0.93 + s / 1000, {"0.930": 50.0}) for s in range(3)]
+    runs += [_tta_run("gpu", s, 0.95, {"0.930": 5.0, "0.950": 9.0}, cuda="H100") for s in range(3)]
+    f = {"runs": runs, "recipes": {name: summarise(runs, name) for name in ("cpu", "gpu")}}
+    name, s = best_cpu_recipe(f)
+    assert name == "cpu" and s["acc"] == pytest.approx(0.931)
+    rows = time_to_accuracy_rows(f, ["0.930", "0.950"])
+    assert rows[0].endswith("| 50 | not reached |")   # the cpu runs have no 0.950 key
