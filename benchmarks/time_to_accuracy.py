@@ -17,6 +17,7 @@ import statistics
 
 from benchmarks.common import RESULTS, machine, save
 from skillpack.data.store import prepare_splits
+from skillpack.machine import one_line
 from skillpack.stats import mean_interval
 from skillpack.train.recipes import load_recipe
 from skillpack.train.runs import RunData, evaluate_model, train_model
@@ -79,9 +80,14 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="+", default=["default", "long"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--replot", action="store_true",
+                        help="train nothing: re-summarise and re-plot the runs of the last results file")
     args = parser.parse_args(argv)
-    runs = [run_one(recipe, seed) for recipe in args.recipes for seed in args.seeds]
-    runs = [*previous_runs(exclude=args.recipes), *runs]
+    if args.replot:
+        runs, args.seeds = previous_runs(exclude=[]), json.loads((RESULTS / "time_to_accuracy.json").read_text())["seeds"]
+    else:
+        runs = [run_one(recipe, seed) for recipe in args.recipes for seed in args.seeds]
+        runs = [*previous_runs(exclude=args.recipes), *runs]
     recipes = list(dict.fromkeys(r["recipe"] for r in runs))
     summary = {recipe: summarise(runs, recipe) for recipe in recipes}
     figures = {"seeds": args.seeds, "recipes": summary, "runs": runs}
@@ -92,12 +98,26 @@ def main(argv=None) -> dict:
           + " | ".join(f"s to {float(t):.1%}" for t in THRESHOLDS) + " |")
     print("|---|---|---|" + "---|" * len(THRESHOLDS))
     for recipe, s in summary.items():
-        cells = [f"{v:.0f} ({s['reached_by_seeds'][t]}/{len(s['seeds'])})" if v is not None else "not reached"
-                 for t, v in s["seconds_to"].items()]
+        cells = [f"{s['seconds_to'][t]:.0f} ({s['reached_by_seeds'][t]}/{len(s['seeds'])})"
+                 if s["seconds_to"].get(t) is not None else "not reached" for t in (f"{x:.3f}" for x in THRESHOLDS)]
         print(f"| {recipe} | {s['acc']:.4f} [{s['acc_ci_low']:.4f}, {s['acc_ci_high']:.4f}] | {s['train_s']:.0f} | "
               + " | ".join(cells) + " |")
-    print(f"wrote {save('time_to_accuracy', figures)}")
+    path = save("time_to_accuracy", figures)
+    plot(runs, path.with_suffix(".png"))
+    print(f"wrote {path} and its .png")
     return figures
+
+
+def plot(runs: list[dict], path) -> None:
+    from skillpack.plots import plot_accuracy_over_time
+
+    lines = [{"group": r["recipe"], "minutes": [p["train_s"] / 60 for p in r["trace"]],
+              "accuracy": [p["test_acc"] for p in r["trace"]]} for r in runs]
+    machines = {one_line(r["machine"]) if "cpu_flags" in r["machine"] else f"{r['machine']['cpu']} (model not recorded)"
+                for r in runs}
+    plot_accuracy_over_time(lines, path, "Fashion-MNIST test accuracy against training time, one line per seed "
+                                         f"(python -m benchmarks.time_to_accuracy)\n{'; '.join(sorted(machines))}",
+                            list(THRESHOLDS))
 
 
 if __name__ == "__main__":

@@ -290,3 +290,25 @@ def plot_interval_lines(panels: list[dict], path: str | Path, title: str) -> Non
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def plot_accuracy_over_time(lines: list[dict], path: str | Path, title: str, targets: list[float]) -> None:
+    """Test accuracy against training minutes, one line per run coloured by its group (a recipe),
+    with dashed target accuracies. `lines`: [{"group", "minutes": [...], "accuracy": [...]}]."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    groups = list(dict.fromkeys(line["group"] for line in lines))
+    colours = dict(zip(groups, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    for group in groups:
+        for i, line in enumerate(line for line in lines if line["group"] == group):
+            ax.plot(line["minutes"], line["accuracy"], color=colours[group], alpha=0.8, linewidth=1.2,
+                    label=group if i == 0 else None)
+    for target in targets:
+        ax.axhline(target, color="gray", linestyle="--", linewidth=0.8)
+        ax.annotate(f"{target:.1%}", (0, target), xytext=(2, 2), textcoords="offset points", fontsize=8, color="gray")
+    floor = min(min(line["accuracy"]) for line in lines)
+    ax.set_ylim(max(floor, min(targets) - 0.02), max(targets) + 0.005)
+    ax.set(xlabel="training time (minutes)", ylabel="test accuracy")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
