@@ -71,7 +71,9 @@ def label_efficiency_rows(summary: dict, dataset: str, inits: list[str]) -> list
     cells = {(c["fraction"], c["init"]): c for c in summary["cells"] if c["dataset"] == dataset}
     rows = [f"| {dataset}: labels | " + " | ".join(inits) + " |", "|---|" + "---|" * len(inits)]
     for fraction in sorted({f for f, _ in cells}):
-        rows.append(f"| {100 * fraction:g}% | " + " | ".join(_cell(cells[fraction, i]) for i in inits) + " |")
+        n = cells[fraction, inits[0]].get("n_labelled")
+        rows.append(f"| {100 * fraction:g}%{f' ({n:,})' if n else ''} | "
+                    + " | ".join(_cell(cells[fraction, i]) for i in inits) + " |")
     return rows
 
 
@@ -81,9 +83,14 @@ def label_efficiency_block() -> str:
         return "Not measured yet: `python -m benchmarks.label_efficiency`."
     b, s = f["budget"], f["summary"]
     pool = "the whole training split" if b["max_train"] is None else f"a stratified {b['max_train']:,} training images"
+    simclr = "the pool's images" if b["pretrain_images"] is None else f"{b['pretrain_images']:,} of the pool's images"
+    test = "the whole test split" if b.get("max_test") is None else f"at most {b['max_test']:,} test images (stratified)"
+    wall = (f" The table took {f['wall_s'] / 60:.0f} min of wall time, SimCLR pre-training "
+            f"{f['pretrain_wall_s'] / 60:.0f} min of it." if "pretrain_wall_s" in f else "")
     lines = [f"`python -m benchmarks.label_efficiency` on {machine_text(f)}: {f['model']} at {b['input_size']} px, "
-             f"{b['epochs']} epochs per cell, seeds {b['seeds']}, the labelled pool {pool} (its 100%); SimCLR "
-             f"{b['pretrain_epochs']} epochs on {b['pretrain_images']:,} images. Test accuracy, mean [95% t interval], "
+             f"{b['epochs']} epochs per cell (at least {b['min_steps']} steps of {b['batch_size']}), "
+             f"{b.get('amp', 'off')} autocast, seeds {b['seeds']}, the labelled pool {pool} (its 100%), scored on "
+             f"{test}; SimCLR {b['pretrain_epochs']} epochs on {simclr}.{wall} Test accuracy, mean [95% t interval], "
              f"and CPU seconds per run:", ""]
     for dataset in b["datasets"]:
         lines += [*label_efficiency_rows(s, dataset, b["inits"]), ""]

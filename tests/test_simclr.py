@@ -2,7 +2,9 @@
 loads through train.pretrained into the classifier (its weights, a new head) and a linear probe
 (train.freeze_backbone) trains only the head; the label-efficiency benchmark's subsets and its
 whole path on a tiny set, resumed from its store."""
+import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -109,3 +111,17 @@ def test_the_benchmark_runs_a_tiny_grid_end_to_end_and_resumes_from_its_store(tm
     le.plot(summary, budget, tmp_path / "curve.png")
     assert (tmp_path / "curve.png").stat().st_size > 0
     assert le.run_grid({"fashion_mnist": data}, budget, tmp_path) == results   # every cell from the store
+
+
+def test_the_benchmark_counts_its_pretraining_once_per_dataset_from_the_stored_encoder(tmp_path):
+    x, y = _images(12, seed=3), np.arange(12) % 3
+    data = {"train": (x, y), "val": (x[:6], y[:6]), "test": (x[:6], y[:6]), "classes": ["a", "b", "c"]}
+    budget = le.Budget(datasets=("fashion_mnist",), inits=("scratch", "simclr"), fractions=(1.0,), seeds=(0,),
+                       epochs=1, pretrain_epochs=1, pretrain_images=8, max_val=6, input_size=32, batch_size=4,
+                       min_steps=1, threads=1, extra={"augment": {"crop_padding": 0}})
+    results = le.run_grid({"fashion_mnist": data}, budget, tmp_path)
+    seconds = le.pretraining_seconds({"fashion_mnist": data}, budget, tmp_path)
+    stored = json.loads(next((tmp_path / "encoders").glob("*.json")).read_text())["wall_seconds"]
+    assert seconds == stored > 0
+    assert le.pretraining_seconds({"fashion_mnist": data}, replace(budget, inits=("scratch",)), tmp_path) == 0.0
+    assert le.summarise(results, budget)["cells"][0]["n_labelled"] == 12
