@@ -3,6 +3,7 @@ compared, the searched best on held-out seeds), rendered from search.json by ben
 from __future__ import annotations
 
 from benchmarks.docs_deploy import RESULTS, load_result, machine_text
+from skillpack.evidence.claims import label_efficiency_pool
 
 
 def search_command(budget: dict) -> str:
@@ -82,14 +83,13 @@ def label_efficiency_block() -> str:
     if f is None:
         return "Not measured yet: `python -m benchmarks.label_efficiency`."
     b, s = f["budget"], f["summary"]
-    pool = "the whole training split" if b["max_train"] is None else f"a stratified {b['max_train']:,} training images"
-    simclr = "the pool's images" if b["pretrain_images"] is None else f"{b['pretrain_images']:,} of the pool's images"
+    pool, simclr = label_efficiency_pool(b)
     test = "the whole test split" if b.get("max_test") is None else f"at most {b['max_test']:,} test images (stratified)"
     wall = (f" The table took {f['wall_s'] / 60:.0f} min of wall time, SimCLR pre-training "
             f"{f['pretrain_wall_s'] / 60:.0f} min of it." if "pretrain_wall_s" in f else "")
     lines = [f"`python -m benchmarks.label_efficiency` on {machine_text(f)}: {f['model']} at {b['input_size']} px, "
              f"{b['epochs']} epochs per cell (at least {b['min_steps']} steps of {b['batch_size']}), "
-             f"{b.get('amp', 'off')} autocast, seeds {b['seeds']}, the labelled pool {pool} (its 100%), scored on "
+             f"{b.get('amp', 'off')} autocast, seeds {b['seeds']}, labels drawn from {pool} (its 100%), scored on "
              f"{test}; SimCLR {b['pretrain_epochs']} epochs on {simclr}.{wall} Test accuracy, mean [95% t interval], "
              f"and CPU seconds per run:", ""]
     for dataset in b["datasets"]:

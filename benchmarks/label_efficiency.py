@@ -267,7 +267,7 @@ def summarise(results: list[dict], budget: Budget) -> dict:
 
 def labelled(results: list[dict], name: str, fraction: float) -> int | None:
     """How many labelled images a (dataset, fraction) cell trains on (the same for every seed)."""
-    return next((r["n_labelled"] for r in results if (r["dataset"], r["fraction"]) == (name, fraction)), None)
+    return next((r.get("n_labelled") for r in results if (r["dataset"], r["fraction"]) == (name, fraction)), None)
 
 
 def pretraining_seconds(datasets: dict[str, dict], budget: Budget, store_root: Path = CACHE) -> float:
@@ -296,7 +296,9 @@ def plot(summary: dict, budget: Budget, path: Path) -> None:
             rows = [c for c in summary["cells"] if (c["dataset"], c["init"]) == (name, init)]
             lines.append({"label": init, "x": [100 * c["fraction"] for c in rows], "y": [c["mean"] for c in rows],
                           "low": [c["ci_low"] for c in rows], "high": [c["ci_high"] for c in rows]})
-        panels.append({"title": name, "xlabel": "training labels used (%)", "ylabel": "test accuracy", "lines": lines})
+        pool = "the training split" if budget.max_train is None else f"a {budget.max_train:,}-image pool"
+        panels.append({"title": name, "xlabel": f"training labels used (% of {pool})", "ylabel": "test accuracy",
+                       "lines": lines})
     where = machine()
     plot_interval_lines(panels, path, f"{MODEL} at {budget.input_size} px, {budget.epochs} epochs, seeds "
                                       f"{list(budget.seeds)} (95% t intervals); {where['cpu']}, {where['cores']} cores; "

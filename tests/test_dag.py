@@ -78,3 +78,13 @@ def test_stage_paths_in_dvc_yaml_are_the_ones_the_code_uses():
             assert any(path == d or path.startswith(d + "/") or d.startswith(path + "/") for d in declared), \
                 f"{stage}: the code uses paths.{name} ({path}), dvc.yaml does not declare it"
     assert "${data.root}" in _dvc()["stages"]["prepare"]["deps"]  # the raw images: a changed file re-runs prepare
+
+
+def test_the_ablate_stage_depends_on_every_benchmark_result_the_claims_report_reads():
+    from flows.ablation import BENCHMARK_RESULTS, CLAIM_BENCHMARKS
+
+    deps = set(_dvc("ablations/dvc.yaml")["stages"]["ablate"]["deps"])
+    for name in CLAIM_BENCHMARKS:
+        path = BENCHMARK_RESULTS / f"{name}.json"
+        assert str(path) in deps, f"ablations/dvc.yaml: the ablate stage reads {path} but does not declare it"
+        assert (ROOT / path).is_file(), f"{path} is declared but missing: DVC refuses a missing dependency"

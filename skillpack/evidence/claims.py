@@ -315,12 +315,21 @@ def cleaning_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
 
 # ------------------------------------------------------------------ label-efficiency benchmark
 
+def label_efficiency_pool(budget: dict) -> tuple[str, str]:
+    """The label-efficiency benchmark's labelled pool and SimCLR images in words (its results'
+    `budget`); benchmarks/docs_search.py renders the same words."""
+    pool = "the whole training split" if budget["max_train"] is None else f"a stratified {budget['max_train']:,}-image pool"
+    images = "the pool's images" if budget.get("pretrain_images") is None \
+        else f"{budget['pretrain_images']:,} of the pool's images"
+    return pool, images
+
+
 def _label_efficiency_setup(results: dict, difference: dict) -> str:
     b = results["budget"]
-    pool = "the whole training split" if b["max_train"] is None else f"a stratified {b['max_train']:,}-image pool"
+    pool, images = label_efficiency_pool(b)
     return (f"{results['model']} at {b['input_size']} px fine-tuned {b['epochs']} epochs on {100 * difference['fraction']:g}% "
             f"of {pool} of {difference['dataset']}, {len(b['seeds'])} seeds; SimCLR {b['pretrain_epochs']} epochs on "
-            f"{b['pretrain_images']:,} unlabelled images")
+            f"{images}, labels ignored")
 
 
 def label_efficiency_rows(claims: list[dict], results: dict) -> dict[str, list[dict]]:
