@@ -222,7 +222,8 @@ def time_to_accuracy_rows(f: dict, thresholds: list[str]) -> list[str]:
                  + " | ".join(_seconds(r["seconds_to"].get(t)) for t in thresholds) + " |"
                  for r in f["runs"] if r["recipe"] == recipe]
         medians = ["-" if s["seconds_to"].get(t) is None else f"**{s['seconds_to'][t]:.0f}**"
-                   + ("" if s["reached_by_seeds"][t] == len(s["seeds"]) else f" ({s['reached_by_seeds'][t]} of {len(s['seeds'])} seeds)")
+                   + ("" if s["reached_by_seeds"][t] == len(s["seeds"])
+                      else f" ({s['reached_by_seeds'][t]} of {len(s['seeds'])} seeds)")
                    for t in thresholds]
         rows.append(f"| **{recipe}**, mean [95% CI] / medians | {', '.join(map(str, s['seeds']))} | {_interval(s)} | "
                     f"**{s['train_s']:.0f}** | " + " | ".join(medians) + " |")
